@@ -1,0 +1,212 @@
+"""Alpaca's stock market-data API: paths, parameters and pure parsers into our models.
+
+The gateway uses the multi-symbol endpoints for single symbols too: one parser per kind, and the
+symbol travels in a query parameter, never in a URL path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from app.alpaca import wire
+from app.alpaca.transport import AlpacaTransport
+from app.models.market_data import BarData, QuoteData, SnapshotData, TradeData
+
+LATEST_QUOTES = ("v2", "stocks", "quotes", "latest")
+LATEST_TRADES = ("v2", "stocks", "trades", "latest")
+SNAPSHOTS = ("v2", "stocks", "snapshots")
+BARS = ("v2", "stocks", "bars")
+
+MAX_BARS_PER_PAGE = 10_000
+
+
+def parse_quote(symbol: str, raw: Any) -> QuoteData:
+    """Alpaca stock quote -> QuoteData. A side with price 0 or absent is None as a whole."""
+    what = f"quote for {symbol}"
+    q = wire.mapping(raw, what)
+    observed_at = wire.timestamp(q, "t", what)
+    bid_price = wire.number(q, "bp", what, required=False)
+    ask_price = wire.number(q, "ap", what, required=False)
+    # 0 is Alpaca's "no active bid/ask": the side does not exist, so none of its fields do.
+    has_bid = bid_price is not None and bid_price != 0
+    has_ask = ask_price is not None and ask_price != 0
+    return QuoteData(
+        symbol=symbol,
+        bid_price=bid_price if has_bid else None,
+        bid_size=wire.number(q, "bs", what, required=False) if has_bid else None,
+        bid_exchange=wire.text(q, "bx", what, required=False) if has_bid else None,
+        ask_price=ask_price if has_ask else None,
+        ask_size=wire.number(q, "as", what, required=False) if has_ask else None,
+        ask_exchange=wire.text(q, "ax", what, required=False) if has_ask else None,
+        conditions=wire.text_list(q, "c", what),
+        tape=wire.text(q, "z", what, required=False),
+        timestamp=observed_at,
+    )
+
+
+def quote_is_empty(quote: QuoteData) -> bool:
+    return quote.bid_price is None and quote.ask_price is None
+
+
+def parse_trade(symbol: str, raw: Any) -> TradeData:
+    what = f"trade for {symbol}"
+    t = wire.mapping(raw, what)
+    price = wire.number(t, "p", what)
+    size = wire.number(t, "s", what)
+    assert price is not None and size is not None
+    return TradeData(
+        symbol=symbol,
+        price=price,
+        size=size,
+        exchange=wire.text(t, "x", what, required=False),
+        id=wire.integer(t, "i", what, required=False),
+        conditions=wire.text_list(t, "c", what),
+        tape=wire.text(t, "z", what, required=False),
+        update=wire.text(t, "u", what, required=False),
+        timestamp=wire.timestamp(t, "t", what),
+    )
+
+
+def parse_bar(symbol: str, raw: Any) -> BarData:
+    what = f"bar for {symbol}"
+    b = wire.mapping(raw, what)
+    values = {key: wire.number(b, key, what) for key in ("o", "h", "l", "c", "v")}
+    open_, high, low, close, volume = (values[k] for k in ("o", "h", "l", "c", "v"))
+    assert open_ is not None and high is not None and low is not None
+    assert close is not None and volume is not None
+    return BarData(
+        timestamp=wire.timestamp(b, "t", what),
+        open=open_,
+        high=high,
+        low=low,
+        close=close,
+        volume=volume,
+        trade_count=wire.integer(b, "n", what, required=False),
+        vwap=wire.number(b, "vw", what, required=False),
+    )
+
+
+def _symbol_map(payload: Any, member: str | None, what: str) -> Mapping[str, Any]:
+    root = wire.mapping(payload, what)
+    if member is None:
+        return root
+    inner = root.get(member)
+    if inner is None:
+        # Alpaca sends `{"quotes": {}}` for no data; a missing member is a different schema.
+        if member not in root:
+            raise wire.bad_response(f"{what}: `{member}` is missing")
+        return {}
+    return wire.mapping(inner, f"{what}.{member}")
+
+
+def parse_latest_quotes(payload: Any, symbols: Sequence[str]) -> dict[str, QuoteData | None]:
+    """`{"quotes": {SYM: quote}}` -> quote or None (omitted or null: Alpaca has no value)."""
+    quotes = _symbol_map(payload, "quotes", "latest quotes")
+    return {s: None if quotes.get(s) is None else parse_quote(s, quotes[s]) for s in symbols}
+
+
+def parse_latest_trades(payload: Any, symbols: Sequence[str]) -> dict[str, TradeData | None]:
+    trades = _symbol_map(payload, "trades", "latest trades")
+    return {s: None if trades.get(s) is None else parse_trade(s, trades[s]) for s in symbols}
+
+
+def parse_snapshot(symbol: str, raw: Any) -> SnapshotData | None:
+    what = f"snapshot for {symbol}"
+    s = wire.mapping(raw, what)
+
+    def bar(key: str) -> BarData | None:
+        return None if s.get(key) is None else parse_bar(symbol, s[key])
+
+    quote = None if s.get("latestQuote") is None else parse_quote(symbol, s["latestQuote"])
+    snapshot = SnapshotData(
+        symbol=symbol,
+        latest_trade=None
+        if s.get("latestTrade") is None
+        else parse_trade(symbol, s["latestTrade"]),
+        latest_quote=None if quote is None or quote_is_empty(quote) else quote,
+        minute_bar=bar("minuteBar"),
+        daily_bar=bar("dailyBar"),
+        prev_daily_bar=bar("prevDailyBar"),
+    )
+    members = (snapshot.latest_trade, snapshot.latest_quote, snapshot.minute_bar)
+    if all(m is None for m in (*members, snapshot.daily_bar, snapshot.prev_daily_bar)):
+        return None
+    return snapshot
+
+
+def parse_snapshots(payload: Any, symbols: Sequence[str]) -> dict[str, SnapshotData | None]:
+    """Stock snapshots are the root map `{SYM: snapshot}`: no wrapper key, unlike options."""
+    root = _symbol_map(payload, None, "snapshots")
+    return {s: None if root.get(s) is None else parse_snapshot(s, root[s]) for s in symbols}
+
+
+def parse_bars_page(payload: Any, symbol: str) -> tuple[list[BarData], str | None]:
+    """One page of `{"bars": {SYM: [bar]}, "next_page_token": str|null}`."""
+    bars = _symbol_map(payload, "bars", "bars")
+    root = wire.mapping(payload, "bars")
+    token = root.get("next_page_token")
+    if token is not None and not isinstance(token, str):
+        raise wire.bad_response("bars: `next_page_token` is not a string")
+    raw_bars = bars.get(symbol)
+    if raw_bars is None:
+        return [], token
+    if not isinstance(raw_bars, list):
+        raise wire.bad_response(f"bars for {symbol}: expected a list")
+    return [parse_bar(symbol, b) for b in raw_bars], token or None
+
+
+class StockDataClient:
+    """The stock endpoints the gateway uses, one upstream call per method call."""
+
+    def __init__(self, transport: AlpacaTransport) -> None:
+        self.transport = transport
+
+    async def latest_quotes(self, symbols: Sequence[str], feed: str) -> dict[str, QuoteData | None]:
+        return await self.transport.call(
+            self.transport.url(*LATEST_QUOTES),
+            {"symbols": ",".join(symbols), "feed": feed},
+            endpoint="quotes_latest",
+            parse=lambda reply: parse_latest_quotes(reply.payload, symbols),
+        )
+
+    async def latest_trades(self, symbols: Sequence[str], feed: str) -> dict[str, TradeData | None]:
+        return await self.transport.call(
+            self.transport.url(*LATEST_TRADES),
+            {"symbols": ",".join(symbols), "feed": feed},
+            endpoint="trades_latest",
+            parse=lambda reply: parse_latest_trades(reply.payload, symbols),
+        )
+
+    async def snapshots(self, symbols: Sequence[str], feed: str) -> dict[str, SnapshotData | None]:
+        return await self.transport.call(
+            self.transport.url(*SNAPSHOTS),
+            {"symbols": ",".join(symbols), "feed": feed},
+            endpoint="snapshots",
+            parse=lambda reply: parse_snapshots(reply.payload, symbols),
+        )
+
+    async def bars(
+        self, symbol: str, params: Mapping[str, str], limit: int, max_pages: int
+    ) -> list[BarData]:
+        """Follow `next_page_token` until `limit` bars, the last page, or `max_pages` calls."""
+        collected: list[BarData] = []
+        token: str | None = None
+        for _ in range(max_pages):
+            query = {
+                **params,
+                "symbols": symbol,
+                "limit": str(min(MAX_BARS_PER_PAGE, limit - len(collected))),
+            }
+            if token:
+                query["page_token"] = token
+            page, token = await self.transport.call(
+                self.transport.url(*BARS),
+                query,
+                endpoint="bars",
+                parse=lambda reply: parse_bars_page(reply.payload, symbol),
+            )
+            collected.extend(page)
+            if token is None or len(collected) >= limit:
+                break
+        return collected[:limit]

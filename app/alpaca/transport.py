@@ -1,0 +1,312 @@
+"""HTTP to Alpaca: one aiohttp session per upstream host, explicit timeouts, no retries.
+
+This is the only module that sees aiohttp. Every transport failure and every Alpaca status is
+translated here, once, into a `GatewayError`, and every call is admitted and judged by the
+upstream's circuit breaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+from yarl import URL
+
+from app.alpaca.breaker import CallNotPermitted, CircuitBreaker, Permit
+from app.errors import ErrorCode, GatewayError, Upstream
+from app.metrics import Metrics
+
+T = TypeVar("T")
+
+# Statuses a caller may ask to see as data instead of an error (e.g. 404 for "unknown asset").
+NOT_FOUND = 404
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    key_id: str
+    secret_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    payload: Any
+
+
+def _reject_constant(name: str) -> Any:
+    # json.loads accepts NaN/Infinity by default; Alpaca's schema has no such numbers.
+    raise ValueError(f"non-JSON number {name}")
+
+
+def decode_json(body: bytes) -> Any:
+    return json.loads(body, parse_constant=_reject_constant)
+
+
+def _error_message(body: bytes) -> str | None:
+    """Alpaca's `message` member if the body is Alpaca-shaped JSON, else None (e.g. proxy HTML)."""
+    try:
+        payload = decode_json(body)
+    except ValueError:
+        return None
+    if isinstance(payload, dict) and isinstance(payload.get("message"), str):
+        return str(payload["message"])
+    return None
+
+
+class AlpacaTransport:
+    """Calls one Alpaca host. `call` returns the parsed result or raises a `GatewayError`."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        base_url: str,
+        session: aiohttp.ClientSession | None,
+        breaker: CircuitBreaker,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.upstream: Upstream = upstream
+        self._base_url = URL(base_url)
+        self._session = session
+        self.breaker = breaker
+        self._metrics = metrics
+        self._clock = clock
+        self._blocked_until = 0.0
+
+    def url(self, *segments: str) -> URL:
+        """Base URL + path segments. Callers validate identifiers first; this is the last guard:
+        yarl resolves `..` and keeps `/`, so a hostile segment could otherwise climb the path."""
+        encoded = []
+        for segment in segments:
+            if segment in ("", ".", ".."):
+                raise ValueError(f"refusing path segment {segment!r}")
+            encoded.append(quote(segment, safe=""))
+        return self._base_url.joinpath(*encoded, encoded=True)
+
+    async def call(
+        self,
+        url: URL,
+        params: Mapping[str, str],
+        *,
+        endpoint: str,
+        parse: Callable[[Reply], T],
+        expect: frozenset[int] = frozenset(),
+    ) -> T:
+        """GET `url` once and parse the answer inside the breaker's judgement.
+
+        `expect` lists non-2xx statuses the caller handles itself (their replies go to `parse`).
+        A parse failure (`UPSTREAM_BAD_RESPONSE`) counts against the breaker like a 5xx.
+        """
+        if self._session is None:
+            raise GatewayError(
+                ErrorCode.UPSTREAM_NOT_CONFIGURED,
+                "Set ALPACA_API_KEY_ID and ALPACA_API_SECRET_KEY to reach Alpaca",
+                upstream=self.upstream,
+            )
+        now = self._clock()
+        if now < self._blocked_until:
+            # Alpaca said when the budget resets; asking again earlier only burns goodwill.
+            self._metrics.upstream_outcome(self.upstream, endpoint, "rate_limited")
+            raise self._rate_limited(self._blocked_until - now)
+        try:
+            permit = self.breaker.acquire()
+        except CallNotPermitted as exc:
+            self._metrics.upstream_outcome(self.upstream, endpoint, "circuit_open")
+            raise GatewayError(
+                ErrorCode.CIRCUIT_OPEN,
+                f"The {self.upstream} circuit is {exc.state.value}; not calling Alpaca",
+                upstream=self.upstream,
+                retry_after_s=max(1, math.ceil(exc.retry_after_s)),
+                extensions={"circuit_state": exc.state.value},
+            ) from exc
+        started = time.perf_counter()
+        try:
+            reply = await self._get(url, params)
+            result = self._judge(reply, parse, expect, endpoint)
+        except GatewayError as exc:
+            duration = time.perf_counter() - started
+            self._settle(permit, exc.code, duration)
+            self._metrics.upstream_call(self.upstream, endpoint, _outcome(exc.code), duration)
+            raise
+        except BaseException:
+            # Cancelled by our caller (client went away): say nothing about Alpaca's health.
+            permit.record_ignored()
+            raise
+        duration = time.perf_counter() - started
+        permit.record_success(duration)
+        self._metrics.upstream_call(self.upstream, endpoint, "ok", duration)
+        self._metrics.upstream_success(self.upstream, self._clock())
+        return result
+
+    async def _get(
+        self, url: URL, params: Mapping[str, str]
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        assert self._session is not None
+        try:
+            async with self._session.get(url, params=params, allow_redirects=False) as response:
+                body = await response.read()
+                return response.status, body, response.headers
+        except TimeoutError as exc:
+            raise GatewayError(
+                ErrorCode.UPSTREAM_TIMEOUT,
+                f"Alpaca {self.upstream} API did not answer in time",
+                upstream=self.upstream,
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise GatewayError(
+                ErrorCode.UPSTREAM_UNAVAILABLE,
+                f"Connection to Alpaca {self.upstream} API failed ({type(exc).__name__})",
+                upstream=self.upstream,
+            ) from exc
+
+    def _judge(
+        self,
+        raw: tuple[int, bytes, Mapping[str, str]],
+        parse: Callable[[Reply], T],
+        expect: frozenset[int],
+        endpoint: str,
+    ) -> T:
+        status, body, headers = raw
+        self._note_budget(headers)
+        if 200 <= status < 300 or status in expect:
+            try:
+                payload = decode_json(body) if body else None
+            except ValueError as exc:
+                raise self._bad(f"Alpaca sent invalid JSON (HTTP {status})") from exc
+            return parse(Reply(status, payload))
+        raise self._status_error(status, body, headers)
+
+    def _status_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
+        message = _error_message(body)
+        kept: dict[str, Any] = {"upstream_status": status}
+        if message is not None:
+            kept["upstream_message"] = message
+        if status == 429:
+            reset = _header_float(headers, "X-RateLimit-Reset")
+            wait = (reset - self._clock()) if reset is not None else 1.0
+            self._blocked_until = self._clock() + max(wait, 1.0)
+            return self._rate_limited(wait)
+        if status == 401:
+            return GatewayError(
+                ErrorCode.UPSTREAM_AUTH_FAILED,
+                f"Alpaca {self.upstream} API rejected the gateway's credentials",
+                upstream=self.upstream,
+                extensions=kept,
+            )
+        if status == 403:
+            if message is not None and "subscription" in message:
+                return GatewayError(
+                    ErrorCode.FEED_NOT_PERMITTED, message, upstream=self.upstream, extensions=kept
+                )
+            return GatewayError(
+                ErrorCode.UPSTREAM_AUTH_FAILED,
+                message or f"Alpaca {self.upstream} API refused access",
+                upstream=self.upstream,
+                extensions=kept,
+            )
+        if status in (400, 404, 422):
+            return GatewayError(
+                ErrorCode.VALIDATION_ERROR,
+                f"Alpaca refused the request: {message or f'HTTP {status}'}",
+                upstream=self.upstream,
+                extensions=kept,
+            )
+        if status == 504:
+            return GatewayError(
+                ErrorCode.UPSTREAM_TIMEOUT,
+                f"Alpaca {self.upstream} API timed out (HTTP 504)",
+                upstream=self.upstream,
+                extensions=kept,
+            )
+        if status >= 500:
+            return GatewayError(
+                ErrorCode.UPSTREAM_UNAVAILABLE,
+                f"Alpaca {self.upstream} API failed (HTTP {status})",
+                upstream=self.upstream,
+                extensions=kept,
+            )
+        return self._bad(f"Alpaca answered with unexpected HTTP {status}")
+
+    def _bad(self, detail: str) -> GatewayError:
+        return GatewayError(ErrorCode.UPSTREAM_BAD_RESPONSE, detail, upstream=self.upstream)
+
+    def _rate_limited(self, wait_s: float) -> GatewayError:
+        return GatewayError(
+            ErrorCode.UPSTREAM_RATE_LIMITED,
+            f"Alpaca's {self.upstream} rate budget is spent",
+            upstream=self.upstream,
+            retry_after_s=max(1, math.ceil(wait_s)),
+        )
+
+    def _note_budget(self, headers: Mapping[str, str]) -> None:
+        remaining = _header_float(headers, "X-RateLimit-Remaining")
+        if remaining is not None:
+            self._metrics.upstream_budget(self.upstream, remaining)
+
+    def _settle(self, permit: Permit, code: ErrorCode, duration_s: float) -> None:
+        if code in _BREAKER_FAILURES:
+            permit.record_failure(duration_s)
+        else:
+            permit.record_ignored()
+
+
+# What tells us Alpaca is sick. Request errors, auth and rate limiting are not sickness.
+_BREAKER_FAILURES = frozenset(
+    {ErrorCode.UPSTREAM_UNAVAILABLE, ErrorCode.UPSTREAM_TIMEOUT, ErrorCode.UPSTREAM_BAD_RESPONSE}
+)
+
+_OUTCOMES = {
+    ErrorCode.UPSTREAM_UNAVAILABLE: "unavailable",
+    ErrorCode.UPSTREAM_TIMEOUT: "timeout",
+    ErrorCode.UPSTREAM_BAD_RESPONSE: "bad_response",
+    ErrorCode.UPSTREAM_RATE_LIMITED: "rate_limited",
+    ErrorCode.UPSTREAM_AUTH_FAILED: "auth_failed",
+    ErrorCode.FEED_NOT_PERMITTED: "auth_failed",
+    ErrorCode.VALIDATION_ERROR: "rejected",
+}
+
+
+def _outcome(code: ErrorCode) -> str:
+    return _OUTCOMES.get(code, "rejected")
+
+
+def _header_float(headers: Mapping[str, str], name: str) -> float | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def open_session(
+    credentials: Credentials, *, total_s: float, connect_s: float, limit: int = 100
+) -> aiohttp.ClientSession:
+    """One pooled session per upstream host; auth headers are set here and never logged."""
+    return aiohttp.ClientSession(
+        headers={
+            "APCA-API-KEY-ID": credentials.key_id,
+            "APCA-API-SECRET-KEY": credentials.secret_key,
+            "User-Agent": "alpaca-real-data-gateway/1",
+        },
+        timeout=aiohttp.ClientTimeout(total=total_s, sock_connect=connect_s),
+        connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300),
+        raise_for_status=False,
+    )
+
+
+async def close_session(session: aiohttp.ClientSession) -> None:
+    await session.close()
+    # aiohttp closes transports on the next loop turn; give it one so no warnings leak.
+    await asyncio.sleep(0)

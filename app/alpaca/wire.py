@@ -1,0 +1,98 @@
+"""Strict readers for Alpaca's JSON: a field is what the schema says, or the answer is bad.
+
+Nothing here defaults, coerces or patches a value: a wrong shape raises UPSTREAM_BAD_RESPONSE.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from app.errors import ErrorCode, GatewayError, Upstream
+
+# RFC 3339 as Alpaca writes it: seconds required, up to nanoseconds, Z or an offset.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
+
+Number = int | float
+_MISSING = object()
+
+
+def bad_response(detail: str, upstream: Upstream = "data") -> GatewayError:
+    return GatewayError(ErrorCode.UPSTREAM_BAD_RESPONSE, detail, upstream=upstream)
+
+
+def mapping(value: Any, what: str, upstream: Upstream = "data") -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise bad_response(f"{what}: expected an object, got {type(value).__name__}", upstream)
+    return value
+
+
+def number(wire: Mapping[str, Any], key: str, what: str, *, required: bool = True) -> Number | None:
+    """A non-negative JSON number, passed on untouched (no float conversion, no rounding)."""
+    value = wire.get(key, _MISSING)
+    if value is _MISSING or value is None:
+        if required:
+            raise bad_response(f"{what}: `{key}` is missing")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise bad_response(f"{what}: `{key}` is not a number")
+    if value < 0:
+        raise bad_response(f"{what}: `{key}` is negative")
+    return value
+
+
+def integer(wire: Mapping[str, Any], key: str, what: str, *, required: bool = True) -> int | None:
+    value = number(wire, key, what, required=required)
+    if value is not None and not isinstance(value, int):
+        raise bad_response(f"{what}: `{key}` is not an integer")
+    return value
+
+
+def text(
+    wire: Mapping[str, Any],
+    key: str,
+    what: str,
+    *,
+    required: bool = True,
+    upstream: Upstream = "data",
+) -> str | None:
+    value = wire.get(key, _MISSING)
+    if value is _MISSING or value is None:
+        if required:
+            raise bad_response(f"{what}: `{key}` is missing", upstream)
+        return None
+    if not isinstance(value, str):
+        raise bad_response(f"{what}: `{key}` is not a string", upstream)
+    return value
+
+
+def boolean(wire: Mapping[str, Any], key: str, what: str, upstream: Upstream = "data") -> bool:
+    value = wire.get(key)
+    if not isinstance(value, bool):
+        raise bad_response(f"{what}: `{key}` is not a boolean", upstream)
+    return value
+
+
+def text_list(wire: Mapping[str, Any], key: str, what: str) -> list[str] | None:
+    value = wire.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise bad_response(f"{what}: `{key}` is not a list of strings")
+    return list(value)
+
+
+def timestamp(wire: Mapping[str, Any], key: str, what: str, upstream: Upstream = "data") -> str:
+    """Alpaca's timestamp text, kept verbatim; checked to be RFC 3339 so ages can be computed."""
+    value = text(wire, key, what, upstream=upstream)
+    assert value is not None
+    if not _RFC3339.fullmatch(value):
+        raise bad_response(f"{what}: `{key}` is not an RFC 3339 timestamp", upstream)
+    return value
+
+
+def epoch_seconds(rfc3339: str) -> float:
+    """Seconds since the epoch for an already-validated RFC 3339 text (sub-µs digits dropped)."""
+    return datetime.fromisoformat(rfc3339).timestamp()

@@ -1,0 +1,27 @@
+"""The market clock, as Alpaca's trading API reports it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from app.api import render
+from app.api.dependencies import Gateway
+from app.api.problems import PROBLEM_RESPONSES
+from app.errors import GatewayError
+from app.models.market_data import MarketClock
+
+router = APIRouter(prefix="/v1", tags=["market"], responses=PROBLEM_RESPONSES)
+
+
+@router.get("/clock", response_model=MarketClock, summary="Market clock (is the market open?)")
+async def clock(gateway: Gateway) -> Response:
+    outcome = await gateway.stocks.clock()
+    if isinstance(outcome, GatewayError):
+        raise outcome
+    now = render.now()
+    body = dict(outcome.value)
+    body["provenance"] = render.provenance(
+        body["timestamp"], outcome, feed=None, source=gateway.source, now=now
+    )
+    return render.json_response(body, cache_states={outcome.cache})

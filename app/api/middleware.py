@@ -1,0 +1,76 @@
+"""Pure-ASGI middleware: request id, timing, metrics and one access log line per request."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from contextvars import ContextVar
+
+from loguru import logger
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.metrics import Metrics
+
+_request_id: ContextVar[str] = ContextVar("request_id", default="-")
+# Client-supplied ids are echoed into logs and headers: accept only a safe, bounded shape.
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._\-]{1,64}")
+_UNMATCHED = "__unmatched__"
+
+
+def current_request_id() -> str:
+    return _request_id.get()
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        token = _request_id.set(request_id)
+        header = (b"x-request-id", request_id.encode())
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *(h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"),
+                    header,
+                ]
+            await send(message)
+
+        try:
+            with logger.contextualize(request_id=request_id):
+                try:
+                    await self.app(scope, receive, send_with_id)
+                finally:
+                    self._observe(scope, status, time.perf_counter() - started)
+        finally:
+            _request_id.reset(token)
+
+    def _observe(self, scope: Scope, status: int, duration_s: float) -> None:
+        route = getattr(scope.get("route"), "path", None) or _UNMATCHED
+        method = scope["method"]
+        if route != "/metrics":
+            self.metrics.http_requests.labels(method, route, f"{status // 100}xx").inc()
+            self.metrics.http_duration.labels(method, route).observe(duration_s)
+        # The route template, never the raw path or query: both may carry a client's secrets.
+        logger.bind(
+            route=route, method=method, status=status, duration_ms=round(duration_s * 1000, 3)
+        ).info("{} {} {}", method, route, status)
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            return candidate if _SAFE_REQUEST_ID.fullmatch(candidate) else None
+    return None

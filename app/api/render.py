@@ -1,0 +1,111 @@
+"""Turning served values into JSON with provenance, computed at the moment of sending."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from fastapi.responses import Response
+
+from app.alpaca.wire import epoch_seconds
+from app.errors import ErrorCode, GatewayError
+from app.metrics import Metrics
+from app.read_through import Served
+
+
+@lru_cache(maxsize=65_536)
+def _observed_epoch(observed_at: str) -> float:
+    # Hot symbols repeat the same timestamp text on every cache hit; parse it once.
+    return epoch_seconds(observed_at)
+
+
+def rfc3339(epoch_s: float) -> str:
+    return (
+        datetime.fromtimestamp(epoch_s, UTC)
+        .isoformat(timespec="microseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def age_ms(observed_at: str, now: float) -> int:
+    return int((now - _observed_epoch(observed_at)) * 1000)
+
+
+def provenance(
+    observed_at: str, served: Served, *, feed: str | None, source: str, now: float
+) -> dict[str, Any]:
+    return {
+        "source": source,
+        "feed": feed,
+        "observed_at": observed_at,
+        "fetched_at": rfc3339(served.fetched_at),
+        "age_ms": age_ms(observed_at, now),
+        "cache": served.cache,
+    }
+
+
+def with_provenance(
+    item: dict[str, Any],
+    served: Served,
+    *,
+    kind: str,
+    feed: str,
+    source: str,
+    now: float,
+    metrics: Metrics,
+) -> dict[str, Any]:
+    observed_at = item["timestamp"]
+    body = dict(item)
+    body["provenance"] = provenance(observed_at, served, feed=feed, source=source, now=now)
+    metrics.data_age.labels(kind, served.cache).observe(
+        max(0.0, now - _observed_epoch(observed_at))
+    )
+    return body
+
+
+def check_max_age(observed_at: str, now: float, max_age_ms: int | None, symbol: str) -> None:
+    """The newest real value is too old for this client: say so instead of returning it."""
+    if max_age_ms is None:
+        return
+    age = age_ms(observed_at, now)
+    if age > max_age_ms:
+        raise GatewayError(
+            ErrorCode.DATA_STALE,
+            f"Newest real value for {symbol} is {age} ms old (max_age_ms={max_age_ms})",
+            upstream="data",
+            symbol=symbol,
+            retry_after_s=1,
+            extensions={"age_ms": age, "observed_at": observed_at},
+        )
+
+
+_CACHE_STATUS = {
+    "hit": "gateway; hit",
+    "miss": "gateway; fwd=miss; stored",
+    "shared": "gateway; fwd=miss; collapsed",
+    "stale": 'gateway; hit; fwd=stale; detail="stale-if-error"',
+}
+
+
+def cache_status(states: set[str]) -> str:
+    """RFC 9211 Cache-Status; a batch mixing states reports the least fresh one."""
+    for state in ("stale", "miss", "shared", "hit"):
+        if state in states:
+            return _CACHE_STATUS[state]
+    return "gateway; fwd=miss"
+
+
+def json_response(body: Any, *, cache_states: set[str] | None = None) -> Response:
+    headers = {"Cache-Status": cache_status(cache_states)} if cache_states else None
+    return Response(
+        content=json.dumps(body, separators=(",", ":"), allow_nan=False).encode(),
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def now() -> float:
+    return time.time()

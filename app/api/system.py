@@ -1,0 +1,56 @@
+"""Liveness, readiness and the Prometheus exposition."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from app.api.dependencies import Gateway
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/health", summary="Liveness: the process answers")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready", summary="Readiness: each dependency and breaker with its state")
+async def ready(gateway: Gateway) -> JSONResponse:
+    cache_state = gateway.cache.status()
+    breakers: dict[str, Any] = {}
+    for name, breaker in gateway.breakers.items():
+        snap = breaker.snapshot()
+        breakers[name] = {
+            "state": snap.state.value,
+            "calls_in_window": snap.calls_in_window,
+            "failure_rate": snap.failure_rate,
+            "slow_call_rate": snap.slow_call_rate,
+            "retry_after_s": round(snap.retry_after_s, 3),
+        }
+    configured = gateway.settings.credentials_configured
+    # A Redis outage or an open breaker degrades the gateway but it still answers (cache fails
+    # open; breakers answer fast). Without credentials it can serve no market data at all.
+    ready_now = configured
+    degraded = cache_state == "down" or any(b["state"] != "closed" for b in breakers.values())
+    body = {
+        "status": "ready"
+        if ready_now and not degraded
+        else ("degraded" if ready_now else "not_ready"),
+        "upstream_source": gateway.source,
+        "credentials": "configured" if configured else "missing",
+        "dependencies": {
+            "cache": {"backend": gateway.cache.backend, "state": cache_state},
+            "database": {"backend": "not_configured", "state": "not_used_yet"},
+        },
+        "breakers": breakers,
+    }
+    return JSONResponse(body, status_code=200 if ready_now else 503)
+
+
+@router.get("/metrics", summary="Prometheus exposition", include_in_schema=True)
+async def metrics(gateway: Gateway) -> Response:
+    return Response(gateway.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,233 @@
+"""The value cache: Redis when configured, otherwise in-process, behind one interface.
+
+Entries keep the real value with its fetch time, and may also carry a typed failure ("negative"
+entry) so a failing key does not stampede Alpaca. The last real value stays in the entry next to
+a failure, because `stale_if_error_ms` may later ask for it. The cache is an optimisation: Redis
+errors fail open (counted, logged once per outage) and never become an answer to the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from loguru import logger
+from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from app.errors import ErrorCode, GatewayError
+from app.metrics import Metrics
+
+
+@dataclass(frozen=True, slots=True)
+class CachedValue:
+    """`value` is JSON-ready and exactly as parsed from Alpaca; None when never fetched."""
+
+    value: Any
+    fetched_at: float  # unix seconds when the gateway received `value`
+    fresh_until: float  # unix seconds; after this the entry is only a stale candidate
+    error: GatewayError | None = None  # set on a negative entry
+
+    def is_fresh(self, now: float) -> bool:
+        return now < self.fresh_until
+
+
+def cache_key(kind: str, feed: str, symbol: str, *params: str) -> str:
+    """`gw:v1:{kind}:{feed}:{symbol}[:params]` - feed is always part of it (plans differ)."""
+    return ":".join(("gw", "v1", kind, feed, symbol, *params))
+
+
+def encode(entry: CachedValue) -> bytes:
+    error = entry.error
+    doc: dict[str, Any] = {"v": entry.value, "f": entry.fetched_at, "u": entry.fresh_until}
+    if error is not None:
+        doc["e"] = {
+            "code": error.code.name,
+            "detail": error.detail,
+            "upstream": error.upstream,
+            "symbol": error.symbol,
+            "retry_after_s": error.retry_after_s,
+            "extensions": error.extensions,
+        }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def decode(raw: bytes | str) -> CachedValue:
+    doc = json.loads(raw)
+    error = None
+    if (e := doc.get("e")) is not None:
+        error = GatewayError(
+            ErrorCode[e["code"]],
+            e["detail"],
+            upstream=e["upstream"],
+            symbol=e["symbol"],
+            retry_after_s=e["retry_after_s"],
+            extensions=e["extensions"],
+        )
+    return CachedValue(doc["v"], doc["f"], doc["u"], error)
+
+
+class Cache(Protocol):
+    backend: str
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, CachedValue]: ...
+
+    async def put_many(self, entries: Sequence[tuple[str, CachedValue, float]]) -> None:
+        """Store (key, entry, keep_s); `keep_s` is the hard expiry, past any stale use."""
+        ...
+
+    def status(self) -> str: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryCache:
+    """Process-local cache with the same contract; bounded so a symbol scan cannot grow it."""
+
+    backend = "memory"
+
+    def __init__(
+        self, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._entries: OrderedDict[str, tuple[float, CachedValue]] = OrderedDict()
+        self._max_entries = max_entries
+        self._clock = clock
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, CachedValue]:
+        now = self._clock()
+        found: dict[str, CachedValue] = {}
+        for key in keys:
+            item = self._entries.get(key)
+            if item is None:
+                continue
+            if item[0] <= now:
+                del self._entries[key]
+                continue
+            found[key] = item[1]
+        return found
+
+    async def put_many(self, entries: Sequence[tuple[str, CachedValue, float]]) -> None:
+        now = self._clock()
+        for key, entry, keep_s in entries:
+            self._entries.pop(key, None)
+            self._entries[key] = (now + keep_s, entry)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    def status(self) -> str:
+        return "in_process"
+
+    async def close(self) -> None:
+        self._entries.clear()
+
+
+class RedisCache:
+    """Redis-backed cache that fails open: a Redis outage costs speed, never an answer."""
+
+    backend = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        metrics: Metrics,
+        *,
+        timeout_s: float,
+        retry_interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        # redis-py retries 10 times with backoff by default: a hung Redis would stall requests.
+        self._redis: Redis = Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        self._metrics = metrics
+        self._timeout_s = timeout_s
+        self._retry_interval_s = retry_interval_s
+        self._clock = clock
+        self._down_since: float | None = None
+        self._skip_until = 0.0
+        metrics.dependency_up.labels("redis").set(1)
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, CachedValue]:
+        if not keys or self._skipping():
+            return {}
+        try:
+            async with asyncio.timeout(self._timeout_s * 2):
+                raw = await self._redis.mget(keys)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc)
+            return {}
+        self._recovered()
+        found: dict[str, CachedValue] = {}
+        for key, item in zip(keys, raw, strict=True):
+            if item is None:
+                continue
+            try:
+                found[key] = decode(item)
+            except (ValueError, KeyError, TypeError):
+                # An entry this version cannot read (another version wrote it) is just a miss.
+                continue
+        return found
+
+    async def put_many(self, entries: Sequence[tuple[str, CachedValue, float]]) -> None:
+        if not entries or self._skipping():
+            return
+        try:
+            async with asyncio.timeout(self._timeout_s * 2):
+                pipe = self._redis.pipeline(transaction=False)
+                for key, entry, keep_s in entries:
+                    pipe.set(key, encode(entry), px=max(1, int(keep_s * 1000)))
+                await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc)
+            return
+        self._recovered()
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(self._timeout_s * 2):
+                await self._redis.ping()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc)
+            return False
+        self._recovered()
+        return True
+
+    def status(self) -> str:
+        return "down" if self._down_since is not None else "up"
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    def _skipping(self) -> bool:
+        # While Redis is down, try it again only once per interval instead of on every request.
+        return self._down_since is not None and self._clock() < self._skip_until
+
+    def _failed(self, exc: BaseException) -> None:
+        self._metrics.cache_backend_errors.labels("redis").inc()
+        self._skip_until = self._clock() + self._retry_interval_s
+        if self._down_since is None:
+            self._down_since = self._clock()
+            self._metrics.dependency_up.labels("redis").set(0)
+            logger.bind(dependency="redis").warning(
+                "redis unavailable ({}); serving without the cache", type(exc).__name__
+            )
+
+    def _recovered(self) -> None:
+        if self._down_since is not None:
+            outage_s = self._clock() - self._down_since
+            self._down_since = None
+            self._metrics.dependency_up.labels("redis").set(1)
+            logger.bind(dependency="redis").info(
+                "redis back after {:.1f}s; cache resumed", outage_s
+            )

@@ -1,0 +1,164 @@
+"""`create_app(settings)` and the lifespan: the only place resources are built and closed.
+
+`app` below is what `uvicorn app.main:app` serves; tests build their own with `create_app`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from loguru import logger
+
+from app.alpaca.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from app.alpaca.market_data import StockDataClient
+from app.alpaca.trading import TradingClient
+from app.alpaca.transport import AlpacaTransport, Credentials, close_session, open_session
+from app.api import clock, stocks, system
+from app.api.middleware import RequestContextMiddleware
+from app.api.openapi import problem_openapi
+from app.api.problems import add_exception_handlers
+from app.cache import Cache, MemoryCache, RedisCache
+from app.errors import Upstream
+from app.logs import setup_logging
+from app.market_data import StockReads
+from app.metrics import UPSTREAMS, Metrics
+from app.read_through import ReadThrough
+from app.settings import Settings, load_settings
+from app.state import GatewayState
+
+VERSION = "0.1.0"
+
+
+def _breaker_config(settings: Settings) -> BreakerConfig:
+    return BreakerConfig(
+        window_size=settings.breaker_window_size,
+        minimum_calls=settings.breaker_minimum_calls,
+        failure_rate_threshold=settings.breaker_failure_rate_threshold,
+        slow_call_duration_s=settings.breaker_slow_call_duration_s,
+        slow_call_rate_threshold=settings.breaker_slow_call_rate_threshold,
+        open_duration_s=settings.breaker_open_duration_s,
+        half_open_calls=settings.breaker_half_open_calls,
+        half_open_permit_ttl_s=settings.breaker_half_open_permit_ttl_s,
+    )
+
+
+def _on_transition(metrics: Metrics) -> Callable[[str, BreakerState, BreakerState], None]:
+    def transition(name: str, before: BreakerState, after: BreakerState) -> None:
+        metrics.breaker_state.labels(name).set(after.gauge_value)
+        metrics.breaker_transitions.labels(name, before.value, after.value).inc()
+        log = logger.bind(upstream=name, from_state=before.value, to_state=after.value)
+        (log.warning if after is BreakerState.OPEN else log.info)(
+            "circuit breaker {} {} -> {}", name, before.value, after.value
+        )
+
+    return transition
+
+
+def _secrets(settings: Settings) -> list[str]:
+    values = (
+        settings.alpaca_api_key_id,
+        settings.alpaca_api_secret_key,
+        settings.redis_url,
+        settings.database_url,
+    )
+    return [v.get_secret_value() for v in values if v is not None]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    setup_logging(
+        level=settings.log_level, json_lines=settings.log_json, secrets=_secrets(settings)
+    )
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with AsyncExitStack() as stack:
+            state = await _build_state(settings, metrics, stack)
+            logger.bind(source=state.source, cache=state.cache.backend).info(
+                "gateway ready: upstream {}, cache {}", state.source, state.cache.backend
+            )
+            yield {"gateway": state}
+            logger.info("gateway shutting down")
+
+    app = FastAPI(
+        title="Alpaca real-data gateway",
+        version=VERSION,
+        description=(
+            "A strict gateway in front of Alpaca: every value is Alpaca's, with provenance, "
+            "or a typed problem+json error. Nothing is fabricated."
+        ),
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+    )
+    add_exception_handlers(app)
+    app.include_router(stocks.router)
+    app.include_router(clock.router)
+    app.include_router(system.router)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.openapi = problem_openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitStack) -> GatewayState:
+    cache: Cache
+    if settings.redis_url is not None:
+        redis_cache = RedisCache(
+            settings.redis_url.get_secret_value(), metrics, timeout_s=settings.redis_timeout_s
+        )
+        await redis_cache.ping()  # reports the state at start; failure is not fatal (fail open)
+        cache = redis_cache
+    else:
+        cache = MemoryCache()
+    stack.push_async_callback(cache.close)
+
+    config = _breaker_config(settings)
+    breakers = {
+        name: CircuitBreaker(name, config, on_transition=_on_transition(metrics))
+        for name in UPSTREAMS
+    }
+    credentials = None
+    if settings.alpaca_api_key_id is not None and settings.alpaca_api_secret_key is not None:
+        credentials = Credentials(
+            settings.alpaca_api_key_id.get_secret_value(),
+            settings.alpaca_api_secret_key.get_secret_value(),
+        )
+
+    def transport(
+        upstream: Upstream, base_url: str, total_s: float, connect_s: float
+    ) -> AlpacaTransport:
+        session = None
+        if credentials is not None:
+            session = open_session(credentials, total_s=total_s, connect_s=connect_s)
+            stack.push_async_callback(close_session, session)
+        return AlpacaTransport(upstream, base_url, session, breakers[upstream], metrics)
+
+    data = transport(
+        "data", settings.data_base_url, settings.data_timeout_s, settings.data_connect_timeout_s
+    )
+    trading = transport(
+        "trading",
+        settings.trading_base_url,
+        settings.trading_timeout_s,
+        settings.trading_connect_timeout_s,
+    )
+    read_through = ReadThrough(
+        cache,
+        metrics,
+        negative_ttl_s=settings.cache_negative_ttl_s,
+        stale_retention_s=settings.cache_stale_retention_s,
+    )
+    reads = StockReads(StockDataClient(data), TradingClient(trading), read_through, settings)
+    return GatewayState(
+        settings=settings,
+        metrics=metrics,
+        cache=cache,
+        breakers=breakers,
+        stocks=reads,
+        source=settings.source_name,
+    )
+
+
+app = create_app(load_settings())

@@ -1,0 +1,111 @@
+"""Gateway settings, read once from the environment (and `config/.env`) by `load_settings()`.
+
+Names come from the API contract; every setting is documented in `config/.env.example`.
+Nothing here is read at import time: `create_app()` receives a `Settings` instance.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ALPACA_DATA_URL = "https://data.alpaca.markets"
+ALPACA_PAPER_URL = "https://paper-api.alpaca.markets"
+ALPACA_LIVE_URL = "https://api.alpaca.markets"
+STOCK_FEEDS = ("iex", "sip", "delayed_sip", "otc", "boats", "overnight")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file="config/.env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    # --- Alpaca credentials and hosts -------------------------------------------------------
+    alpaca_api_key_id: SecretStr | None = None
+    alpaca_api_secret_key: SecretStr | None = None
+    alpaca_paper: bool = True
+    alpaca_data_url: str | None = None
+    alpaca_trading_url: str | None = None
+    alpaca_stream_url: str | None = None
+    alpaca_data_feed: str = "iex"
+    upstream_source_name: str | None = None
+
+    # --- Infrastructure ---------------------------------------------------------------------
+    redis_url: SecretStr | None = None
+    database_url: SecretStr | None = None
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    log_level: str = "INFO"
+    log_json: bool = False
+    max_body_bytes: int = Field(default=65_536, gt=0)
+
+    # --- Upstream timeouts (seconds): total bounds the whole call, body included ---------------
+    data_timeout_s: float = Field(default=2.0, gt=0)
+    data_connect_timeout_s: float = Field(default=0.5, gt=0)
+    options_timeout_s: float = Field(default=3.0, gt=0)
+    options_connect_timeout_s: float = Field(default=0.5, gt=0)
+    trading_timeout_s: float = Field(default=5.0, gt=0)
+    trading_connect_timeout_s: float = Field(default=1.0, gt=0)
+
+    # --- Circuit breakers (one per upstream, same defaults) -----------------------------------
+    breaker_window_size: int = Field(default=20, ge=1)
+    breaker_minimum_calls: int = Field(default=10, ge=1)
+    breaker_failure_rate_threshold: float = Field(default=0.5, gt=0, le=1)
+    breaker_slow_call_duration_s: float = Field(default=1.5, gt=0)
+    breaker_slow_call_rate_threshold: float = Field(default=1.0, gt=0, le=1)
+    breaker_open_duration_s: float = Field(default=30.0, gt=0)
+    breaker_half_open_calls: int = Field(default=3, ge=1)
+    breaker_half_open_permit_ttl_s: float = Field(default=10.0, gt=0)
+
+    # --- Cache TTLs (seconds) ------------------------------------------------------------------
+    cache_quote_ttl_s: float = Field(default=1.0, gt=0)
+    cache_trade_ttl_s: float = Field(default=1.0, gt=0)
+    cache_snapshot_ttl_s: float = Field(default=1.0, gt=0)
+    cache_closed_bars_ttl_s: float = Field(default=86_400.0, gt=0)
+    cache_open_bars_ttl_s: float = Field(default=1.0, gt=0)
+    cache_asset_ttl_s: float = Field(default=3_600.0, gt=0)
+    cache_clock_ttl_s: float = Field(default=1.0, gt=0)
+    cache_negative_ttl_s: float = Field(default=1.0, gt=0)
+    cache_stale_retention_s: float = Field(default=300.0, ge=0)
+    redis_timeout_s: float = Field(default=0.1, gt=0)
+
+    # --- Request policy ------------------------------------------------------------------------
+    default_max_age_ms: int | None = Field(default=None, ge=0)
+    quotes_max_symbols: int = Field(default=100, ge=1, le=1000)
+    data_symbols_per_call: int = Field(default=50, ge=1, le=1000)
+    bars_max_pages: int = Field(default=20, ge=1)
+
+    @field_validator("alpaca_data_feed")
+    @classmethod
+    def _known_feed(cls, feed: str) -> str:
+        if feed not in STOCK_FEEDS:
+            raise ValueError(f"ALPACA_DATA_FEED must be one of {', '.join(STOCK_FEEDS)}")
+        return feed
+
+    @property
+    def data_base_url(self) -> str:
+        return (self.alpaca_data_url or ALPACA_DATA_URL).rstrip("/")
+
+    @property
+    def trading_base_url(self) -> str:
+        default = ALPACA_PAPER_URL if self.alpaca_paper else ALPACA_LIVE_URL
+        return (self.alpaca_trading_url or default).rstrip("/")
+
+    @property
+    def credentials_configured(self) -> bool:
+        return bool(self.alpaca_api_key_id and self.alpaca_api_secret_key)
+
+    @property
+    def source_name(self) -> str:
+        """What `provenance.source` says: never claims `alpaca` for an overridden upstream."""
+        if self.upstream_source_name:
+            return self.upstream_source_name
+        if self.alpaca_data_url or self.alpaca_trading_url:
+            return urlsplit(self.data_base_url).netloc or "custom"
+        return "alpaca"
+
+
+def load_settings() -> Settings:
+    return Settings()
