@@ -40,8 +40,8 @@ class CachedValue:
 
 
 def cache_key(kind: str, feed: str, symbol: str, *params: str) -> str:
-    """`gw:v1:{kind}:{feed}:{symbol}[:params]` - feed is always part of it (plans differ)."""
-    return ":".join(("gw", "v1", kind, feed, symbol, *params))
+    """`v1:{kind}:{feed}:{symbol}[:params]` - feed is always part of it (plans differ)."""
+    return ":".join(("v1", kind, feed, symbol, *params))
 
 
 def encode(entry: CachedValue) -> bytes:
@@ -85,6 +85,8 @@ class Cache(Protocol):
 
     def status(self) -> str: ...
 
+    async def ping(self) -> bool: ...
+
     async def close(self) -> None: ...
 
 
@@ -122,7 +124,10 @@ class MemoryCache:
             self._entries.popitem(last=False)
 
     def status(self) -> str:
-        return "in_process"
+        return "up"
+
+    async def ping(self) -> bool:
+        return True
 
     async def close(self) -> None:
         self._entries.clear()
@@ -139,6 +144,7 @@ class RedisCache:
         metrics: Metrics,
         *,
         timeout_s: float,
+        namespace: str = "gw",
         retry_interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -151,6 +157,7 @@ class RedisCache:
             health_check_interval=0,
         )
         self._metrics = metrics
+        self._prefix = f"{namespace}:"
         self._timeout_s = timeout_s
         self._retry_interval_s = retry_interval_s
         self._clock = clock
@@ -163,7 +170,7 @@ class RedisCache:
             return {}
         try:
             async with asyncio.timeout(self._timeout_s * 2):
-                raw = await self._redis.mget(keys)
+                raw = await self._redis.mget([self._prefix + key for key in keys])
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(exc)
             return {}
@@ -186,7 +193,7 @@ class RedisCache:
             async with asyncio.timeout(self._timeout_s * 2):
                 pipe = self._redis.pipeline(transaction=False)
                 for key, entry, keep_s in entries:
-                    pipe.set(key, encode(entry), px=max(1, int(keep_s * 1000)))
+                    pipe.set(self._prefix + key, encode(entry), px=max(1, int(keep_s * 1000)))
                 await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(exc)

@@ -1,6 +1,7 @@
 """`create_app(settings)` and the lifespan: the only place resources are built and closed.
 
-`app` below is what `uvicorn app.main:app` serves; tests build their own with `create_app`.
+`app.main:app` is what uvicorn serves. It is built on first access (module `__getattr__`), so
+importing this module reads no settings and configures nothing; tests call `create_app`.
 """
 
 from __future__ import annotations
@@ -106,7 +107,10 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
     cache: Cache
     if settings.redis_url is not None:
         redis_cache = RedisCache(
-            settings.redis_url.get_secret_value(), metrics, timeout_s=settings.redis_timeout_s
+            settings.redis_url.get_secret_value(),
+            metrics,
+            timeout_s=settings.redis_timeout_s,
+            namespace=settings.cache_namespace,
         )
         await redis_cache.ping()  # reports the state at start; failure is not fatal (fail open)
         cache = redis_cache
@@ -161,4 +165,9 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
     )
 
 
-app = create_app(load_settings())
+def __getattr__(name: str) -> FastAPI:
+    if name == "app":
+        application = create_app(load_settings())
+        globals()["app"] = application
+        return application
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

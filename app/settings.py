@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     cache_negative_ttl_s: float = Field(default=1.0, gt=0)
     cache_stale_retention_s: float = Field(default=300.0, ge=0)
     redis_timeout_s: float = Field(default=0.1, gt=0)
+    cache_namespace: str = Field(default="gw", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
 
     # --- Request policy ------------------------------------------------------------------------
     default_max_age_ms: int | None = Field(default=None, ge=0)

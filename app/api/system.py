@@ -20,6 +20,7 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready", summary="Readiness: each dependency and breaker with its state")
 async def ready(gateway: Gateway) -> JSONResponse:
+    await gateway.cache.ping()  # readiness reports Redis as it is now, not as last seen
     cache_state = gateway.cache.status()
     breakers: dict[str, Any] = {}
     for name, breaker in gateway.breakers.items():
@@ -44,7 +45,11 @@ async def ready(gateway: Gateway) -> JSONResponse:
         "credentials": "configured" if configured else "missing",
         "dependencies": {
             "cache": {"backend": gateway.cache.backend, "state": cache_state},
-            "database": {"backend": "not_configured", "state": "not_used_yet"},
+            # The store arrives with order audit; until then nothing depends on it.
+            "database": {
+                "backend": "postgres" if gateway.settings.database_url else "embedded",
+                "state": "unused",
+            },
         },
         "breakers": breakers,
     }

@@ -1,0 +1,168 @@
+"""Shared fixtures, split by concern: the emulator process, real Redis, a gateway under test.
+
+Redis is real. A test that needs it FAILS with a clear message when it is missing, never skips.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from app.main import create_app
+from app.settings import Settings
+from tests.emulator.control import EmulatorControl
+from tests.emulator.process import EmulatorProcess
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+# --- the Alpaca emulator ----------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def emulator_process() -> Iterator[EmulatorProcess]:
+    with EmulatorProcess() as process:
+        yield process
+
+
+@pytest.fixture
+async def emulator(emulator_process: EmulatorProcess) -> AsyncIterator[EmulatorControl]:
+    """The emulator's control API, reset before each test (data, faults, counters, config)."""
+    control = EmulatorControl(emulator_process.base_url)
+    await control.reset()
+    yield control
+    await control.clear_faults()  # releases hung requests before the next test
+    await control.aclose()
+
+
+# --- real Redis -------------------------------------------------------------------------------
+def _ping_redis(url: str) -> str | None:
+    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        client.close()
+    return None
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+    problem = _ping_redis(url)
+    if problem is not None:
+        pytest.fail(
+            f"Redis is required and not reachable at {url} ({problem}). "
+            "Run the suite with `make test` (it starts one), or set REDIS_URL.",
+            pytrace=False,
+        )
+    return url
+
+
+@dataclass
+class PrivateRedis:
+    """A throwaway redis-server this test owns: it may stop it without touching the shared one."""
+
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail(
+                "redis-server is required for this test: apt-get install -y redis-server",
+                pytrace=False,
+            )
+        argv = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+                "--appendonly", "no"]
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while _ping_redis(self.url) is not None:
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"private redis-server did not start on port {self.port}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    server = PrivateRedis(free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+# --- the gateway under test -------------------------------------------------------------------
+GatewayFactory = Callable[..., Awaitable[httpx.AsyncClient]]
+
+
+def gateway_settings(emulator_process: EmulatorProcess, **overrides: Any) -> Settings:
+    """Settings pointing at the emulator; nothing read from config/.env or REDIS_URL."""
+    values: dict[str, Any] = {
+        "alpaca_api_key_id": emulator_process.key_id,
+        "alpaca_api_secret_key": emulator_process.secret_key,
+        "alpaca_data_url": emulator_process.base_url,
+        "alpaca_trading_url": emulator_process.base_url,
+        "upstream_source_name": "emulator",
+        "redis_url": None,
+        "database_url": None,
+        "log_level": "WARNING",
+        "data_timeout_s": 1.0,
+        "trading_timeout_s": 1.0,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+async def make_gateway(emulator_process: EmulatorProcess) -> AsyncIterator[GatewayFactory]:
+    """Build a gateway app (lifespan entered) and an HTTP client for it, in this event loop."""
+    async with AsyncExitStack() as stack:
+
+        async def make(**overrides: Any) -> httpx.AsyncClient:
+            app = create_app(gateway_settings(emulator_process, **overrides))
+            state = await stack.enter_async_context(app.router.lifespan_context(app))
+
+            async def with_state(scope: Any, receive: Any, send: Any) -> None:
+                # What an ASGI server does with lifespan state: a copy per request.
+                scope["state"] = dict(state or {})
+                await app(scope, receive, send)
+
+            transport = httpx.ASGITransport(app=with_state, raise_app_exceptions=False)
+            client = httpx.AsyncClient(transport=transport, base_url="http://gateway.test")
+            stack.push_async_callback(client.aclose)
+            return client
+
+        yield make
+
+
+@pytest.fixture
+async def gateway(make_gateway: GatewayFactory) -> httpx.AsyncClient:
+    """A gateway with the default in-process cache."""
+    return await make_gateway()

@@ -1,0 +1,132 @@
+"""The gateway as users run it: `uvicorn app.main:app` in its own process, configured by the
+environment, logging JSON lines. Proves request ids on every line and no secret in any line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+from tests.emulator.control import EmulatorControl
+from tests.emulator.process import EmulatorProcess
+
+pytestmark = pytest.mark.integration
+REPO_ROOT = Path(__file__).resolve().parents[2]
+QUOTE = {"t": "2026-11-20T15:59:59.123456789Z", "bp": 101.25, "bs": 3, "bx": "V",
+         "ap": 101.2575, "as": 2, "ax": "V", "c": ["R"], "z": "C"}
+
+
+class ServedGateway:
+    def __init__(self, process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+        self.process = process
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+
+    def log_lines(self) -> list[str]:
+        return self.log_path.read_text().splitlines()
+
+
+@pytest.fixture
+def served_gateway(
+    emulator_process: EmulatorProcess, redis_url: str
+) -> Iterator[ServedGateway]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "ALPACA_API_KEY_ID": emulator_process.key_id,
+        "ALPACA_API_SECRET_KEY": emulator_process.secret_key,
+        "ALPACA_DATA_URL": emulator_process.base_url,
+        "ALPACA_TRADING_URL": emulator_process.base_url,
+        "UPSTREAM_SOURCE_NAME": "emulator",
+        "REDIS_URL": redis_url,
+        "CACHE_NAMESPACE": f"test-{uuid.uuid4().hex}",
+        "LOG_JSON": "true",
+        "LOG_LEVEL": "INFO",
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        log_path = Path(tmp) / "gateway.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
+                 "--port", str(port)],
+                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        served = ServedGateway(process, port, log_path)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if httpx.get(served.base_url + "/health", timeout=0.5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail("gateway did not start:\n" + log_path.read_text()[-3000:])
+            time.sleep(0.1)
+        yield served
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+async def test_json_logs_carry_request_id_and_never_a_secret(
+    served_gateway: ServedGateway, emulator: EmulatorControl, emulator_process: EmulatorProcess
+) -> None:
+    await emulator.set_quote("AAPL", QUOTE)
+    await emulator.add_fault("/v2/stocks/trades/latest", "status_500", count=1)
+    async with httpx.AsyncClient(base_url=served_gateway.base_url, timeout=5) as client:
+        ok = await client.get("/v1/stocks/AAPL/quote", headers={"X-Request-ID": "bot-7.req-1"})
+        failed = await client.get("/v1/stocks/AAPL/trade")
+        bad = await client.get(
+            "/v1/stocks/quotes",
+            params={"symbols": "AAPL", "token": emulator_process.secret_key},
+        )
+        metrics = await client.get("/metrics")
+
+    assert ok.status_code == 200
+    assert ok.headers["x-request-id"] == "bot-7.req-1"
+    assert ok.json()["ask_price"] == QUOTE["ap"]
+    assert failed.status_code == 503
+    assert failed.json()["code"] == "UPSTREAM_UNAVAILABLE"
+    assert failed.json()["request_id"] == failed.headers["x-request-id"]
+    assert bad.status_code == 200
+    assert 'route="/v1/stocks/{symbol}/quote"' in metrics.text
+    assert "AAPL" not in metrics.text  # no raw symbol labels anywhere
+
+    served_gateway.process.send_signal(signal.SIGTERM)
+    served_gateway.process.wait(timeout=10)
+    lines = served_gateway.log_lines()
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert any(r.get("logger", "").startswith("uvicorn") for r in records), "uvicorn not routed"
+
+    of_request = [r for r in records if r.get("request_id") == "bot-7.req-1"]
+    assert of_request, "the client's X-Request-ID is on the request's log lines"
+    access = [r for r in records if "route" in r]
+    assert {r["route"] for r in access} >= {"/v1/stocks/{symbol}/quote", "/v1/stocks/{symbol}/trade"}
+    assert all(r["request_id"] not in ("", "-") for r in access)
+
+    everything = "\n".join(lines)
+    for secret in (emulator_process.secret_key, emulator_process.key_id):
+        assert secret not in everything
+
+
+async def test_docs_and_openapi_are_served(served_gateway: ServedGateway) -> None:
+    async with httpx.AsyncClient(base_url=served_gateway.base_url, timeout=5) as client:
+        docs = await client.get("/docs")
+        spec = await client.get("/openapi.json")
+    assert docs.status_code == 200
+    assert "/v1/stocks/{symbol}/quote" in spec.json()["paths"]
