@@ -61,6 +61,8 @@ def encode(entry: CachedValue) -> bytes:
 
 def decode(raw: bytes | str) -> CachedValue:
     doc = json.loads(raw)
+    if not isinstance(doc, dict):
+        raise ValueError("not a cache entry")
     error = None
     if (e := doc.get("e")) is not None:
         error = GatewayError(
@@ -164,6 +166,7 @@ class RedisCache:
         self._down_since: float | None = None
         self._skip_until = 0.0
         metrics.dependency_up.labels("redis").set(1)
+        metrics.cache_backend_errors.labels("redis")  # exported as 0 before the first outage
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, CachedValue]:
         if not keys or self._skipping():
@@ -181,7 +184,7 @@ class RedisCache:
                 continue
             try:
                 found[key] = decode(item)
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, AttributeError):
                 # An entry this version cannot read (another version wrote it) is just a miss.
                 continue
         return found

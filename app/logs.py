@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 _SECRET_ASSIGNMENT = re.compile(
     r"(?i)(apca-api-secret-key|apca-api-key-id|x-api-key|authorization|api[_-]?key|secret|"
-    r"password|token)([\"']?\s*[:=]\s*[\"']?)(?:bearer\s+)?([^\s\"',}]+)"
+    r"password|token)([\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|basic|token)\s+)?([^\s\"',}]+)"
 )
 _STDLIB_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "aiohttp", "asyncpg", "redis")
 
@@ -65,9 +65,7 @@ def _json_line(redactor: Redactor, record: Record) -> str:
     return "{extra[_line]}\n"
 
 
-_TEXT_FORMAT = (
-    "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {extra[request_id]} | {message}"
-)
+_TEXT_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {extra[request_id]} | {message}"
 
 
 class InterceptHandler(logging.Handler):

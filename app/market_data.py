@@ -105,8 +105,22 @@ class StockReads:
     async def quotes(
         self, symbols: Sequence[str], feed: str, stale_if_error_s: float | None
     ) -> dict[str, Outcome]:
+        async def one(symbol: str) -> Result:
+            try:
+                return (await fetch([symbol]))[symbol]
+            except GatewayError as exc:
+                return exc.for_symbol(symbol)
+
         async def fetch(chunk: list[str]) -> dict[str, Result]:
-            found = await self._stocks.latest_quotes(chunk, feed)
+            try:
+                found = await self._stocks.latest_quotes(chunk, feed)
+            except GatewayError as exc:
+                if exc.code is not ErrorCode.VALIDATION_ERROR or len(chunk) == 1:
+                    raise
+                # Alpaca refused one symbol and failed them all: ask for each on its own so
+                # only the symbol it refuses gets the error.
+                singles = await asyncio.gather(*(one(s) for s in chunk))
+                return dict(zip(chunk, singles, strict=True))
             values = {s: q.model_dump() for s, q in found.items() if q and not quote_is_empty(q)}
             return values | await self._explain_missing([s for s in chunk if s not in values])
 

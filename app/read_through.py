@@ -85,7 +85,7 @@ class ReadThrough:
         for item, key in keys.items():
             entry = cached.get(key)
             if entry is not None and entry.is_fresh(now):
-                outcomes[item] = self._from_cache(kind, entry)
+                outcomes[item] = self._from_cache(kind, entry, now, stale_if_error_s)
             elif (flight := self._flights.in_flight(key)) is not None:
                 waiting.append((item, "shared", flight))
             else:
@@ -104,10 +104,13 @@ class ReadThrough:
             )
         return outcomes
 
-    def _from_cache(self, kind: str, entry: CachedValue) -> Outcome:
+    def _from_cache(
+        self, kind: str, entry: CachedValue, now: float, stale_if_error_s: float | None
+    ) -> Outcome:
         if entry.error is not None:
             self._metrics.cache_requests.labels(kind, "negative").inc()
-            return entry.error
+            # A remembered failure is still a failure: the client's stale opt-in applies.
+            return self._settle(kind, entry, "hit", None, now, stale_if_error_s)
         self._metrics.cache_requests.labels(kind, "hit").inc()
         return Served(entry.value, entry.fetched_at, "hit")
 

@@ -8,12 +8,15 @@ from app.errors import ErrorCode, GatewayError
 
 STOCK_SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,9}$"
 _STOCK_SYMBOL = re.compile(STOCK_SYMBOL_PATTERN)
+# Stricter than the contract's pattern: Alpaca answers 400 for a doubled or trailing separator
+# (A..B, BRK.), and a 400 fails every symbol of a multi-symbol call.
+_SEPARATED = re.compile(r"[A-Z](?:[A-Z0-9]|[.\-](?=[A-Z0-9]))*")
 
 
 def stock_symbol(raw: str) -> str:
     """Upper-cased symbol, or VALIDATION_ERROR. A symbol of `..` never reaches Alpaca."""
     symbol = raw.strip().upper()
-    if not _STOCK_SYMBOL.fullmatch(symbol):
+    if not (_STOCK_SYMBOL.fullmatch(symbol) and _SEPARATED.fullmatch(symbol)):
         raise GatewayError(
             ErrorCode.VALIDATION_ERROR,
             f"{raw[:32]!r} is not a stock symbol ({STOCK_SYMBOL_PATTERN} after upper-casing)",

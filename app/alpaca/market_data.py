@@ -26,21 +26,21 @@ def parse_quote(symbol: str, raw: Any) -> QuoteData:
     what = f"quote for {symbol}"
     q = wire.mapping(raw, what)
     observed_at = wire.timestamp(q, "t", what)
-    bid_price = wire.number(q, "bp", what, required=False)
-    ask_price = wire.number(q, "ap", what, required=False)
+    bid_price = wire.optional_number(q, "bp", what)
+    ask_price = wire.optional_number(q, "ap", what)
     # 0 is Alpaca's "no active bid/ask": the side does not exist, so none of its fields do.
     has_bid = bid_price is not None and bid_price != 0
     has_ask = ask_price is not None and ask_price != 0
     return QuoteData(
         symbol=symbol,
         bid_price=bid_price if has_bid else None,
-        bid_size=wire.number(q, "bs", what, required=False) if has_bid else None,
-        bid_exchange=wire.text(q, "bx", what, required=False) if has_bid else None,
+        bid_size=wire.optional_number(q, "bs", what) if has_bid else None,
+        bid_exchange=wire.optional_text(q, "bx", what) if has_bid else None,
         ask_price=ask_price if has_ask else None,
-        ask_size=wire.number(q, "as", what, required=False) if has_ask else None,
-        ask_exchange=wire.text(q, "ax", what, required=False) if has_ask else None,
+        ask_size=wire.optional_number(q, "as", what) if has_ask else None,
+        ask_exchange=wire.optional_text(q, "ax", what) if has_ask else None,
         conditions=wire.text_list(q, "c", what),
-        tape=wire.text(q, "z", what, required=False),
+        tape=wire.optional_text(q, "z", what),
         timestamp=observed_at,
     )
 
@@ -52,18 +52,15 @@ def quote_is_empty(quote: QuoteData) -> bool:
 def parse_trade(symbol: str, raw: Any) -> TradeData:
     what = f"trade for {symbol}"
     t = wire.mapping(raw, what)
-    price = wire.number(t, "p", what)
-    size = wire.number(t, "s", what)
-    assert price is not None and size is not None
     return TradeData(
         symbol=symbol,
-        price=price,
-        size=size,
-        exchange=wire.text(t, "x", what, required=False),
-        id=wire.integer(t, "i", what, required=False),
+        price=wire.number(t, "p", what),
+        size=wire.number(t, "s", what),
+        exchange=wire.optional_text(t, "x", what),
+        id=wire.optional_integer(t, "i", what),
         conditions=wire.text_list(t, "c", what),
-        tape=wire.text(t, "z", what, required=False),
-        update=wire.text(t, "u", what, required=False),
+        tape=wire.optional_text(t, "z", what),
+        update=wire.optional_text(t, "u", what),
         timestamp=wire.timestamp(t, "t", what),
     )
 
@@ -71,19 +68,15 @@ def parse_trade(symbol: str, raw: Any) -> TradeData:
 def parse_bar(symbol: str, raw: Any) -> BarData:
     what = f"bar for {symbol}"
     b = wire.mapping(raw, what)
-    values = {key: wire.number(b, key, what) for key in ("o", "h", "l", "c", "v")}
-    open_, high, low, close, volume = (values[k] for k in ("o", "h", "l", "c", "v"))
-    assert open_ is not None and high is not None and low is not None
-    assert close is not None and volume is not None
     return BarData(
         timestamp=wire.timestamp(b, "t", what),
-        open=open_,
-        high=high,
-        low=low,
-        close=close,
-        volume=volume,
-        trade_count=wire.integer(b, "n", what, required=False),
-        vwap=wire.number(b, "vw", what, required=False),
+        open=wire.number(b, "o", what),
+        high=wire.number(b, "h", what),
+        low=wire.number(b, "l", what),
+        close=wire.number(b, "c", what),
+        volume=wire.number(b, "v", what),
+        trade_count=wire.optional_integer(b, "n", what),
+        vwap=wire.optional_number(b, "vw", what),
     )
 
 
@@ -150,7 +143,7 @@ def parse_bars_page(payload: Any, symbol: str) -> tuple[list[BarData], str | Non
         raise wire.bad_response("bars: `next_page_token` is not a string")
     raw_bars = bars.get(symbol)
     if raw_bars is None:
-        return [], token
+        return [], token or None
     if not isinstance(raw_bars, list):
         raise wire.bad_response(f"bars for {symbol}: expected a list")
     return [parse_bar(symbol, b) for b in raw_bars], token or None

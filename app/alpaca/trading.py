@@ -15,10 +15,10 @@ def parse_asset(raw: Any) -> AssetData:
     what = "asset"
     a = wire.mapping(raw, what, "trading")
     return AssetData(
-        symbol=wire.text(a, "symbol", what, upstream="trading") or "",
-        status=wire.text(a, "status", what, upstream="trading") or "",
+        symbol=wire.text(a, "symbol", what, "trading"),
+        status=wire.text(a, "status", what, "trading"),
         tradable=wire.boolean(a, "tradable", what, "trading"),
-        asset_class=wire.text(a, "class", what, upstream="trading") or "",
+        asset_class=wire.text(a, "class", what, "trading"),
     )
 
 

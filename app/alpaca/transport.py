@@ -106,7 +106,8 @@ class AlpacaTransport:
         `expect` lists non-2xx statuses the caller handles itself (their replies go to `parse`).
         A parse failure (`UPSTREAM_BAD_RESPONSE`) counts against the breaker like a 5xx.
         """
-        if self._session is None:
+        session = self._session
+        if session is None:
             raise GatewayError(
                 ErrorCode.UPSTREAM_NOT_CONFIGURED,
                 "Set ALPACA_API_KEY_ID and ALPACA_API_SECRET_KEY to reach Alpaca",
@@ -130,7 +131,7 @@ class AlpacaTransport:
             ) from exc
         started = time.perf_counter()
         try:
-            reply = await self._get(url, params)
+            reply = await self._get(session, url, params)
             result = self._judge(reply, parse, expect, endpoint)
         except GatewayError as exc:
             duration = time.perf_counter() - started
@@ -148,11 +149,10 @@ class AlpacaTransport:
         return result
 
     async def _get(
-        self, url: URL, params: Mapping[str, str]
+        self, session: aiohttp.ClientSession, url: URL, params: Mapping[str, str]
     ) -> tuple[int, bytes, Mapping[str, str]]:
-        assert self._session is not None
         try:
-            async with self._session.get(url, params=params, allow_redirects=False) as response:
+            async with session.get(url, params=params, allow_redirects=False) as response:
                 body = await response.read()
                 return response.status, body, response.headers
         except TimeoutError as exc:
@@ -294,7 +294,7 @@ def open_session(
     credentials: Credentials, *, total_s: float, connect_s: float, limit: int = 100
 ) -> aiohttp.ClientSession:
     """One pooled session per upstream host; auth headers are set here and never logged."""
-    return aiohttp.ClientSession(
+    session = aiohttp.ClientSession(
         headers={
             "APCA-API-KEY-ID": credentials.key_id,
             "APCA-API-SECRET-KEY": credentials.secret_key,
@@ -304,6 +304,12 @@ def open_session(
         connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300),
         raise_for_status=False,
     )
+    # aiohttp silently re-sends an idempotent request once when a pooled connection drops
+    # (client.py, "retry_persistent_connection"). That is a hidden retry beneath the breaker:
+    # Alpaca would see two calls and the breaker one. There is no public switch; aiohttp's own
+    # test client turns it off through this attribute.
+    session._retry_connection = False
+    return session
 
 
 async def close_session(session: aiohttp.ClientSession) -> None:

@@ -16,7 +16,6 @@ from app.errors import ErrorCode, GatewayError, Upstream
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
 
 Number = int | float
-_MISSING = object()
 
 
 def bad_response(detail: str, upstream: Upstream = "data") -> GatewayError:
@@ -29,12 +28,10 @@ def mapping(value: Any, what: str, upstream: Upstream = "data") -> Mapping[str, 
     return value
 
 
-def number(wire: Mapping[str, Any], key: str, what: str, *, required: bool = True) -> Number | None:
+def optional_number(wire: Mapping[str, Any], key: str, what: str) -> Number | None:
     """A non-negative JSON number, passed on untouched (no float conversion, no rounding)."""
-    value = wire.get(key, _MISSING)
-    if value is _MISSING or value is None:
-        if required:
-            raise bad_response(f"{what}: `{key}` is missing")
+    value = wire.get(key)
+    if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise bad_response(f"{what}: `{key}` is not a number")
@@ -43,28 +40,33 @@ def number(wire: Mapping[str, Any], key: str, what: str, *, required: bool = Tru
     return value
 
 
-def integer(wire: Mapping[str, Any], key: str, what: str, *, required: bool = True) -> int | None:
-    value = number(wire, key, what, required=required)
+def number(wire: Mapping[str, Any], key: str, what: str) -> Number:
+    value = optional_number(wire, key, what)
+    if value is None:
+        raise bad_response(f"{what}: `{key}` is missing")
+    return value
+
+
+def optional_integer(wire: Mapping[str, Any], key: str, what: str) -> int | None:
+    value = optional_number(wire, key, what)
     if value is not None and not isinstance(value, int):
         raise bad_response(f"{what}: `{key}` is not an integer")
     return value
 
 
-def text(
-    wire: Mapping[str, Any],
-    key: str,
-    what: str,
-    *,
-    required: bool = True,
-    upstream: Upstream = "data",
+def optional_text(
+    wire: Mapping[str, Any], key: str, what: str, upstream: Upstream = "data"
 ) -> str | None:
-    value = wire.get(key, _MISSING)
-    if value is _MISSING or value is None:
-        if required:
-            raise bad_response(f"{what}: `{key}` is missing", upstream)
-        return None
-    if not isinstance(value, str):
+    value = wire.get(key)
+    if value is not None and not isinstance(value, str):
         raise bad_response(f"{what}: `{key}` is not a string", upstream)
+    return value
+
+
+def text(wire: Mapping[str, Any], key: str, what: str, upstream: Upstream = "data") -> str:
+    value = optional_text(wire, key, what, upstream)
+    if value is None:
+        raise bad_response(f"{what}: `{key}` is missing", upstream)
     return value
 
 
@@ -86,8 +88,7 @@ def text_list(wire: Mapping[str, Any], key: str, what: str) -> list[str] | None:
 
 def timestamp(wire: Mapping[str, Any], key: str, what: str, upstream: Upstream = "data") -> str:
     """Alpaca's timestamp text, kept verbatim; checked to be RFC 3339 so ages can be computed."""
-    value = text(wire, key, what, upstream=upstream)
-    assert value is not None
+    value = text(wire, key, what, upstream)
     if not _RFC3339.fullmatch(value):
         raise bad_response(f"{what}: `{key}` is not an RFC 3339 timestamp", upstream)
     return value

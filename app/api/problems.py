@@ -69,12 +69,14 @@ def problem_response(request: Request, error: GatewayError) -> Response:
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, GatewayError)
+    if not isinstance(exc, GatewayError):  # registered for this type only
+        raise exc
     return problem_response(request, exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
+    if not isinstance(exc, RequestValidationError):  # registered for this type only
+        raise exc
     invalid = [
         {
             "name": ".".join(
@@ -91,7 +93,8 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StarletteHTTPException)
+    if not isinstance(exc, StarletteHTTPException):  # registered for this type only
+        raise exc
     code = _HTTP_STATUS_CODES.get(exc.status_code)
     if code is None:
         code = ErrorCode.VALIDATION_ERROR if 400 <= exc.status_code < 500 else ErrorCode.INTERNAL
@@ -127,6 +130,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
     }
     for status, description in (
+        (403, "FEED_NOT_PERMITTED"),
         (404, "SYMBOL_NOT_FOUND or NO_DATA"),
         (422, "VALIDATION_ERROR"),
         (502, "UPSTREAM_BAD_RESPONSE or UPSTREAM_AUTH_FAILED"),

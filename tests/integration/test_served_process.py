@@ -23,8 +23,17 @@ from tests.emulator.process import EmulatorProcess
 
 pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
-QUOTE = {"t": "2026-11-20T15:59:59.123456789Z", "bp": 101.25, "bs": 3, "bx": "V",
-         "ap": 101.2575, "as": 2, "ax": "V", "c": ["R"], "z": "C"}
+QUOTE = {
+    "t": "2026-11-20T15:59:59.123456789Z",
+    "bp": 101.25,
+    "bs": 3,
+    "bx": "V",
+    "ap": 101.2575,
+    "as": 2,
+    "ax": "V",
+    "c": ["R"],
+    "z": "C",
+}
 
 
 class ServedGateway:
@@ -38,9 +47,7 @@ class ServedGateway:
 
 
 @pytest.fixture
-def served_gateway(
-    emulator_process: EmulatorProcess, redis_url: str
-) -> Iterator[ServedGateway]:
+def served_gateway(emulator_process: EmulatorProcess, redis_url: str) -> Iterator[ServedGateway]:
     port = free_port()
     env = {
         **os.environ,
@@ -58,9 +65,20 @@ def served_gateway(
         log_path = Path(tmp) / "gateway.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-                 "--port", str(port)],
-                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "app.main:app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         served = ServedGateway(process, port, log_path)
         deadline = time.monotonic() + 15
@@ -116,7 +134,10 @@ async def test_json_logs_carry_request_id_and_never_a_secret(
     of_request = [r for r in records if r.get("request_id") == "bot-7.req-1"]
     assert of_request, "the client's X-Request-ID is on the request's log lines"
     access = [r for r in records if "route" in r]
-    assert {r["route"] for r in access} >= {"/v1/stocks/{symbol}/quote", "/v1/stocks/{symbol}/trade"}
+    assert {r["route"] for r in access} >= {
+        "/v1/stocks/{symbol}/quote",
+        "/v1/stocks/{symbol}/trade",
+    }
     assert all(r["request_id"] not in ("", "-") for r in access)
 
     everything = "\n".join(lines)
