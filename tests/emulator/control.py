@@ -1,0 +1,217 @@
+"""Async client for the emulator's ``/_emulator`` control API, used by tests and the demo.
+
+Every method raises :class:`EmulatorControlError` on a non-2xx answer, so a typo in a test's
+setup fails loudly at the setup line rather than as a puzzling assertion later.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping, Sequence
+from functools import cache
+from types import MappingProxyType, TracebackType
+from typing import Any, Literal, Self
+from urllib.parse import quote
+
+import httpx
+
+from .wire_json import dumps
+
+WireObject = Mapping[str, Any]
+FaultKindName = Literal[
+    "latency",
+    "hang",
+    "status_500",
+    "status_502_html",
+    "status_503",
+    "status_504",
+    "reset",
+    "malformed_json",
+    "schema_missing_t",
+    "schema_wrong_type",
+    "rate_limited",
+]
+# Default for set_asset: register with realistic defaults only (a shared, read-only mapping).
+NO_FIELDS: WireObject = MappingProxyType({})
+
+
+class EmulatorControlError(RuntimeError):
+    """The control API refused a request (bad body, unknown fault id ...)."""
+
+    def __init__(self, method: str, path: str, status_code: int, body: str) -> None:
+        super().__init__(f"{method} {path} answered {status_code}: {body}")
+        self.status_code = status_code
+        self.body = body
+
+
+class EmulatorControl:
+    """Typed calls to the control API of the emulator at ``base_url``."""
+
+    def __init__(self, base_url: str, *, timeout_s: float = 10.0) -> None:
+        self._client = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout_s, verify=shared_ssl_context()
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._client.aclose()
+
+    async def reset(self) -> None:
+        """Clear data, faults, counters and the request log; config and budgets to defaults."""
+        await self._send("POST", "/_emulator/reset")
+
+    async def set_quote(self, symbol: str, quote: WireObject | None) -> None:
+        """Store the latest quote (wire shape, kept verbatim); None removes it."""
+        await self._send("PUT", f"/_emulator/quotes/{_segment(symbol)}", quote)
+
+    async def set_trade(self, symbol: str, trade: WireObject | None) -> None:
+        """Store the latest trade (wire shape, kept verbatim); None removes it."""
+        await self._send("PUT", f"/_emulator/trades/{_segment(symbol)}", trade)
+
+    async def set_bars(self, symbol: str, bars: Sequence[WireObject] | None) -> None:
+        """Replace the symbol's bars (each needs an RFC 3339 ``t``); None removes them."""
+        await self._send("PUT", f"/_emulator/bars/{_segment(symbol)}", bars)
+
+    async def set_snapshot(self, symbol: str, snapshot: WireObject | None) -> None:
+        """Store the snapshot (any of latestTrade ... prevDailyBar); None removes it."""
+        await self._send("PUT", f"/_emulator/snapshots/{_segment(symbol)}", snapshot)
+
+    async def set_asset(self, symbol: str, fields: WireObject | None = NO_FIELDS) -> None:
+        """Register a known asset: realistic defaults overlaid with ``fields``; None removes."""
+        await self._send("PUT", f"/_emulator/assets/{_segment(symbol)}", fields)
+
+    async def remove_asset(self, symbol: str) -> None:
+        """Forget the asset, so GET /v2/assets/{symbol} answers 404."""
+        await self.set_asset(symbol, None)
+
+    async def set_clock(self, clock: WireObject) -> None:
+        """The wire clock GET /v2/clock answers."""
+        await self._send("PUT", "/_emulator/clock", clock)
+
+    async def set_state(
+        self,
+        *,
+        quotes: Mapping[str, WireObject | None] | None = None,
+        trades: Mapping[str, WireObject | None] | None = None,
+        bars: Mapping[str, Sequence[WireObject] | None] | None = None,
+        snapshots: Mapping[str, WireObject | None] | None = None,
+        assets: Sequence[str] | Mapping[str, WireObject | None] | None = None,
+    ) -> None:
+        """Merge many symbols' data in one call (None values remove); assets: symbols or map."""
+        parts = {"quotes": quotes, "trades": trades, "bars": bars, "snapshots": snapshots}
+        body: dict[str, object] = {name: value for name, value in parts.items() if value}
+        if assets is not None:
+            body["assets"] = assets
+        await self._send("POST", "/_emulator/state", body)
+
+    async def configure(
+        self,
+        *,
+        unknown_symbols: Literal["omit", "null"] | None = None,
+        plan: Literal["free", "unlimited"] | None = None,
+        rate_limit_per_minute: int | None = None,
+        max_page_size: int | None = None,
+    ) -> None:
+        """Change configuration; arguments left None keep their current value."""
+        changes = {
+            "unknown_symbols": unknown_symbols,
+            "plan": plan,
+            "rate_limit_per_minute": rate_limit_per_minute,
+            "max_page_size": max_page_size,
+        }
+        body = {name: value for name, value in changes.items() if value is not None}
+        await self._send("PUT", "/_emulator/config", body)
+
+    async def config(self) -> dict[str, Any]:
+        """The current configuration."""
+        answer: dict[str, Any] = (await self._send("GET", "/_emulator/config")).json()
+        return answer
+
+    async def add_fault(
+        self,
+        path: str,
+        kind: FaultKindName,
+        count: int | None = None,
+        delay_ms: int | None = None,
+        retry_after_s: int | None = None,
+    ) -> str:
+        """Inject a fault for paths matching the fnmatch ``path``; returns its id.
+
+        ``count`` None lasts until cleared; ``delay_ms`` is for latency, ``retry_after_s`` for
+        rate_limited (X-RateLimit-Reset = now + retry_after_s, default 60).
+        """
+        body = {
+            "path": path,
+            "kind": kind,
+            "count": count,
+            "delay_ms": delay_ms,
+            "retry_after_s": retry_after_s,
+        }
+        answer = await self._send("POST", "/_emulator/faults", body)
+        fault_id: str = answer.json()["id"]
+        return fault_id
+
+    async def faults(self) -> list[dict[str, Any]]:
+        """Active faults in matching order, with their remaining counts."""
+        answer: list[dict[str, Any]] = (await self._send("GET", "/_emulator/faults")).json()
+        return answer
+
+    async def remove_fault(self, fault_id: str) -> None:
+        """Remove one fault by id."""
+        await self._send("DELETE", f"/_emulator/faults/{_segment(fault_id)}")
+
+    async def clear_faults(self) -> None:
+        """Remove every fault and release requests held by ``hang``."""
+        await self._send("DELETE", "/_emulator/faults")
+
+    async def calls(self) -> dict[str, int]:
+        """Requests received per Alpaca path (faulted, refused and rate-limited ones too)."""
+        answer: dict[str, int] = (await self._send("GET", "/_emulator/calls")).json()
+        return answer
+
+    async def calls_to(self, path: str) -> int:
+        """Requests received for one exact path (0 if none)."""
+        return (await self.calls()).get(path, 0)
+
+    async def reset_calls(self) -> None:
+        """Reset call counts and the request log."""
+        await self._send("DELETE", "/_emulator/calls")
+
+    async def requests(self) -> list[dict[str, Any]]:
+        """Every Alpaca-path request in order: method, path, query, has_auth."""
+        answer: list[dict[str, Any]] = (await self._send("GET", "/_emulator/requests")).json()
+        return answer
+
+    async def _send(self, method: str, path: str, body: object = ...) -> httpx.Response:
+        content = None if body is ... else dumps(body)
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        response = await self._client.request(method, path, content=content, headers=headers)
+        if not response.is_success:
+            raise EmulatorControlError(method, path, response.status_code, response.text)
+        return response
+
+
+@cache
+def shared_ssl_context() -> ssl.SSLContext:
+    """One default TLS context per process.
+
+    httpx builds a fresh context (loading the CA bundle, ~0.1 s) for every client otherwise;
+    tests open clients per test, and the emulator speaks plain HTTP anyway.
+    """
+    return ssl.create_default_context()
+
+
+def _segment(value: str) -> str:
+    """One URL path segment: '/' and friends are escaped so BRK/B stays a single symbol."""
+    return quote(value, safe="")

@@ -1,0 +1,228 @@
+"""The ``/_emulator`` control API (not Alpaca's; no auth): store data, faults, config, calls.
+
+Bodies are parsed with :mod:`wire_json` so numbers are stored with their exact text. Every
+write answers 204 (a new fault 201); a malformed body answers 400 ``{"error": ...}`` and
+changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .responses import json_response
+from .state import STATE_KEY, EmulatorState, stored_bars
+from .wire_json import Json, JsonObject, WireJsonError, loads
+
+PREFIX = "/_emulator"
+_STATE_KEYS = frozenset({"quotes", "trades", "bars", "snapshots", "assets"})
+Setter = Callable[[EmulatorState, str, JsonObject | None], None]
+
+
+class ControlError(Exception):
+    """A control request the emulator cannot apply; rendered as 400."""
+
+
+@web.middleware
+async def control_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render :class:`ControlError` as 400 ``{"error": ...}``."""
+    try:
+        return await handler(request)
+    except ControlError as exc:
+        return json_response({"error": str(exc)}, status=400)
+
+
+async def _body(request: web.Request) -> Json:
+    try:
+        return loads(await request.text())
+    except WireJsonError as exc:
+        raise ControlError(str(exc)) from exc
+
+
+def _object_or_null(value: Json, what: str) -> JsonObject | None:
+    if value is not None and not isinstance(value, dict):
+        raise ControlError(f"{what} must be a JSON object or null")
+    return value
+
+
+def _bars_or_null(value: Json, what: str) -> list[JsonObject] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(bar, dict) for bar in value):
+        raise ControlError(f"{what} must be a JSON array of bar objects or null")
+    bars = [bar for bar in value if isinstance(bar, dict)]
+    try:
+        stored_bars(bars)  # checks every t before anything is stored
+    except ValueError as exc:
+        raise ControlError(f"{what}: {exc}") from exc
+    return bars
+
+
+def _symbol_map(body: JsonObject, name: str) -> dict[str, Json]:
+    value = body.get(name, {})
+    if not isinstance(value, dict):
+        raise ControlError(f"{name} must be an object keyed by symbol")
+    return value
+
+
+def _objects(body: JsonObject, name: str) -> dict[str, JsonObject | None]:
+    return {s: _object_or_null(v, f"{name}.{s}") for s, v in _symbol_map(body, name).items()}
+
+
+def _state(request: web.Request) -> EmulatorState:
+    return request.app[STATE_KEY]
+
+
+def _no_content() -> web.Response:
+    return web.Response(status=204)
+
+
+async def reset(request: web.Request) -> web.Response:
+    """POST /_emulator/reset: data, faults, config, counters and budgets back to start."""
+    _state(request).reset()
+    return _no_content()
+
+
+def _put_object(setter: Setter, what: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        value = _object_or_null(await _body(request), what)
+        setter(_state(request), request.match_info["symbol"], value)
+        return _no_content()
+
+    return handle
+
+
+async def put_bars(request: web.Request) -> web.Response:
+    """PUT /_emulator/bars/{symbol}: a JSON array of wire bars (stored sorted by t) or null."""
+    bars = _bars_or_null(await _body(request), "bars")
+    _state(request).set_bars(request.match_info["symbol"], bars)
+    return _no_content()
+
+
+async def put_clock(request: web.Request) -> web.Response:
+    """PUT /_emulator/clock: the wire clock answered by GET /v2/clock."""
+    clock = _object_or_null(await _body(request), "clock")
+    if clock is None:
+        raise ControlError("clock must be a JSON object")
+    _state(request).clock = clock
+    return _no_content()
+
+
+async def post_state(request: web.Request) -> web.Response:
+    """POST /_emulator/state: merge many symbols' data at once (validated before applying)."""
+    body = _object_or_null(await _body(request), "state") or {}
+    unknown = set(body) - _STATE_KEYS
+    if unknown:
+        raise ControlError(f"unknown state keys: {sorted(unknown)}")
+    quotes = _objects(body, "quotes")
+    trades = _objects(body, "trades")
+    snaps = _objects(body, "snapshots")
+    bars = {s: _bars_or_null(v, f"bars.{s}") for s, v in _symbol_map(body, "bars").items()}
+    assets = _assets(body.get("assets", []))
+    state = _state(request)
+    for symbol, quote in quotes.items():
+        state.set_quote(symbol, quote)
+    for symbol, trade in trades.items():
+        state.set_trade(symbol, trade)
+    for symbol, snapshot in snaps.items():
+        state.set_snapshot(symbol, snapshot)
+    for symbol, symbol_bars in bars.items():
+        state.set_bars(symbol, symbol_bars)
+    for symbol, fields in assets.items():
+        state.set_asset(symbol, fields)
+    return _no_content()
+
+
+def _assets(value: Json) -> dict[str, JsonObject | None]:
+    """``assets`` as a list of symbols (default fields) or a map symbol -> fields|null."""
+    if isinstance(value, list) and all(isinstance(symbol, str) for symbol in value):
+        return {str(symbol): {} for symbol in value}
+    if isinstance(value, dict):
+        return {s: _object_or_null(v, f"assets.{s}") for s, v in value.items()}
+    raise ControlError("assets must be a list of symbols or an object keyed by symbol")
+
+
+async def get_config(request: web.Request) -> web.Response:
+    """GET /_emulator/config"""
+    return json_response(_state(request).config.to_wire())
+
+
+async def put_config(request: web.Request) -> web.Response:
+    """PUT /_emulator/config: merge unknown_symbols / plan / rate_limit_per_minute."""
+    changes = _object_or_null(await _body(request), "config") or {}
+    try:
+        _state(request).configure(changes)
+    except ValueError as exc:
+        raise ControlError(str(exc)) from exc
+    return _no_content()
+
+
+async def add_fault(request: web.Request) -> web.Response:
+    """POST /_emulator/faults: append a fault; answers 201 ``{"id": ...}``."""
+    try:
+        fault = _state(request).faults.add_from_wire(await _body(request))
+    except ValueError as exc:
+        raise ControlError(str(exc)) from exc
+    return json_response({"id": fault.id}, status=201)
+
+
+async def list_faults(request: web.Request) -> web.Response:
+    """GET /_emulator/faults: active faults in matching order, with their remaining counts."""
+    return json_response([fault.to_wire() for fault in _state(request).faults.active()])
+
+
+async def clear_faults(request: web.Request) -> web.Response:
+    """DELETE /_emulator/faults: remove all faults and release hung requests."""
+    _state(request).faults.clear()
+    return _no_content()
+
+
+async def delete_fault(request: web.Request) -> web.Response:
+    """DELETE /_emulator/faults/{id}: remove one fault (404 if unknown)."""
+    if not _state(request).faults.remove(request.match_info["fault_id"]):
+        return json_response({"error": "no such fault"}, status=404)
+    return _no_content()
+
+
+async def get_calls(request: web.Request) -> web.Response:
+    """GET /_emulator/calls: request count per Alpaca path."""
+    counts: JsonObject = dict(_state(request).call_counts)
+    return json_response(counts)
+
+
+async def clear_calls(request: web.Request) -> web.Response:
+    """DELETE /_emulator/calls: reset counts and the request log."""
+    _state(request).clear_calls()
+    return _no_content()
+
+
+async def get_requests(request: web.Request) -> web.Response:
+    """GET /_emulator/requests: every Alpaca-path request in order, without header values."""
+    return json_response([record.to_wire() for record in _state(request).requests])
+
+
+def add_control_routes(app: web.Application) -> None:
+    """Register the control API under ``/_emulator``."""
+    symbol = "{symbol:.+}"  # control paths accept any symbol text, including BRK/B
+    router = app.router
+    router.add_post(f"{PREFIX}/reset", reset)
+    router.add_put(f"{PREFIX}/quotes/{symbol}", _put_object(EmulatorState.set_quote, "quote"))
+    router.add_put(f"{PREFIX}/trades/{symbol}", _put_object(EmulatorState.set_trade, "trade"))
+    router.add_put(
+        f"{PREFIX}/snapshots/{symbol}", _put_object(EmulatorState.set_snapshot, "snapshot")
+    )
+    router.add_put(f"{PREFIX}/assets/{symbol}", _put_object(EmulatorState.set_asset, "asset"))
+    router.add_put(f"{PREFIX}/bars/{symbol}", put_bars)
+    router.add_put(f"{PREFIX}/clock", put_clock)
+    router.add_post(f"{PREFIX}/state", post_state)
+    router.add_get(f"{PREFIX}/config", get_config)
+    router.add_put(f"{PREFIX}/config", put_config)
+    router.add_post(f"{PREFIX}/faults", add_fault)
+    router.add_get(f"{PREFIX}/faults", list_faults)
+    router.add_delete(f"{PREFIX}/faults", clear_faults)
+    router.add_delete(f"{PREFIX}/faults/{{fault_id}}", delete_fault)
+    router.add_get(f"{PREFIX}/calls", get_calls)
+    router.add_delete(f"{PREFIX}/calls", clear_calls)
+    router.add_get(f"{PREFIX}/requests", get_requests)

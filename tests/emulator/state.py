@@ -1,0 +1,225 @@
+"""Everything the emulator remembers: configuration, stored data, faults, calls and budgets.
+
+One :class:`EmulatorState` lives for the life of the process; ``POST /_emulator/reset`` puts
+it back to its initial condition without restarting the server.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal, cast
+
+from aiohttp import web
+
+from .faults import FaultRegistry
+from .ratelimit import RateLimiter
+from .samples import default_account, default_asset, default_clock
+from .timestamps import rfc3339_ns
+from .wire_json import Json, JsonObject
+
+DEFAULT_KEY_ID = "emulator-key-id"
+DEFAULT_SECRET_KEY = "emulator-secret-key"
+
+UnknownSymbols = Literal["omit", "null"]
+Plan = Literal["free", "unlimited"]
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The one API key pair the emulator accepts."""
+
+    key_id: str
+    secret_key: str
+
+
+@dataclass(frozen=True)
+class Config:
+    """Behaviour switches a test may change through ``PUT /_emulator/config``.
+
+    ``unknown_symbols``: how multi-symbol latest/snapshot answers show a valid symbol with no
+    data ("omit" the key, or send ``SYM: null``). ``plan``: "free" denies ``feed=sip`` on
+    latest and snapshot endpoints with 403, as Alpaca's Basic plan does.
+    """
+
+    unknown_symbols: UnknownSymbols = "omit"
+    plan: Plan = "free"
+    rate_limit_per_minute: int = 10_000
+    # Alpaca may end a historical page before `limit` and hand out a token; tests of a client's
+    # pagination set this to force short pages.
+    max_page_size: int | None = None
+
+    def to_wire(self) -> JsonObject:
+        """The configuration as the control API shows it."""
+        return {
+            "unknown_symbols": self.unknown_symbols,
+            "plan": self.plan,
+            "rate_limit_per_minute": self.rate_limit_per_minute,
+            "max_page_size": self.max_page_size,
+        }
+
+    def merged(self, changes: Mapping[str, Json]) -> Config:
+        """A copy with ``changes`` applied; ValueError names the first bad key or value."""
+        config = self
+        for name, value in changes.items():
+            if name == "unknown_symbols" and value in ("omit", "null"):
+                config = replace(config, unknown_symbols=cast(UnknownSymbols, value))
+            elif name == "plan" and value in ("free", "unlimited"):
+                config = replace(config, plan=cast(Plan, value))
+            elif (
+                name == "rate_limit_per_minute"
+                and isinstance(value, int)
+                and not isinstance(value, bool)
+                and value >= 0
+            ):
+                config = replace(config, rate_limit_per_minute=value)
+            elif name == "max_page_size" and (
+                value is None
+                or (isinstance(value, int) and not isinstance(value, bool) and value > 0)
+            ):
+                config = replace(config, max_page_size=value)
+            else:
+                raise ValueError(f"invalid config {name}={value!r}")
+        return config
+
+
+@dataclass(frozen=True)
+class StoredBar:
+    """A bar exactly as stored, with its ``t`` parsed once for ordering and filtering."""
+
+    t_ns: int
+    wire: JsonObject
+
+
+def stored_bars(bars: list[JsonObject]) -> list[StoredBar]:
+    """Bars sorted by ``t`` (stable for equal times); ValueError if one lacks an RFC 3339 t."""
+    parsed: list[StoredBar] = []
+    for index, bar in enumerate(bars):
+        t = bar.get("t")
+        if not isinstance(t, str):
+            raise ValueError(f"bar {index} needs a string t (use a schema_missing_t fault)")
+        parsed.append(StoredBar(rfc3339_ns(t), bar))
+    return sorted(parsed, key=lambda bar: bar.t_ns)
+
+
+@dataclass
+class RequestRecord:
+    """One Alpaca-path request as ``GET /_emulator/requests`` reports it (no header values)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    has_auth: bool
+
+    def to_wire(self) -> JsonObject:
+        """The record as JSON."""
+        query: JsonObject = dict(self.query)
+        return {"method": self.method, "path": self.path, "query": query, "has_auth": self.has_auth}
+
+
+@dataclass
+class MarketData:
+    """Stored market data per symbol, all in wire shape."""
+
+    quotes: dict[str, JsonObject] = field(default_factory=dict)
+    trades: dict[str, JsonObject] = field(default_factory=dict)
+    bars: dict[str, list[StoredBar]] = field(default_factory=dict)
+    snapshots: dict[str, JsonObject] = field(default_factory=dict)
+
+
+class EmulatorState:
+    """The whole mutable state of one emulator process."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        self.credentials = credentials
+        self.config = Config()
+        self.market = MarketData()
+        self.assets: dict[str, JsonObject] = {}
+        self.clock: JsonObject = default_clock()
+        self.account: JsonObject = default_account()
+        self.faults = FaultRegistry()
+        self.rate_limiter = RateLimiter(self.config.rate_limit_per_minute)
+        self.call_counts: Counter[str] = Counter()
+        self.requests: list[RequestRecord] = []
+
+    def reset(self) -> None:
+        """Back to the state of a freshly started process (credentials are kept)."""
+        self.config = Config()
+        self.market = MarketData()
+        self.assets = {}
+        self.clock = default_clock()
+        self.account = default_account()
+        self.faults.clear()
+        self.rate_limiter.reconfigure(self.config.rate_limit_per_minute)
+        self.clear_calls()
+
+    def configure(self, changes: Mapping[str, Json]) -> None:
+        """Merge configuration changes; a new rate limit starts fresh budgets."""
+        self.config = self.config.merged(changes)
+        if "rate_limit_per_minute" in changes:
+            self.rate_limiter.reconfigure(self.config.rate_limit_per_minute)
+
+    def record_call(self, record: RequestRecord) -> None:
+        """Count and log one Alpaca-path request."""
+        self.call_counts[record.path] += 1
+        self.requests.append(record)
+
+    def clear_calls(self) -> None:
+        """Forget call counts and the request log."""
+        self.call_counts.clear()
+        self.requests.clear()
+
+    def set_quote(self, symbol: str, quote: JsonObject | None) -> None:
+        """Store (or with None remove) the latest quote."""
+        self._put(self.market.quotes, symbol, quote)
+
+    def set_trade(self, symbol: str, trade: JsonObject | None) -> None:
+        """Store (or with None remove) the latest trade."""
+        self._put(self.market.trades, symbol, trade)
+
+    def set_snapshot(self, symbol: str, snapshot: JsonObject | None) -> None:
+        """Store (or with None remove) the snapshot."""
+        self._put(self.market.snapshots, symbol, snapshot)
+
+    def set_bars(self, symbol: str, bars: list[JsonObject] | None) -> None:
+        """Replace (or with None remove) the bars; ValueError if a bar has no usable ``t``."""
+        if bars is None:
+            self.market.bars.pop(symbol, None)
+            return
+        self.market.bars[symbol] = stored_bars(bars)
+        self.register_asset(symbol)
+
+    def set_asset(self, symbol: str, fields: JsonObject | None) -> None:
+        """Register the asset as realistic defaults overlaid with ``fields``; None removes it."""
+        if fields is None:
+            self.assets.pop(symbol, None)
+        else:
+            self.assets[symbol] = {**default_asset(symbol), **fields}
+
+    def register_asset(self, symbol: str) -> None:
+        """Make the symbol a known asset, keeping any fields a test already set."""
+        if symbol not in self.assets:
+            self.assets[symbol] = default_asset(symbol)
+
+    def find_asset(self, symbol_or_id: str) -> JsonObject | None:
+        """Look an asset up by exact symbol, or by id (UUIDs compare case-insensitively)."""
+        asset = self.assets.get(symbol_or_id)
+        if asset is not None:
+            return asset
+        wanted = symbol_or_id.lower()
+        for candidate in self.assets.values():
+            asset_id = candidate.get("id")
+            if isinstance(asset_id, str) and asset_id.lower() == wanted:
+                return candidate
+        return None
+
+    def _put(self, store: dict[str, JsonObject], symbol: str, value: JsonObject | None) -> None:
+        if value is None:
+            store.pop(symbol, None)
+        else:
+            store[symbol] = value
+            self.register_asset(symbol)
+
+
+STATE_KEY = web.AppKey("emulator_state", EmulatorState)
