@@ -124,7 +124,8 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
         for name in UPSTREAMS
     }
     credentials = None
-    if settings.alpaca_api_key_id is not None and settings.alpaca_api_secret_key is not None:
+    # An empty value (ALPACA_API_KEY_ID= in config/.env) is "not configured", not a key.
+    if settings.alpaca_api_key_id and settings.alpaca_api_secret_key:
         credentials = Credentials(
             settings.alpaca_api_key_id.get_secret_value(),
             settings.alpaca_api_secret_key.get_secret_value(),

@@ -76,6 +76,7 @@ class BarsQuery:
     limit: int
     feed: str
     adjustment: str
+    page_token: str | None = None
 
     def params(self) -> dict[str, str]:
         query = {"timeframe": self.timeframe, "feed": self.feed, "adjustment": self.adjustment}
@@ -186,14 +187,20 @@ class StockReads:
             query.end or "-",
             str(query.limit),
             query.adjustment,
+            query.page_token or "-",
         )
 
         async def fetch(chunk: list[str]) -> dict[str, Result]:
-            bars = await self._stocks.bars(
-                query.symbol, query.params(), query.limit, self._settings.bars_max_pages
+            bars, next_token = await self._stocks.bars(
+                query.symbol,
+                query.params(),
+                query.limit,
+                self._settings.bars_max_pages,
+                query.page_token,
             )
             if bars:
-                return {query.symbol: {"bars": [b.model_dump() for b in bars]}}
+                series = [b.model_dump() for b in bars]
+                return {query.symbol: {"bars": series, "next_page_token": next_token}}
             return await self._explain_missing([query.symbol], "bars in the requested range")
 
         outcomes = await self._reads.read(

@@ -19,7 +19,12 @@ STOCK_FEEDS = ("iex", "sip", "delayed_sip", "otc", "boats", "overnight")
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file="config/.env", env_file_encoding="utf-8", extra="ignore", frozen=True
+        env_file="config/.env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        # `DEFAULT_MAX_AGE_MS=` in config/.env means "unset", not an invalid number.
+        env_ignore_empty=True,
     )
 
     # --- Alpaca credentials and hosts -------------------------------------------------------

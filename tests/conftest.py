@@ -87,8 +87,17 @@ class PrivateRedis:
                 "redis-server is required for this test: apt-get install -y redis-server",
                 pytrace=False,
             )
-        argv = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-                "--appendonly", "no"]
+        argv = [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while _ping_redis(self.url) is not None:

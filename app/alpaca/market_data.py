@@ -180,11 +180,20 @@ class StockDataClient:
         )
 
     async def bars(
-        self, symbol: str, params: Mapping[str, str], limit: int, max_pages: int
-    ) -> list[BarData]:
-        """Follow `next_page_token` until `limit` bars, the last page, or `max_pages` calls."""
+        self,
+        symbol: str,
+        params: Mapping[str, str],
+        limit: int,
+        max_pages: int,
+        page_token: str | None = None,
+    ) -> tuple[list[BarData], str | None]:
+        """Follow `next_page_token` until `limit` bars, the last page, or `max_pages` calls.
+
+        Returns the bars and Alpaca's token for what was not fetched (None when complete), so a
+        client can continue instead of mistaking a capped series for the whole range.
+        """
         collected: list[BarData] = []
-        token: str | None = None
+        token = page_token
         for _ in range(max_pages):
             query = {
                 **params,
@@ -202,4 +211,4 @@ class StockDataClient:
             collected.extend(page)
             if token is None or len(collected) >= limit:
                 break
-        return collected[:limit]
+        return collected, token

@@ -218,6 +218,13 @@ async def bars(
     end: Annotated[str | None, Query(description="RFC 3339 or YYYY-MM-DD")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000, description="Bars to return at most")] = 1000,
     adjustment: Annotated[str, Query(json_schema_extra={"enum": list(ADJUSTMENTS)})] = "raw",
+    page_token: Annotated[
+        str | None,
+        Query(
+            pattern=r"^[A-Za-z0-9+/=_\-]{1,512}$",
+            description="A `next_page_token` from an earlier answer, to continue the series",
+        ),
+    ] = None,
     feed: Feed = None,
     stale_if_error_ms: StaleIfErrorMs = None,
 ) -> Response:
@@ -228,11 +235,11 @@ async def bars(
             f"adjustment must be one of {', '.join(ADJUSTMENTS)}",
             extensions={"invalid_params": [{"name": "adjustment", "reason": "unknown adjustment"}]},
         )
-    query = BarsQuery(symbol, timeframe, start, end, limit, chosen, adjustment)
+    query = BarsQuery(symbol, timeframe, start, end, limit, chosen, adjustment, page_token)
     served = _value(await gateway.stocks.bars(query, _stale_s(stale_if_error_ms)), symbol)
     series = served.value["bars"]
     now = render.now()
-    newest = max(series, key=lambda b: render.age_ms(b["timestamp"], now) * -1)["timestamp"]
+    newest = min(series, key=lambda b: render.age_ms(b["timestamp"], now))["timestamp"]
     gateway.metrics.data_age.labels("bar", served.cache).observe(
         max(0.0, render.age_ms(newest, now) / 1000)
     )
@@ -242,6 +249,7 @@ async def bars(
         "feed": chosen,
         "adjustment": adjustment,
         "bars": series,
+        "next_page_token": served.value["next_page_token"],
         "provenance": render.provenance(
             newest, served, feed=chosen, source=gateway.source, now=now
         ),

@@ -117,7 +117,10 @@ class BarSeries(BaseModel):
     feed: str
     adjustment: str
     bars: list[BarData]
-    provenance: Provenance | None = Field(description="null when Alpaca returned no bars")
+    next_page_token: str | None = Field(
+        description="Alpaca's token for bars not fetched (limit or page cap reached); null if none"
+    )
+    provenance: Provenance
 
 
 class QuoteBatch(BaseModel):

@@ -758,6 +758,50 @@ async def test_bars_stop_at_limit_when_more_exist(
     assert [q["limit"] for q in await upstream_queries(emulator, BARS)] == ["20"]
 
 
+async def test_bars_follow_alpaca_short_pages_until_limit(
+    emulator: EmulatorControl, gateway: httpx.AsyncClient
+) -> None:
+    stored = daily_bars(25)
+    await emulator.set_bars("AAPL", stored)
+    await emulator.configure(max_page_size=10)  # Alpaca may end a page early with a token
+
+    response = await gateway.get("/v1/stocks/AAPL/bars", params={"timeframe": "1Day", "limit": 25})
+
+    assert response.status_code == 200, response.text
+    body = exact_json(response)
+    assert body["bars"] == [expected_bar(b) for b in stored]
+    assert body["next_page_token"] is None
+    queries = await upstream_queries(emulator, BARS)
+    assert [q["limit"] for q in queries] == ["25", "15", "5"]
+    assert "page_token" not in queries[0]
+    assert queries[1]["page_token"]
+    assert queries[2]["page_token"] != queries[1]["page_token"]
+
+
+async def test_bars_capped_by_max_pages_hand_back_alpacas_token_to_continue(
+    emulator: EmulatorControl, make_gateway: GatewayFactory
+) -> None:
+    gateway = await make_gateway(bars_max_pages=2)
+    stored = daily_bars(25)
+    await emulator.set_bars("AAPL", stored)
+    await emulator.configure(max_page_size=10)
+
+    first = await gateway.get("/v1/stocks/AAPL/bars", params={"timeframe": "1Day", "limit": 25})
+    assert first.status_code == 200, first.text
+    first_body = exact_json(first)
+    assert first_body["bars"] == [expected_bar(b) for b in stored[:20]]
+    token = first_body["next_page_token"]
+    assert token, "a capped series says so, with the token to continue"
+
+    rest = await gateway.get(
+        "/v1/stocks/AAPL/bars", params={"timeframe": "1Day", "limit": 25, "page_token": token}
+    )
+    assert rest.status_code == 200, rest.text
+    rest_body = exact_json(rest)
+    assert rest_body["bars"] == [expected_bar(b) for b in stored[20:]]
+    assert rest_body["next_page_token"] is None
+
+
 async def test_bars_return_all_when_fewer_than_limit_exist(
     emulator: EmulatorControl, gateway: httpx.AsyncClient
 ) -> None:
