@@ -1,0 +1,78 @@
+# Alpaca gateway: developer commands. GNU make.
+#
+#   make test    lint, type-check and run the whole test suite against real Redis/PostgreSQL
+#   make run     run the gateway (settings from the environment and config/.env)
+#   make demo    run the gateway against the Alpaca emulator, with curl commands to try
+#
+# VENV and PYTHON can be overridden: `make test VENV=/tmp/venv-check PYTHON=python3.12`.
+
+VENV ?= .venv
+PYTHON ?= python3
+
+BIN := $(VENV)/bin
+# Written after a successful install; older than a requirements file means "reinstall".
+STAMP := $(VENV)/.requirements.stamp
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run test lint typecheck fmt demo bench clean
+
+help:
+	@echo "make venv       create $(VENV) and install requirements-dev.txt (only when changed)"
+	@echo "make run        run the gateway on GATEWAY_HOST:GATEWAY_PORT (127.0.0.1:8000)"
+	@echo "make test       ruff format --check, ruff check, mypy, then pytest with real services"
+	@echo "make demo       the gateway in front of the Alpaca emulator, with curl commands"
+	@echo "make bench      benchmarks (tests/performance); never part of make test"
+	@echo "make lint       ruff format --check and ruff check"
+	@echo "make typecheck  mypy --strict on app/ and tests/emulator/"
+	@echo "make fmt        ruff format and ruff check --fix"
+	@echo "make clean      remove caches (keeps $(VENV))"
+
+# --- environment ------------------------------------------------------------------------------
+
+venv: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+# --- running ----------------------------------------------------------------------------------
+
+# --no-access-log: the app writes its own access record (route template, status, duration,
+# request id) and uvicorn's would log raw query strings.
+run: venv
+	$(BIN)/uvicorn app.main:app --host $${GATEWAY_HOST:-127.0.0.1} --port $${GATEWAY_PORT:-8000} --no-access-log
+
+demo: venv
+	$(BIN)/python -m tests.demo
+
+bench: venv
+	$(BIN)/python -m tests.performance
+
+# --- checks -----------------------------------------------------------------------------------
+
+lint: venv
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+fmt: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# with-services.sh exports REDIS_URL/DATABASE_URL (a running server or a throwaway one it stops
+# afterwards). pytest's exit 5 means "no tests collected": a failure here, never a pass.
+test: lint typecheck
+	@status=0; \
+	tests/infra/with-services.sh $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$status
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find app tests -type d -name __pycache__ -prune -exec rm -rf {} + 2>/dev/null || true
