@@ -77,7 +77,23 @@ class TradeData(BaseModel):
     timestamp: str
 
 
+_TRADE_EXAMPLE: dict[str, Any] = {
+    "symbol": "AAPL",
+    "price": 172.61,
+    "size": 160,
+    "exchange": "Q",
+    "id": 1011,
+    "conditions": ["@", "T"],
+    "tape": "C",
+    "update": None,
+    "timestamp": "2022-08-17T10:18:24.114694956Z",
+    "provenance": {**_QUOTE_EXAMPLE["provenance"], "observed_at": "2022-08-17T10:18:24.114694956Z"},
+}
+
+
 class Trade(TradeData):
+    model_config = ConfigDict(frozen=True, json_schema_extra={"example": _TRADE_EXAMPLE})
+
     provenance: Provenance
 
 
@@ -112,6 +128,35 @@ class Snapshot(BaseModel):
 class BarSeries(BaseModel):
     """Bars for one symbol. `provenance.observed_at` is the newest bar's time."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "symbol": "AAPL",
+                "timeframe": "1Day",
+                "feed": "iex",
+                "adjustment": "raw",
+                "bars": [
+                    {
+                        "timestamp": "2022-08-16T04:00:00Z",
+                        "open": 172.62,
+                        "high": 173.71,
+                        "low": 171.6618,
+                        "close": 173.03,
+                        "volume": 56457696,
+                        "trade_count": 515139,
+                        "vwap": 172.743391,
+                    }
+                ],
+                "next_page_token": None,
+                "provenance": {
+                    **_QUOTE_EXAMPLE["provenance"],
+                    "observed_at": "2022-08-16T04:00:00Z",
+                    "cache": "hit",
+                },
+            }
+        }
+    )
+
     symbol: str
     timeframe: str
     feed: str
@@ -124,6 +169,28 @@ class BarSeries(BaseModel):
 
 
 class QuoteBatch(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "quotes": {"AAPL": _QUOTE_EXAMPLE},
+                "errors": {
+                    "ZZZZ": {
+                        "type": "https://github.com/alpaca-real-data-gateway/problems/symbol-not-found",
+                        "title": "Unknown symbol",
+                        "status": 404,
+                        "detail": "Alpaca does not know the symbol ZZZZ",
+                        "instance": "/v1/stocks/quotes",
+                        "code": "SYMBOL_NOT_FOUND",
+                        "request_id": "5f0c6c1e2b7d4a0e9f1b3c2d4e5f6a7b",
+                        "retryable": False,
+                        "upstream": "trading",
+                        "symbol": "ZZZZ",
+                    }
+                },
+            }
+        }
+    )
+
     quotes: dict[str, Quote]
     errors: dict[str, dict[str, Any]] = Field(
         description="problem+json object per symbol that has no real quote"
