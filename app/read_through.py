@@ -7,7 +7,7 @@ fetched, or (only when the client opted in with `stale_if_error_ms`) served stal
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,7 +174,3 @@ class ReadThrough:
         value, fetched_at = (before.value, before.fetched_at) if before else (None, 0.0)
         keep_s = ttl_s + (self._stale_retention_s if value is not None else 0.0)
         return CachedValue(value, fetched_at, now + ttl_s, error), keep_s
-
-
-def chunked(items: Sequence[str], size: int) -> list[list[str]]:
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]

@@ -6,8 +6,8 @@ symbol travels in a query parameter, never in a URL path.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from app.alpaca import wire
 from app.alpaca.transport import AlpacaTransport
@@ -19,6 +19,7 @@ SNAPSHOTS = ("v2", "stocks", "snapshots")
 BARS = ("v2", "stocks", "bars")
 
 MAX_BARS_PER_PAGE = 10_000
+T = TypeVar("T")
 
 
 def parse_quote(symbol: str, raw: Any) -> QuoteData:
@@ -156,27 +157,32 @@ class StockDataClient:
         self.transport = transport
 
     async def latest_quotes(self, symbols: Sequence[str], feed: str) -> dict[str, QuoteData | None]:
-        return await self.transport.call(
-            self.transport.url(*LATEST_QUOTES),
-            {"symbols": ",".join(symbols), "feed": feed},
-            endpoint="quotes_latest",
-            parse=lambda reply: parse_latest_quotes(reply.payload, symbols),
+        return await self._latest(
+            LATEST_QUOTES, "quotes_latest", symbols, feed, parse_latest_quotes
         )
 
     async def latest_trades(self, symbols: Sequence[str], feed: str) -> dict[str, TradeData | None]:
-        return await self.transport.call(
-            self.transport.url(*LATEST_TRADES),
-            {"symbols": ",".join(symbols), "feed": feed},
-            endpoint="trades_latest",
-            parse=lambda reply: parse_latest_trades(reply.payload, symbols),
+        return await self._latest(
+            LATEST_TRADES, "trades_latest", symbols, feed, parse_latest_trades
         )
 
     async def snapshots(self, symbols: Sequence[str], feed: str) -> dict[str, SnapshotData | None]:
+        return await self._latest(SNAPSHOTS, "snapshots", symbols, feed, parse_snapshots)
+
+    async def _latest(
+        self,
+        path: tuple[str, ...],
+        endpoint: str,
+        symbols: Sequence[str],
+        feed: str,
+        parse: Callable[[Any, Sequence[str]], T],
+    ) -> T:
+        # `feed` is always explicit: without it Alpaca picks one by the account's plan.
         return await self.transport.call(
-            self.transport.url(*SNAPSHOTS),
+            self.transport.url(*path),
             {"symbols": ",".join(symbols), "feed": feed},
-            endpoint="snapshots",
-            parse=lambda reply: parse_snapshots(reply.payload, symbols),
+            endpoint=endpoint,
+            parse=lambda reply: parse(reply.payload, symbols),
         )
 
     async def bars(

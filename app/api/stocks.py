@@ -48,6 +48,30 @@ def _value(outcome: Served | GatewayError, symbol: str) -> Served:
     return outcome
 
 
+def _latest(
+    gateway: Gateway,
+    outcome: Served | GatewayError,
+    symbol: str,
+    kind: str,
+    feed: str,
+    max_age_ms: int | None,
+) -> Response:
+    """One latest value (quote or trade) with its provenance, or its typed error."""
+    served = _value(outcome, symbol)
+    now = render.now()
+    render.check_max_age(served.value["timestamp"], now, _max_age(gateway, max_age_ms), symbol)
+    body = render.with_provenance(
+        served.value,
+        served,
+        kind=kind,
+        feed=feed,
+        source=gateway.source,
+        now=now,
+        metrics=gateway.metrics,
+    )
+    return render.json_response(body, cache_states={served.cache})
+
+
 @router.get("/{symbol}/quote", response_model=Quote, summary="Latest quote")
 async def latest_quote(
     gateway: Gateway,
@@ -58,19 +82,7 @@ async def latest_quote(
 ) -> Response:
     chosen = _feed(gateway, feed)
     outcomes = await gateway.stocks.quotes([symbol], chosen, _stale_s(stale_if_error_ms))
-    served = _value(outcomes[symbol], symbol)
-    now = render.now()
-    render.check_max_age(served.value["timestamp"], now, _max_age(gateway, max_age_ms), symbol)
-    body = render.with_provenance(
-        served.value,
-        served,
-        kind="quote",
-        feed=chosen,
-        source=gateway.source,
-        now=now,
-        metrics=gateway.metrics,
-    )
-    return render.json_response(body, cache_states={served.cache})
+    return _latest(gateway, outcomes[symbol], symbol, "quote", chosen, max_age_ms)
 
 
 @router.get("/quotes", response_model=QuoteBatch, summary="Latest quotes for up to 100 symbols")
@@ -140,19 +152,8 @@ async def latest_trade(
     stale_if_error_ms: StaleIfErrorMs = None,
 ) -> Response:
     chosen = _feed(gateway, feed)
-    served = _value(await gateway.stocks.trade(symbol, chosen, _stale_s(stale_if_error_ms)), symbol)
-    now = render.now()
-    render.check_max_age(served.value["timestamp"], now, _max_age(gateway, max_age_ms), symbol)
-    body = render.with_provenance(
-        served.value,
-        served,
-        kind="trade",
-        feed=chosen,
-        source=gateway.source,
-        now=now,
-        metrics=gateway.metrics,
-    )
-    return render.json_response(body, cache_states={served.cache})
+    outcome = await gateway.stocks.trade(symbol, chosen, _stale_s(stale_if_error_ms))
+    return _latest(gateway, outcome, symbol, "trade", chosen, max_age_ms)
 
 
 _SNAPSHOT_MEMBERS = {

@@ -19,21 +19,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import GatewayFactory
 from tests.emulator.control import EmulatorControl
+from tests.samples import QUOTE
 
 pytestmark = pytest.mark.integration
 
 QUOTES_PATH = "/v2/stocks/quotes/latest"
-QUOTE = {
-    "t": "2026-11-20T15:59:59.123456789Z",
-    "bp": 101.25,
-    "bs": 3,
-    "bx": "V",
-    "ap": 101.2575,
-    "as": 2,
-    "ax": "V",
-    "c": ["R"],
-    "z": "C",
-}
 SYMBOLS = [f"S{n}" for n in range(40)]
 BREAKER = {
     "breaker_minimum_calls": 4,

@@ -20,22 +20,12 @@ from redis.asyncio import Redis
 
 from tests.conftest import GatewayFactory, PrivateRedis
 from tests.emulator.control import EmulatorControl
+from tests.samples import QUOTE
 
 pytestmark = pytest.mark.integration
 
 QUOTES_PATH = "/v2/stocks/quotes/latest"
 BARS_PATH = "/v2/stocks/bars"
-QUOTE = {
-    "t": "2026-11-20T15:59:59.123456789Z",
-    "bp": 101.25,
-    "bs": 3,
-    "bx": "V",
-    "ap": 101.2575,
-    "as": 2,
-    "ax": "V",
-    "c": ["R"],
-    "z": "C",
-}
 QUOTE_FIELDS = {
     "bid_price": 101.25,
     "bid_size": 3,

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import GatewayFactory
 from tests.emulator.control import EmulatorControl, FaultKindName
+from tests.samples import QUOTE
 
 pytestmark = pytest.mark.integration
 
@@ -22,17 +23,6 @@ TRADES_PATH = "/v2/stocks/trades/latest"
 SNAPSHOTS_PATH = "/v2/stocks/snapshots"
 ASSETS_PATTERN = "/v2/assets/*"
 
-QUOTE = {
-    "t": "2026-11-20T15:59:59.123456789Z",
-    "bp": 101.25,
-    "bs": 3,
-    "bx": "V",
-    "ap": 101.2575,
-    "as": 2,
-    "ax": "V",
-    "c": ["R"],
-    "z": "C",
-}
 TRADE = {
     "t": "2026-11-20T15:59:58.5Z",
     "x": "V",

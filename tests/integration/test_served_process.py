@@ -20,20 +20,10 @@ import pytest
 from tests.conftest import free_port
 from tests.emulator.control import EmulatorControl
 from tests.emulator.process import EmulatorProcess
+from tests.samples import QUOTE
 
 pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
-QUOTE = {
-    "t": "2026-11-20T15:59:59.123456789Z",
-    "bp": 101.25,
-    "bs": 3,
-    "bx": "V",
-    "ap": 101.2575,
-    "as": 2,
-    "ax": "V",
-    "c": ["R"],
-    "z": "C",
-}
 
 
 class ServedGateway:
