@@ -87,6 +87,10 @@ class InterceptHandler(logging.Handler):
         )
 
 
+def logger_level_no(name: str) -> int:
+    return logger.level(name.upper()).no
+
+
 def setup_logging(
     *, level: str, json_lines: bool, secrets: Iterable[str], sink: TextIO | None = None
 ) -> None:

@@ -23,7 +23,7 @@ from app.api.openapi import problem_openapi
 from app.api.problems import add_exception_handlers
 from app.cache import Cache, MemoryCache, RedisCache
 from app.errors import Upstream
-from app.logs import setup_logging
+from app.logs import logger_level_no, setup_logging
 from app.market_data import StockReads
 from app.metrics import UPSTREAMS, Metrics
 from app.read_through import ReadThrough
@@ -98,7 +98,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(stocks.router)
     app.include_router(clock.router)
     app.include_router(system.router)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    access_log = logger_level_no(settings.log_level) <= logger_level_no("INFO")
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, access_log=access_log)
     app.openapi = problem_openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -10,12 +10,15 @@ from app.settings import STOCK_FEEDS
 from app.state import GatewayState
 from app.symbols import stock_symbol
 
+# Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a thread pool,
+# two thread hops per request on the cached-quote hot path.
 
-def _gateway(request: Request) -> GatewayState:
+
+async def _gateway(request: Request) -> GatewayState:
     return cast(GatewayState, request.state.gateway)
 
 
-def _symbol(
+async def _symbol(
     symbol: Annotated[
         str,
         Path(

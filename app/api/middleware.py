@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 from contextvars import ContextVar
+from typing import Any
 
 from loguru import logger
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,15 +24,18 @@ def current_request_id() -> str:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, *, access_log: bool = True) -> None:
         self.app = app
         self.metrics = metrics
+        # Decided once: building a bound record per request costs even when the level drops it.
+        self.access_log = access_log
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = _incoming_request_id(scope) or os.urandom(16).hex()
         token = _request_id.set(request_id)
         header = (b"x-request-id", request_id.encode())
         status = 500
@@ -60,8 +64,19 @@ class RequestContextMiddleware:
         route = getattr(scope.get("route"), "path", None) or _UNMATCHED
         method = scope["method"]
         if route != "/metrics":
-            self.metrics.http_requests.labels(method, route, f"{status // 100}xx").inc()
-            self.metrics.http_duration.labels(method, route).observe(duration_s)
+            key = (method, route, status)
+            children = self._children.get(key)
+            if children is None:
+                # Label lookups hash and lock on every call; routes x statuses is a small set.
+                children = (
+                    self.metrics.http_requests.labels(method, route, f"{status // 100}xx"),
+                    self.metrics.http_duration.labels(method, route),
+                )
+                self._children[key] = children
+            children[0].inc()
+            children[1].observe(duration_s)
+        if not self.access_log:
+            return
         # The route template, never the raw path or query: both may carry a client's secrets.
         logger.bind(
             route=route, method=method, status=status, duration_ms=round(duration_s * 1000, 3)
