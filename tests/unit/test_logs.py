@@ -22,29 +22,30 @@ from loguru import logger
 
 from app.logs import Redactor, setup_logging
 
-ALPACA_KEY_ID = "PKTESTQ4X7R2M9W3E8A1"
-ALPACA_SECRET = "Zk3vT9qLm2Xw8Rb5Np7Yc4Hd6Jf1Gs0Ae3Ui9Oo2"
+# Made-up credentials shaped like Alpaca paper keys: the redaction tests need realistic text.
+FAKE_KEY_ID = "PKTESTQ4X7R2M9W3E8A1"
+FAKE_SECRET = "Zk3vT9qLm2Xw8Rb5Np7Yc4Hd6Jf1Gs0Ae3Ui9Oo2"
 STDLIB_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "aiohttp", "asyncpg", "redis")
 
 
 # --- the redactor -----------------------------------------------------------------------------
 def test_configured_secrets_are_removed() -> None:
-    redactor = Redactor([ALPACA_KEY_ID, ALPACA_SECRET])
+    redactor = Redactor([FAKE_KEY_ID, FAKE_SECRET])
 
-    text = redactor.redact(f"upstream refused key {ALPACA_KEY_ID} / {ALPACA_SECRET}, retrying")
+    text = redactor.redact(f"upstream refused key {FAKE_KEY_ID} / {FAKE_SECRET}, retrying")
 
-    assert ALPACA_KEY_ID not in text
-    assert ALPACA_SECRET not in text
+    assert FAKE_KEY_ID not in text
+    assert FAKE_SECRET not in text
     assert text.startswith("upstream refused key ")
 
 
 def test_a_secret_containing_another_is_removed_whole() -> None:
-    short = ALPACA_SECRET[:12]
-    redactor = Redactor([short, ALPACA_SECRET])
+    short = FAKE_SECRET[:12]
+    redactor = Redactor([short, FAKE_SECRET])
 
-    text = redactor.redact(f"secret {ALPACA_SECRET} end")
+    text = redactor.redact(f"secret {FAKE_SECRET} end")
 
-    assert ALPACA_SECRET[12:] not in text
+    assert FAKE_SECRET[12:] not in text
 
 
 @pytest.mark.parametrize(
@@ -86,7 +87,7 @@ def test_secret_shaped_values_are_removed_without_configuration(text: str, secre
 def test_ordinary_market_text_is_left_alone() -> None:
     text = "GET /v1/stocks/AAPL/quote 200 bid_price=172.62 feed=iex cache=hit"
 
-    assert Redactor([ALPACA_SECRET]).redact(text) == text
+    assert Redactor([FAKE_SECRET]).redact(text) == text
 
 
 SECRET_ALPHABET = string.ascii_letters + string.digits
@@ -117,7 +118,7 @@ def json_logs() -> Iterator[io.StringIO]:
         for lg in [logging.getLogger(name)]
     }
     sink = io.StringIO()
-    setup_logging(level="INFO", json_lines=True, secrets=[ALPACA_KEY_ID, ALPACA_SECRET], sink=sink)
+    setup_logging(level="INFO", json_lines=True, secrets=[FAKE_KEY_ID, FAKE_SECRET], sink=sink)
     try:
         yield sink
     finally:
@@ -167,14 +168,14 @@ def test_level_below_the_configured_one_is_dropped(json_logs: io.StringIO) -> No
 
 
 def test_secrets_are_redacted_in_message_and_bound_fields(json_logs: io.StringIO) -> None:
-    logger.bind(upstream_headers=f"APCA-API-KEY-ID: {ALPACA_KEY_ID}").info(
-        "Alpaca refused {}", ALPACA_SECRET
+    logger.bind(upstream_headers=f"APCA-API-KEY-ID: {FAKE_KEY_ID}").info(
+        "Alpaca refused {}", FAKE_SECRET
     )
 
     output = json_logs.getvalue()
 
-    assert ALPACA_SECRET not in output
-    assert ALPACA_KEY_ID not in output
+    assert FAKE_SECRET not in output
+    assert FAKE_KEY_ID not in output
     assert len(lines(json_logs)) == 1
 
 
@@ -184,7 +185,7 @@ def test_exception_is_still_one_line_with_its_type_and_no_secret(json_logs: io.S
         raise ConnectionError(f"refused with headers {headers}")
 
     try:
-        call_alpaca(ALPACA_SECRET)
+        call_alpaca(FAKE_SECRET)
     except ConnectionError:
         logger.exception("unhandled ConnectionError on /v1/stocks/AAPL/quote")
 
@@ -194,15 +195,15 @@ def test_exception_is_still_one_line_with_its_type_and_no_secret(json_logs: io.S
     assert len(records) == 1
     assert records[0]["level"] == "ERROR"
     assert records[0]["exc_type"] == "ConnectionError"
-    assert ALPACA_SECRET not in output
+    assert FAKE_SECRET not in output
 
 
 def test_stdlib_logging_is_routed_into_the_json_sink_redacted(json_logs: io.StringIO) -> None:
-    logging.getLogger("aiohttp").warning("retrying with secret=%s", ALPACA_SECRET)
+    logging.getLogger("aiohttp").warning("retrying with secret=%s", FAKE_SECRET)
 
     records = lines(json_logs)
 
     assert len(records) == 1
     assert records[0]["level"] == "WARNING"
-    assert ALPACA_SECRET not in json_logs.getvalue()
+    assert FAKE_SECRET not in json_logs.getvalue()
     assert records[0]["msg"].startswith("retrying with secret=")
