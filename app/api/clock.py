@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api import render
-from app.api.dependencies import Gateway
+from app.api.params import gateway_of
 from app.api.problems import PROBLEM_RESPONSES
 from app.errors import GatewayError
 from app.models.market_data import MarketClock
@@ -15,7 +15,8 @@ router = APIRouter(prefix="/v1", tags=["market"], responses=PROBLEM_RESPONSES)
 
 
 @router.get("/clock", response_model=MarketClock, summary="Market clock (is the market open?)")
-async def clock(gateway: Gateway) -> Response:
+async def clock(request: Request) -> Response:
+    gateway = gateway_of(request)
     outcome = await gateway.stocks.clock()
     if isinstance(outcome, GatewayError):
         raise outcome

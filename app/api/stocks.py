@@ -2,44 +2,80 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.api import render
-from app.api.dependencies import Feed, Gateway, MaxAgeMs, StaleIfErrorMs, StockSymbol
+from app.api import params, render
+from app.api.params import (
+    FEED,
+    MAX_AGE_MS,
+    STALE_IF_ERROR_MS,
+    SYMBOL,
+    Param,
+    documented,
+    gateway_of,
+    invalid,
+)
 from app.api.problems import PROBLEM_RESPONSES, problem
-from app.errors import ErrorCode, GatewayError
+from app.errors import GatewayError
 from app.market_data import BarsQuery
 from app.models.market_data import BarSeries, Quote, QuoteBatch, Snapshot, Trade
 from app.read_through import Served
-from app.settings import STOCK_FEEDS
+from app.state import GatewayState
 from app.symbols import stock_symbol
 
 router = APIRouter(prefix="/v1/stocks", tags=["stocks"], responses=PROBLEM_RESPONSES)
 
 HISTORICAL_FEEDS = ("iex", "sip", "otc", "boats")
 ADJUSTMENTS = ("raw", "split", "dividend", "spin-off", "all")
+LATEST = (SYMBOL, FEED, MAX_AGE_MS, STALE_IF_ERROR_MS)
+
+SYMBOLS = Param(
+    "symbols",
+    "Comma-separated stock symbols (up to QUOTES_MAX_SYMBOLS, 100 by default)",
+    {"type": "string", "maxLength": 2048},
+    required=True,
+    example="AAPL,MSFT",
+)
+TIMEFRAME = Param(
+    "timeframe",
+    "1Min..59Min, 1Hour..23Hour, 1Day, 1Week, 1/2/3/4/6/12Month",
+    {"type": "string", "maxLength": 16},
+    required=True,
+    example="1Day",
+)
+START = Param("start", "RFC 3339 or YYYY-MM-DD", {"type": "string", "maxLength": 64})
+END = Param("end", "RFC 3339 or YYYY-MM-DD", {"type": "string", "maxLength": 64})
+LIMIT = Param(
+    "limit", "Bars to return at most", {"type": "integer", "minimum": 1, "maximum": 10_000}
+)
+ADJUSTMENT = Param(
+    "adjustment", "Corporate-action adjustment", {"type": "string", "enum": list(ADJUSTMENTS)}
+)
+PAGE_TOKEN = Param(
+    "page_token",
+    "A `next_page_token` from an earlier answer, to continue the series",
+    {"type": "string", "pattern": r"^[A-Za-z0-9+/=_\-]{1,512}$"},
+)
+HISTORICAL_FEED = Param(
+    "feed",
+    "Alpaca historical feed; default from ALPACA_DATA_FEED, sent to Alpaca explicitly",
+    {"type": "string", "enum": list(HISTORICAL_FEEDS)},
+)
 
 
-def _feed(gateway: Gateway, feed: str | None, allowed: tuple[str, ...] = STOCK_FEEDS) -> str:
-    chosen = feed or gateway.settings.alpaca_data_feed
-    if chosen not in allowed:
-        raise GatewayError(
-            ErrorCode.VALIDATION_ERROR,
-            f"feed must be one of {', '.join(allowed)}",
-            extensions={"invalid_params": [{"name": "feed", "reason": "unknown feed"}]},
-        )
+def _feed(gateway: GatewayState, request: Request, param: Param = FEED) -> str:
+    chosen = param.text(request) or gateway.settings.alpaca_data_feed
+    if chosen not in param.schema["enum"]:
+        raise invalid("feed", f"must be one of {', '.join(param.schema['enum'])}")
     return chosen
 
 
-def _max_age(gateway: Gateway, max_age_ms: int | None) -> int | None:
+def _max_age(gateway: GatewayState, request: Request) -> int | None:
+    max_age_ms = MAX_AGE_MS.integer(request)
     return max_age_ms if max_age_ms is not None else gateway.settings.default_max_age_ms
-
-
-def _stale_s(stale_if_error_ms: int | None) -> float | None:
-    return None if stale_if_error_ms is None else stale_if_error_ms / 1000
 
 
 def _value(outcome: Served | GatewayError, symbol: str) -> Served:
@@ -49,7 +85,7 @@ def _value(outcome: Served | GatewayError, symbol: str) -> Served:
 
 
 def _latest(
-    gateway: Gateway,
+    gateway: GatewayState,
     outcome: Served | GatewayError,
     symbol: str,
     kind: str,
@@ -59,7 +95,7 @@ def _latest(
     """One latest value (quote or trade) with its provenance, or its typed error."""
     served = _value(outcome, symbol)
     now = render.now()
-    render.check_max_age(served.value["timestamp"], now, _max_age(gateway, max_age_ms), symbol)
+    render.check_max_age(served.value["timestamp"], now, max_age_ms, symbol)
     body = render.with_provenance(
         served.value,
         served,
@@ -72,36 +108,34 @@ def _latest(
     return render.json_response(body, cache_states={served.cache})
 
 
-@router.get("/{symbol}/quote", response_model=Quote, summary="Latest quote")
-async def latest_quote(
-    gateway: Gateway,
-    symbol: StockSymbol,
-    feed: Feed = None,
-    max_age_ms: MaxAgeMs = None,
-    stale_if_error_ms: StaleIfErrorMs = None,
-) -> Response:
-    chosen = _feed(gateway, feed)
-    outcomes = await gateway.stocks.quotes([symbol], chosen, _stale_s(stale_if_error_ms))
-    return _latest(gateway, outcomes[symbol], symbol, "quote", chosen, max_age_ms)
+@router.get(
+    "/{symbol}/quote",
+    response_model=Quote,
+    summary="Latest quote",
+    openapi_extra=documented(*LATEST),
+)
+async def latest_quote(request: Request) -> Response:
+    gateway, symbol = gateway_of(request), params.symbol(request)
+    # Every parameter is checked before anything is asked of Alpaca.
+    feed, max_age_ms = _feed(gateway, request), _max_age(gateway, request)
+    outcomes = await gateway.stocks.quotes([symbol], feed, params.stale_if_error_s(request))
+    return _latest(gateway, outcomes[symbol], symbol, "quote", feed, max_age_ms)
 
 
-@router.get("/quotes", response_model=QuoteBatch, summary="Latest quotes for up to 100 symbols")
-async def latest_quotes(
-    gateway: Gateway,
-    symbols: Annotated[str, Query(description="Comma-separated symbols", examples=["AAPL,MSFT"])],
-    feed: Feed = None,
-    max_age_ms: MaxAgeMs = None,
-    stale_if_error_ms: StaleIfErrorMs = None,
-) -> Response:
-    chosen = _feed(gateway, feed)
+@router.get(
+    "/quotes",
+    response_model=QuoteBatch,
+    summary="Latest quotes for up to 100 symbols",
+    openapi_extra=documented(SYMBOLS, FEED, MAX_AGE_MS, STALE_IF_ERROR_MS),
+)
+async def latest_quotes(request: Request) -> Response:
+    gateway = gateway_of(request)
+    chosen, max_age = _feed(gateway, request), _max_age(gateway, request)
+    stale_s = params.stale_if_error_s(request)
     limit = gateway.settings.quotes_max_symbols
-    raw = [s for s in symbols.split(",") if s.strip()]
+    raw = [s for s in (SYMBOLS.text(request) or "").split(",") if s.strip()]
     if not raw or len(raw) > limit:
-        raise GatewayError(
-            ErrorCode.VALIDATION_ERROR,
-            f"symbols must list 1 to {limit} symbols",
-            extensions={"invalid_params": [{"name": "symbols", "reason": f"1..{limit} symbols"}]},
-        )
+        raise invalid("symbols", f"must list 1 to {limit} symbols")
     errors: dict[str, Any] = {}
     valid: list[str] = []
     for item in raw:
@@ -113,11 +147,8 @@ async def latest_quotes(
             continue
         if symbol not in valid:
             valid.append(symbol)
-    outcomes = (
-        await gateway.stocks.quotes(valid, chosen, _stale_s(stale_if_error_ms)) if valid else {}
-    )
+    outcomes = await gateway.stocks.quotes(valid, chosen, stale_s) if valid else {}
     now = render.now()
-    max_age = _max_age(gateway, max_age_ms)
     quotes: dict[str, Any] = {}
     states: set[str] = set()
     for symbol, outcome in outcomes.items():
@@ -143,17 +174,18 @@ async def latest_quotes(
     return render.json_response({"quotes": quotes, "errors": errors}, cache_states=states)
 
 
-@router.get("/{symbol}/trade", response_model=Trade, summary="Latest trade")
-async def latest_trade(
-    gateway: Gateway,
-    symbol: StockSymbol,
-    feed: Feed = None,
-    max_age_ms: MaxAgeMs = None,
-    stale_if_error_ms: StaleIfErrorMs = None,
-) -> Response:
-    chosen = _feed(gateway, feed)
-    outcome = await gateway.stocks.trade(symbol, chosen, _stale_s(stale_if_error_ms))
-    return _latest(gateway, outcome, symbol, "trade", chosen, max_age_ms)
+@router.get(
+    "/{symbol}/trade",
+    response_model=Trade,
+    summary="Latest trade",
+    openapi_extra=documented(*LATEST),
+)
+async def latest_trade(request: Request) -> Response:
+    gateway, symbol = gateway_of(request), params.symbol(request)
+    # Every parameter is checked before anything is asked of Alpaca.
+    feed, max_age_ms = _feed(gateway, request), _max_age(gateway, request)
+    outcome = await gateway.stocks.trade(symbol, feed, params.stale_if_error_s(request))
+    return _latest(gateway, outcome, symbol, "trade", feed, max_age_ms)
 
 
 _SNAPSHOT_MEMBERS = {
@@ -165,18 +197,17 @@ _SNAPSHOT_MEMBERS = {
 }
 
 
-@router.get("/{symbol}/snapshot", response_model=Snapshot, summary="Latest trade, quote and bars")
-async def snapshot(
-    gateway: Gateway,
-    symbol: StockSymbol,
-    feed: Feed = None,
-    max_age_ms: MaxAgeMs = None,
-    stale_if_error_ms: StaleIfErrorMs = None,
-) -> Response:
-    chosen = _feed(gateway, feed)
-    served = _value(
-        await gateway.stocks.snapshot(symbol, chosen, _stale_s(stale_if_error_ms)), symbol
-    )
+@router.get(
+    "/{symbol}/snapshot",
+    response_model=Snapshot,
+    summary="Latest trade, quote and bars",
+    openapi_extra=documented(*LATEST),
+)
+async def snapshot(request: Request) -> Response:
+    gateway, symbol = gateway_of(request), params.symbol(request)
+    chosen, max_age_ms = _feed(gateway, request), _max_age(gateway, request)
+    outcome = await gateway.stocks.snapshot(symbol, chosen, params.stale_if_error_s(request))
+    served = _value(outcome, symbol)
     now = render.now()
     latest = [
         served.value[m]["timestamp"] for m in ("latest_trade", "latest_quote") if served.value[m]
@@ -184,7 +215,7 @@ async def snapshot(
     if latest:
         # max_age_ms judges the snapshot by its newest trade or quote.
         newest = min(latest, key=lambda t: render.age_ms(t, now))
-        render.check_max_age(newest, now, _max_age(gateway, max_age_ms), symbol)
+        render.check_max_age(newest, now, max_age_ms, symbol)
     body: dict[str, Any] = {"symbol": symbol}
     for member, kind in _SNAPSHOT_MEMBERS.items():
         item = served.value[member]
@@ -204,40 +235,40 @@ async def snapshot(
     return render.json_response(body, cache_states={served.cache})
 
 
-@router.get("/{symbol}/bars", response_model=BarSeries, summary="Historical bars")
-async def bars(
-    gateway: Gateway,
-    symbol: StockSymbol,
-    timeframe: Annotated[
-        str,
-        Query(
-            description="1Min..59Min, 1Hour..23Hour, 1Day, 1Week, 1/2/3/4/6/12Month",
-            examples=["1Day"],
-        ),
-    ],
-    start: Annotated[str | None, Query(description="RFC 3339 or YYYY-MM-DD")] = None,
-    end: Annotated[str | None, Query(description="RFC 3339 or YYYY-MM-DD")] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000, description="Bars to return at most")] = 1000,
-    adjustment: Annotated[str, Query(json_schema_extra={"enum": list(ADJUSTMENTS)})] = "raw",
-    page_token: Annotated[
-        str | None,
-        Query(
-            pattern=r"^[A-Za-z0-9+/=_\-]{1,512}$",
-            description="A `next_page_token` from an earlier answer, to continue the series",
-        ),
-    ] = None,
-    feed: Feed = None,
-    stale_if_error_ms: StaleIfErrorMs = None,
-) -> Response:
-    chosen = _feed(gateway, feed, HISTORICAL_FEEDS)
-    if adjustment not in ADJUSTMENTS:
-        raise GatewayError(
-            ErrorCode.VALIDATION_ERROR,
-            f"adjustment must be one of {', '.join(ADJUSTMENTS)}",
-            extensions={"invalid_params": [{"name": "adjustment", "reason": "unknown adjustment"}]},
-        )
-    query = BarsQuery(symbol, timeframe, start, end, limit, chosen, adjustment, page_token)
-    served = _value(await gateway.stocks.bars(query, _stale_s(stale_if_error_ms)), symbol)
+@router.get(
+    "/{symbol}/bars",
+    response_model=BarSeries,
+    summary="Historical bars",
+    openapi_extra=documented(
+        SYMBOL,
+        TIMEFRAME,
+        START,
+        END,
+        LIMIT,
+        ADJUSTMENT,
+        PAGE_TOKEN,
+        HISTORICAL_FEED,
+        STALE_IF_ERROR_MS,
+    ),
+)
+async def bars(request: Request) -> Response:
+    gateway, symbol = gateway_of(request), params.symbol(request)
+    chosen = _feed(gateway, request, HISTORICAL_FEED)
+    timeframe = TIMEFRAME.text(request) or ""
+    adjustment = ADJUSTMENT.text(request) or "raw"
+    limit = LIMIT.integer(request) or 1000
+    query = BarsQuery(
+        symbol,
+        timeframe,
+        START.text(request),
+        END.text(request),
+        limit,
+        chosen,
+        adjustment,
+        PAGE_TOKEN.text(request),
+    )
+    stale_s = params.stale_if_error_s(request)
+    served = _value(await gateway.stocks.bars(query, stale_s), symbol)
     series = served.value["bars"]
     now = render.now()
     newest = min(series, key=lambda b: render.age_ms(b["timestamp"], now))["timestamp"]

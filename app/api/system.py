@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.api.dependencies import Gateway
+from app.api.params import gateway_of
 
 router = APIRouter(tags=["system"])
 
@@ -19,7 +19,8 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready", summary="Readiness: each dependency and breaker with its state")
-async def ready(gateway: Gateway) -> JSONResponse:
+async def ready(request: Request) -> JSONResponse:
+    gateway = gateway_of(request)
     await gateway.cache.ping()  # readiness reports Redis as it is now, not as last seen
     cache_state = gateway.cache.status()
     breakers: dict[str, Any] = {}
@@ -57,5 +58,5 @@ async def ready(gateway: Gateway) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus exposition", include_in_schema=True)
-async def metrics(gateway: Gateway) -> Response:
-    return Response(gateway.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request) -> Response:
+    return Response(gateway_of(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
