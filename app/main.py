@@ -6,6 +6,7 @@ importing this module reads no settings and configures nothing; tests call `crea
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -78,6 +79,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
             state = await _build_state(settings, metrics, stack)
+            # What start-up built lives as long as the process: frozen, it is not rescanned by
+            # every full collection, which shortens GC pauses on the request path.
+            gc.freeze()
             logger.bind(source=state.source, cache=state.cache.backend).info(
                 "gateway ready: upstream {}, cache {}", state.source, state.cache.backend
             )

@@ -103,6 +103,9 @@ class StockReads:
         self._settings = settings
         self._clock = clock
 
+    def _refusal(self, endpoint: str) -> Callable[[], GatewayError | None]:
+        return lambda: self._stocks.transport.refusal(endpoint)
+
     async def quotes(
         self, symbols: Sequence[str], feed: str, stale_if_error_s: float | None
     ) -> dict[str, Outcome]:
@@ -132,6 +135,7 @@ class StockReads:
             fresh_ttl_s=self._settings.cache_quote_ttl_s,
             chunk_size=self._settings.data_symbols_per_call,
             stale_if_error_s=stale_if_error_s,
+            refusal=self._refusal("quotes_latest"),
         )
 
     async def trade(self, symbol: str, feed: str, stale_if_error_s: float | None) -> Outcome:
@@ -147,6 +151,7 @@ class StockReads:
             fresh_ttl_s=self._settings.cache_trade_ttl_s,
             chunk_size=1,
             stale_if_error_s=stale_if_error_s,
+            refusal=self._refusal("trades_latest"),
         )
         return outcomes[symbol]
 
@@ -163,6 +168,7 @@ class StockReads:
             fresh_ttl_s=self._settings.cache_snapshot_ttl_s,
             chunk_size=1,
             stale_if_error_s=stale_if_error_s,
+            refusal=self._refusal("snapshots"),
         )
         return outcomes[symbol]
 
@@ -210,6 +216,7 @@ class StockReads:
             fresh_ttl_s=ttl_s,
             chunk_size=1,
             stale_if_error_s=stale_if_error_s,
+            refusal=self._refusal("bars"),
         )
         return outcomes[query.symbol]
 

@@ -75,8 +75,13 @@ class ReadThrough:
         fresh_ttl_s: float,
         chunk_size: int,
         stale_if_error_s: float | None = None,
+        refusal: Callable[[], GatewayError | None] | None = None,
     ) -> dict[str, Outcome]:
-        """Outcome per item of `keys` (item -> cache key), fetching only what is not fresh."""
+        """Outcome per item of `keys` (item -> cache key), fetching only what is not fresh.
+
+        `refusal` says whether the upstream would refuse a call right now (breaker open, rate
+        limit, no credentials); if so the misses are answered at once, without a flight.
+        """
         now = self._clock()
         cached = await self.cache.get_many(list(keys.values()))
         outcomes: dict[str, Outcome] = {}
@@ -90,6 +95,14 @@ class ReadThrough:
                 waiting.append((item, "shared", flight))
             else:
                 to_fetch.append(item)
+        refused = refusal() if to_fetch and refusal is not None else None
+        if refused is not None:
+            for item in to_fetch:
+                self._metrics.cache_requests.labels(kind, "miss").inc()
+                failed = CachedValue(None, 0.0, 0.0, refused)
+                before = cached.get(keys[item])
+                outcomes[item] = self._settle(kind, failed, "miss", before, now, stale_if_error_s)
+            to_fetch = []
         for start in range(0, len(to_fetch), chunk_size):
             chunk = to_fetch[start : start + chunk_size]
             previous = {keys[i]: cached.get(keys[i]) for i in chunk}

@@ -106,29 +106,16 @@ class AlpacaTransport:
         `expect` lists non-2xx statuses the caller handles itself (their replies go to `parse`).
         A parse failure (`UPSTREAM_BAD_RESPONSE`) counts against the breaker like a 5xx.
         """
+        refused = self.refusal(endpoint)
         session = self._session
-        if session is None:
-            raise GatewayError(
-                ErrorCode.UPSTREAM_NOT_CONFIGURED,
-                "Set ALPACA_API_KEY_ID and ALPACA_API_SECRET_KEY to reach Alpaca",
-                upstream=self.upstream,
-            )
-        now = self._clock()
-        if now < self._blocked_until:
-            # Alpaca said when the budget resets; asking again earlier only burns goodwill.
-            self._metrics.upstream_outcome(self.upstream, endpoint, "rate_limited")
-            raise self._rate_limited(self._blocked_until - now)
+        if refused is not None or session is None:
+            raise refused or self._not_configured()
         try:
             permit = self.breaker.acquire()
         except CallNotPermitted as exc:
+            # Half-open with every trial permit taken since refusal() looked.
             self._metrics.upstream_outcome(self.upstream, endpoint, "circuit_open")
-            raise GatewayError(
-                ErrorCode.CIRCUIT_OPEN,
-                f"The {self.upstream} circuit is {exc.state.value}; not calling Alpaca",
-                upstream=self.upstream,
-                retry_after_s=max(1, math.ceil(exc.retry_after_s)),
-                extensions={"circuit_state": exc.state.value},
-            ) from exc
+            raise self._circuit_open(exc.state.value, exc.retry_after_s) from exc
         started = time.perf_counter()
         try:
             reply = await self._get(session, url, params)
@@ -147,6 +134,41 @@ class AlpacaTransport:
         self._metrics.upstream_call(self.upstream, endpoint, "ok", duration)
         self._metrics.upstream_success(self.upstream, self._clock())
         return result
+
+    def refusal(self, endpoint: str) -> GatewayError | None:
+        """The error a call would get right now without touching the network, or None.
+
+        Takes no half-open trial permit, so callers may ask before doing any other work (the
+        read path asks before it starts a single-flight task: an open breaker answers at once).
+        """
+        if self._session is None:
+            return self._not_configured()
+        now = self._clock()
+        if now < self._blocked_until:
+            # Alpaca said when the budget resets; asking again earlier only burns goodwill.
+            self._metrics.upstream_outcome(self.upstream, endpoint, "rate_limited")
+            return self._rate_limited(self._blocked_until - now)
+        wait_s = self.breaker.retry_after_s()
+        if wait_s > 0:
+            self._metrics.upstream_outcome(self.upstream, endpoint, "circuit_open")
+            return self._circuit_open(self.breaker.state.value, wait_s)
+        return None
+
+    def _not_configured(self) -> GatewayError:
+        return GatewayError(
+            ErrorCode.UPSTREAM_NOT_CONFIGURED,
+            "Set ALPACA_API_KEY_ID and ALPACA_API_SECRET_KEY to reach Alpaca",
+            upstream=self.upstream,
+        )
+
+    def _circuit_open(self, state: str, wait_s: float) -> GatewayError:
+        return GatewayError(
+            ErrorCode.CIRCUIT_OPEN,
+            f"The {self.upstream} circuit is {state}; not calling Alpaca",
+            upstream=self.upstream,
+            retry_after_s=max(1, math.ceil(wait_s)),
+            extensions={"circuit_state": state},
+        )
 
     async def _get(
         self, session: aiohttp.ClientSession, url: URL, params: Mapping[str, str]

@@ -18,7 +18,7 @@ from app.api.params import (
     gateway_of,
     invalid,
 )
-from app.api.problems import PROBLEM_RESPONSES, problem
+from app.api.problems import PROBLEM_RESPONSES, problem, problem_response
 from app.errors import GatewayError
 from app.market_data import BarsQuery
 from app.models.market_data import BarSeries, Quote, QuoteBatch, Snapshot, Trade
@@ -85,7 +85,7 @@ def _value(outcome: Served | GatewayError, symbol: str) -> Served:
 
 
 def _latest(
-    gateway: GatewayState,
+    request: Request,
     outcome: Served | GatewayError,
     symbol: str,
     kind: str,
@@ -93,7 +93,12 @@ def _latest(
     max_age_ms: int | None,
 ) -> Response:
     """One latest value (quote or trade) with its provenance, or its typed error."""
-    served = _value(outcome, symbol)
+    gateway = gateway_of(request)
+    if isinstance(outcome, GatewayError):
+        # Rendered here rather than raised: the hot failure path (breaker open) skips the
+        # framework's exception machinery. Same renderer, same body.
+        return problem_response(request, outcome if outcome.symbol else outcome.for_symbol(symbol))
+    served = outcome
     now = render.now()
     render.check_max_age(served.value["timestamp"], now, max_age_ms, symbol)
     body = render.with_provenance(
@@ -119,7 +124,7 @@ async def latest_quote(request: Request) -> Response:
     # Every parameter is checked before anything is asked of Alpaca.
     feed, max_age_ms = _feed(gateway, request), _max_age(gateway, request)
     outcomes = await gateway.stocks.quotes([symbol], feed, params.stale_if_error_s(request))
-    return _latest(gateway, outcomes[symbol], symbol, "quote", feed, max_age_ms)
+    return _latest(request, outcomes[symbol], symbol, "quote", feed, max_age_ms)
 
 
 @router.get(
@@ -185,7 +190,7 @@ async def latest_trade(request: Request) -> Response:
     # Every parameter is checked before anything is asked of Alpaca.
     feed, max_age_ms = _feed(gateway, request), _max_age(gateway, request)
     outcome = await gateway.stocks.trade(symbol, feed, params.stale_if_error_s(request))
-    return _latest(gateway, outcome, symbol, "trade", feed, max_age_ms)
+    return _latest(request, outcome, symbol, "trade", feed, max_age_ms)
 
 
 _SNAPSHOT_MEMBERS = {

@@ -312,6 +312,14 @@ class Bench:
                 workers=FIXED_RATE_WORKERS,
             )
             upstream = await self.control.calls_to(QUOTES_PATH) - before
+            # The stack's own floor at that rate: a constant-JSON endpoint, same server, same
+            # load generator. A p99 target below it cannot be met by the route's code.
+            floor = await self.tools.fixed_rate(
+                gateway.url(CEILING),
+                rate,
+                duration_s=FIXED_RATE_S,
+                workers=FIXED_RATE_WORKERS,
+            )
         finally:
             await self.control.clear_faults()
         all_503 = result.status_errors == result.requests and result.socket_errors == 0
@@ -332,6 +340,13 @@ class Bench:
                 f"target p99 < {TARGET_P99_BREAKER_MS:g} ms {'MET' if ok else 'MISSED'};"
                 f" {half.tool} at {result.rps / 2:.0f} rps;"
                 f" statuses {_statuses(half)}",
+            )
+        )
+        self.rows.append(
+            _row(
+                "(b) p99 at that same rate (floor)",
+                floor,
+                f"constant JSON; {floor.tool} at {rate:.0f} rps; {_errors(floor)}",
             )
         )
         self.verdicts.append(
