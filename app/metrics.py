@@ -6,6 +6,8 @@ takes a raw symbol, path or key: routes are templates and everything else is a c
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
@@ -121,6 +123,10 @@ class Metrics:
             buckets=AGE_BUCKETS,
             registry=r,
         )
+        # Children looked up once: `.labels()` hashes and locks on every call, and these two
+        # are touched on every served value.
+        self._cache_children: dict[tuple[str, str], Any] = {}
+        self._age_children: dict[tuple[str, str], Any] = {}
         self._initialise_children()
 
     def _initialise_children(self) -> None:
@@ -137,6 +143,18 @@ class Metrics:
             self.http_errors.labels(code.name)
 
     # --- recording helpers used by the transport, cache and API -------------------------------
+    def cache_result(self, kind: str, result: str) -> None:
+        child = self._cache_children.get((kind, result))
+        if child is None:
+            child = self._cache_children[kind, result] = self.cache_requests.labels(kind, result)
+        child.inc()
+
+    def served_age(self, kind: str, cache: str, age_s: float) -> None:
+        child = self._age_children.get((kind, cache))
+        if child is None:
+            child = self._age_children[kind, cache] = self.data_age.labels(kind, cache)
+        child.observe(age_s)
+
     def upstream_call(self, upstream: str, endpoint: str, outcome: str, duration_s: float) -> None:
         self.upstream_requests.labels(upstream, endpoint, outcome).inc()
         self.upstream_duration.labels(upstream, endpoint).observe(duration_s)

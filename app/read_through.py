@@ -98,7 +98,7 @@ class ReadThrough:
         refused = refusal() if to_fetch and refusal is not None else None
         if refused is not None:
             for item in to_fetch:
-                self._metrics.cache_requests.labels(kind, "miss").inc()
+                self._metrics.cache_result(kind, "miss")
                 failed = CachedValue(None, 0.0, 0.0, refused)
                 before = cached.get(keys[item])
                 outcomes[item] = self._settle(kind, failed, "miss", before, now, stale_if_error_s)
@@ -111,7 +111,7 @@ class ReadThrough:
             waiting.extend((item, "miss", flight) for item in chunk)
         for item, state, flight in waiting:
             entry = (await await_flight(flight))[keys[item]]
-            self._metrics.cache_requests.labels(kind, state).inc()
+            self._metrics.cache_result(kind, state)
             outcomes[item] = self._settle(
                 kind, entry, state, cached.get(keys[item]), now, stale_if_error_s
             )
@@ -121,10 +121,10 @@ class ReadThrough:
         self, kind: str, entry: CachedValue, now: float, stale_if_error_s: float | None
     ) -> Outcome:
         if entry.error is not None:
-            self._metrics.cache_requests.labels(kind, "negative").inc()
+            self._metrics.cache_result(kind, "negative")
             # A remembered failure is still a failure: the client's stale opt-in applies.
             return self._settle(kind, entry, "hit", None, now, stale_if_error_s)
-        self._metrics.cache_requests.labels(kind, "hit").inc()
+        self._metrics.cache_result(kind, "hit")
         return Served(entry.value, entry.fetched_at, "hit")
 
     def _settle(
@@ -147,7 +147,7 @@ class ReadThrough:
                     and candidate.value is not None
                     and now - candidate.fetched_at <= stale_if_error_s
                 ):
-                    self._metrics.cache_requests.labels(kind, "stale").inc()
+                    self._metrics.cache_result(kind, "stale")
                     return Served(candidate.value, candidate.fetched_at, "stale")
         return error
 

@@ -22,7 +22,9 @@ def _observed_epoch(observed_at: str) -> float:
     return epoch_seconds(observed_at)
 
 
+@lru_cache(maxsize=4096)
 def rfc3339(epoch_s: float) -> str:
+    # A cached value is served many times with the same fetch time; format it once.
     return (
         datetime.fromtimestamp(epoch_s, UTC)
         .isoformat(timespec="microseconds")
@@ -60,9 +62,7 @@ def with_provenance(
     observed_at = item["timestamp"]
     body = dict(item)
     body["provenance"] = provenance(observed_at, served, feed=feed, source=source, now=now)
-    metrics.data_age.labels(kind, served.cache).observe(
-        max(0.0, now - _observed_epoch(observed_at))
-    )
+    metrics.served_age(kind, served.cache, max(0.0, now - _observed_epoch(observed_at)))
     return body
 
 

@@ -86,6 +86,7 @@ def _value(outcome: Served | GatewayError, symbol: str) -> Served:
 
 def _latest(
     request: Request,
+    gateway: GatewayState,
     outcome: Served | GatewayError,
     symbol: str,
     kind: str,
@@ -93,7 +94,6 @@ def _latest(
     max_age_ms: int | None,
 ) -> Response:
     """One latest value (quote or trade) with its provenance, or its typed error."""
-    gateway = gateway_of(request)
     if isinstance(outcome, GatewayError):
         # Rendered here rather than raised: the hot failure path (breaker open) skips the
         # framework's exception machinery. Same renderer, same body.
@@ -124,7 +124,7 @@ async def latest_quote(request: Request) -> Response:
     # Every parameter is checked before anything is asked of Alpaca.
     feed, max_age_ms = _feed(gateway, request), _max_age(gateway, request)
     outcomes = await gateway.stocks.quotes([symbol], feed, params.stale_if_error_s(request))
-    return _latest(request, outcomes[symbol], symbol, "quote", feed, max_age_ms)
+    return _latest(request, gateway, outcomes[symbol], symbol, "quote", feed, max_age_ms)
 
 
 @router.get(
@@ -190,7 +190,7 @@ async def latest_trade(request: Request) -> Response:
     # Every parameter is checked before anything is asked of Alpaca.
     feed, max_age_ms = _feed(gateway, request), _max_age(gateway, request)
     outcome = await gateway.stocks.trade(symbol, feed, params.stale_if_error_s(request))
-    return _latest(request, outcome, symbol, "trade", feed, max_age_ms)
+    return _latest(request, gateway, outcome, symbol, "trade", feed, max_age_ms)
 
 
 _SNAPSHOT_MEMBERS = {
@@ -277,9 +277,7 @@ async def bars(request: Request) -> Response:
     series = served.value["bars"]
     now = render.now()
     newest = min(series, key=lambda b: render.age_ms(b["timestamp"], now))["timestamp"]
-    gateway.metrics.data_age.labels("bar", served.cache).observe(
-        max(0.0, render.age_ms(newest, now) / 1000)
-    )
+    gateway.metrics.served_age("bar", served.cache, max(0.0, render.age_ms(newest, now) / 1000))
     body = {
         "symbol": symbol,
         "timeframe": timeframe,
