@@ -16,17 +16,25 @@ from loguru import logger
 
 from app.alpaca.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from app.alpaca.market_data import StockDataClient
+from app.alpaca.options import OptionContractsClient, OptionDataClient
 from app.alpaca.trading import TradingClient
-from app.alpaca.transport import AlpacaTransport, Credentials, close_session, open_session
-from app.api import clock, stocks, system
+from app.alpaca.transport import (
+    AlpacaTransport,
+    Credentials,
+    Session,
+    Timeouts,
+    close_session,
+    open_session,
+)
+from app.api import clock, options, stocks, system
 from app.api.middleware import RequestContextMiddleware
 from app.api.openapi import problem_openapi
 from app.api.problems import add_exception_handlers
 from app.cache import Cache, MemoryCache, RedisCache
-from app.errors import Upstream
 from app.logs import logger_level_no, setup_logging
 from app.market_data import StockReads
 from app.metrics import UPSTREAMS, Metrics
+from app.options import OptionReads
 from app.read_through import ReadThrough
 from app.settings import Settings, load_settings
 from app.state import GatewayState
@@ -100,6 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     add_exception_handlers(app)
     app.include_router(stocks.router)
+    app.include_router(options.router)
     app.include_router(clock.router)
     app.include_router(system.router)
     access_log = logger_level_no(settings.log_level) <= logger_level_no("INFO")
@@ -136,23 +145,31 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
             settings.alpaca_api_secret_key.get_secret_value(),
         )
 
-    def transport(
-        upstream: Upstream, base_url: str, total_s: float, connect_s: float
-    ) -> AlpacaTransport:
-        session = None
-        if credentials is not None:
-            session = open_session(credentials, total_s=total_s, connect_s=connect_s)
-            stack.push_async_callback(close_session, session)
-        return AlpacaTransport(upstream, base_url, session, breakers[upstream], metrics)
+    def session(timeouts: Timeouts) -> Session | None:
+        if credentials is None:
+            return None
+        opened = open_session(credentials, timeouts)
+        stack.push_async_callback(close_session, opened)
+        return opened
 
-    data = transport(
-        "data", settings.data_base_url, settings.data_timeout_s, settings.data_connect_timeout_s
+    data_timeouts = Timeouts(settings.data_timeout_s, settings.data_connect_timeout_s)
+    trading_timeouts = Timeouts(settings.trading_timeout_s, settings.trading_connect_timeout_s)
+    options_timeouts = Timeouts(settings.options_timeout_s, settings.options_connect_timeout_s)
+    # One session per host: options data lives on the data host, behind its own breaker and
+    # with its own timeouts.
+    data_session = session(data_timeouts)
+    trading_session = session(trading_timeouts)
+    data = AlpacaTransport("data", settings.data_base_url, data_session, breakers["data"], metrics)
+    options = AlpacaTransport(
+        "options",
+        settings.data_base_url,
+        data_session,
+        breakers["options"],
+        metrics,
+        timeouts=options_timeouts,
     )
-    trading = transport(
-        "trading",
-        settings.trading_base_url,
-        settings.trading_timeout_s,
-        settings.trading_connect_timeout_s,
+    trading = AlpacaTransport(
+        "trading", settings.trading_base_url, trading_session, breakers["trading"], metrics
     )
     read_through = ReadThrough(
         cache,
@@ -161,12 +178,16 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
         stale_retention_s=settings.cache_stale_retention_s,
     )
     reads = StockReads(StockDataClient(data), TradingClient(trading), read_through, settings)
+    option_reads = OptionReads(
+        OptionDataClient(options), OptionContractsClient(trading), reads, read_through, settings
+    )
     return GatewayState(
         settings=settings,
         metrics=metrics,
         cache=cache,
         breakers=breakers,
         stocks=reads,
+        options=option_reads,
         source=settings.source_name,
     )
 

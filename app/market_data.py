@@ -126,7 +126,7 @@ class StockReads:
                 singles = await asyncio.gather(*(one(s) for s in chunk))
                 return dict(zip(chunk, singles, strict=True))
             values = {s: q.model_dump() for s, q in found.items() if q and not quote_is_empty(q)}
-            return values | await self._explain_missing([s for s in chunk if s not in values])
+            return values | await self.explain_missing([s for s in chunk if s not in values])
 
         return await self._reads.read(
             "quote",
@@ -142,7 +142,7 @@ class StockReads:
         async def fetch(chunk: list[str]) -> dict[str, Result]:
             found = await self._stocks.latest_trades(chunk, feed)
             values = {s: t.model_dump() for s, t in found.items() if t is not None}
-            return values | await self._explain_missing([s for s in chunk if s not in values])
+            return values | await self.explain_missing([s for s in chunk if s not in values])
 
         outcomes = await self._reads.read(
             "trade",
@@ -159,7 +159,7 @@ class StockReads:
         async def fetch(chunk: list[str]) -> dict[str, Result]:
             found = await self._stocks.snapshots(chunk, feed)
             values = {s: snap.model_dump() for s, snap in found.items() if snap is not None}
-            return values | await self._explain_missing([s for s in chunk if s not in values])
+            return values | await self.explain_missing([s for s in chunk if s not in values])
 
         outcomes = await self._reads.read(
             "snapshot",
@@ -207,7 +207,7 @@ class StockReads:
             if bars:
                 series = [b.model_dump() for b in bars]
                 return {query.symbol: {"bars": series, "next_page_token": next_token}}
-            return await self._explain_missing([query.symbol], "bars in the requested range")
+            return await self.explain_missing([query.symbol], "bars in the requested range")
 
         outcomes = await self._reads.read(
             "bar",
@@ -233,7 +233,7 @@ class StockReads:
         )
         return outcomes["clock"]
 
-    async def _explain_missing(
+    async def explain_missing(
         self, symbols: Sequence[str], what: str = "value"
     ) -> dict[str, GatewayError]:
         """Alpaca omitted these symbols: ask the asset endpoint whether each exists at all."""

@@ -25,12 +25,15 @@ UPSTREAM_OUTCOMES = (
     "circuit_open",
 )
 CACHE_RESULTS = ("hit", "miss", "shared", "stale", "negative")
-DATA_KINDS = ("quote", "trade", "snapshot", "bar", "clock", "asset")
+DATA_KINDS = (
+    *("quote", "trade", "snapshot", "bar", "clock", "asset"),
+    *("option_quote", "option_chain", "option_contracts", "option_contract"),
+)
 # Closed set of upstream operations per upstream (the `endpoint` label).
 UPSTREAM_ENDPOINTS = {
     "data": ("quotes_latest", "trades_latest", "snapshots", "bars"),
-    "options": (),
-    "trading": ("asset", "clock"),
+    "options": ("option_quotes_latest", "option_chain"),
+    "trading": ("asset", "clock", "option_contracts", "option_contract"),
 }
 
 HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)

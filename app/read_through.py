@@ -32,7 +32,7 @@ STALE_ELIGIBLE = frozenset(
     }
 )
 # Answers about the symbol itself live as long as a value would.
-_FACTS = frozenset({ErrorCode.NO_DATA, ErrorCode.SYMBOL_NOT_FOUND})
+_FACTS = frozenset({ErrorCode.NO_DATA, ErrorCode.SYMBOL_NOT_FOUND, ErrorCode.CONTRACT_NOT_FOUND})
 # Produced locally without calling Alpaca: caching them would only blur their Retry-After.
 _LOCAL = frozenset(
     {ErrorCode.CIRCUIT_OPEN, ErrorCode.UPSTREAM_RATE_LIMITED, ErrorCode.UPSTREAM_NOT_CONFIGURED}

@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     alpaca_trading_url: str | None = None
     alpaca_stream_url: str | None = None
     alpaca_data_feed: str = "iex"
+    alpaca_options_feed: str = Field(default="indicative", pattern=r"^(indicative|opra)$")
     upstream_source_name: str | None = None
 
     # --- Infrastructure ---------------------------------------------------------------------
@@ -73,6 +74,9 @@ class Settings(BaseSettings):
     cache_asset_ttl_s: float = Field(default=3_600.0, gt=0)
     cache_clock_ttl_s: float = Field(default=1.0, gt=0)
     cache_negative_ttl_s: float = Field(default=1.0, gt=0)
+    cache_option_quote_ttl_s: float = Field(default=1.0, gt=0)
+    cache_option_chain_ttl_s: float = Field(default=1.0, gt=0)
+    cache_option_contracts_ttl_s: float = Field(default=60.0, gt=0)
     cache_stale_retention_s: float = Field(default=300.0, ge=0)
     redis_timeout_s: float = Field(default=0.1, gt=0)
     cache_namespace: str = Field(default="gw", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -82,6 +86,7 @@ class Settings(BaseSettings):
     quotes_max_symbols: int = Field(default=100, ge=1, le=1000)
     data_symbols_per_call: int = Field(default=50, ge=1, le=1000)
     bars_max_pages: int = Field(default=20, ge=1)
+    options_chain_max_pages: int = Field(default=10, ge=1)
 
     @field_validator("alpaca_data_feed")
     @classmethod

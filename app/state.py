@@ -8,6 +8,7 @@ from app.alpaca.breaker import CircuitBreaker
 from app.cache import Cache
 from app.market_data import StockReads
 from app.metrics import Metrics
+from app.options import OptionReads
 from app.settings import Settings
 
 
@@ -18,4 +19,5 @@ class GatewayState:
     cache: Cache
     breakers: dict[str, CircuitBreaker]
     stocks: StockReads
+    options: OptionReads
     source: str

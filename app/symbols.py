@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 
 from app.errors import ErrorCode, GatewayError
 
@@ -21,5 +22,28 @@ def stock_symbol(raw: str) -> str:
             ErrorCode.VALIDATION_ERROR,
             f"{raw[:32]!r} is not a stock symbol ({STOCK_SYMBOL_PATTERN} after upper-casing)",
             extensions={"invalid_params": [{"name": "symbol", "reason": "not a stock symbol"}]},
+        )
+    return symbol
+
+
+OCC_PATTERN = r"^[A-Z]{1,6}\d{6}[CP]\d{8}$"
+_OCC = re.compile(r"([A-Z]{1,6})(\d{2})(\d{2})(\d{2})([CP])(\d{8})")
+
+
+def option_contract(raw: str) -> str:
+    """OCC contract symbol (ROOT + YYMMDD + C|P + strike x 1000, 8 digits), or VALIDATION_ERROR."""
+    symbol = raw.strip().upper()
+    match = _OCC.fullmatch(symbol)
+    valid = match is not None
+    if match is not None:
+        try:
+            date(2000 + int(match[2]), int(match[3]), int(match[4]))
+        except ValueError:
+            valid = False
+    if not valid:
+        raise GatewayError(
+            ErrorCode.VALIDATION_ERROR,
+            f"{raw[:32]!r} is not an OCC option symbol (e.g. AAPL250117C00200000)",
+            extensions={"invalid_params": [{"name": "contract", "reason": "not an OCC symbol"}]},
         )
     return symbol

@@ -24,6 +24,7 @@ from app.errors import ErrorCode, GatewayError, Upstream
 from app.metrics import Metrics
 
 T = TypeVar("T")
+Session = aiohttp.ClientSession
 
 # Statuses a caller may ask to see as data instead of an error (e.g. 404 for "unknown asset").
 NOT_FOUND = 404
@@ -33,6 +34,12 @@ NOT_FOUND = 404
 class Credentials:
     key_id: str
     secret_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    total_s: float  # bounds the whole call, body included (a slow drip defeats read timeouts)
+    connect_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +79,7 @@ class AlpacaTransport:
         breaker: CircuitBreaker,
         metrics: Metrics,
         *,
+        timeouts: Timeouts | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.upstream: Upstream = upstream
@@ -80,6 +88,13 @@ class AlpacaTransport:
         self.breaker = breaker
         self._metrics = metrics
         self._clock = clock
+        # Set when this upstream shares another's session (options on the data host) but has
+        # its own timeouts; None means the session's own.
+        self._timeout = (
+            None
+            if timeouts is None
+            else aiohttp.ClientTimeout(total=timeouts.total_s, sock_connect=timeouts.connect_s)
+        )
         self._blocked_until = 0.0
 
     def url(self, *segments: str) -> URL:
@@ -174,7 +189,11 @@ class AlpacaTransport:
         self, session: aiohttp.ClientSession, url: URL, params: Mapping[str, str]
     ) -> tuple[int, bytes, Mapping[str, str]]:
         try:
-            async with session.get(url, params=params, allow_redirects=False) as response:
+            # timeout=None would mean "no timeout" to aiohttp: use the session's when we have none.
+            timeout = self._timeout or session.timeout
+            async with session.get(
+                url, params=params, allow_redirects=False, timeout=timeout
+            ) as response:
                 body = await response.read()
                 return response.status, body, response.headers
         except TimeoutError as exc:
@@ -313,7 +332,7 @@ def _header_float(headers: Mapping[str, str], name: str) -> float | None:
 
 
 def open_session(
-    credentials: Credentials, *, total_s: float, connect_s: float, limit: int = 100
+    credentials: Credentials, timeouts: Timeouts, *, limit: int = 100
 ) -> aiohttp.ClientSession:
     """One pooled session per upstream host; auth headers are set here and never logged."""
     session = aiohttp.ClientSession(
@@ -322,7 +341,7 @@ def open_session(
             "APCA-API-SECRET-KEY": credentials.secret_key,
             "User-Agent": "alpaca-real-data-gateway/1",
         },
-        timeout=aiohttp.ClientTimeout(total=total_s, sock_connect=connect_s),
+        timeout=aiohttp.ClientTimeout(total=timeouts.total_s, sock_connect=timeouts.connect_s),
         connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300),
         raise_for_status=False,
     )

@@ -16,6 +16,7 @@ from app.errors import ErrorCode, GatewayError, Upstream
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
 
 Number = int | float
+_DECIMAL = re.compile(r"-?\d+(\.\d+)?")
 
 
 def bad_response(detail: str, upstream: Upstream = "data") -> GatewayError:
@@ -37,6 +38,16 @@ def optional_number(wire: Mapping[str, Any], key: str, what: str) -> Number | No
         raise bad_response(f"{what}: `{key}` is not a number")
     if value < 0:
         raise bad_response(f"{what}: `{key}` is negative")
+    return value
+
+
+def optional_signed_number(wire: Mapping[str, Any], key: str, what: str) -> Number | None:
+    """A JSON number that may be negative (greeks), passed on untouched."""
+    value = wire.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise bad_response(f"{what}: `{key}` is not a number")
     return value
 
 
@@ -67,6 +78,16 @@ def text(wire: Mapping[str, Any], key: str, what: str, upstream: Upstream = "dat
     value = optional_text(wire, key, what, upstream)
     if value is None:
         raise bad_response(f"{what}: `{key}` is missing", upstream)
+    return value
+
+
+def decimal_text(
+    wire: Mapping[str, Any], key: str, what: str, upstream: Upstream = "trading"
+) -> str | None:
+    """A trading-API decimal string (strike, size, qty...): kept as the exact text Alpaca sent."""
+    value = optional_text(wire, key, what, upstream)
+    if value is not None and not _DECIMAL.fullmatch(value):
+        raise bad_response(f"{what}: `{key}` is not a decimal string", upstream)
     return value
 
 

@@ -1,0 +1,193 @@
+"""Options routes: contracts, the latest option quote, and an underlying's chain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from app.api import params, render
+from app.api.params import MAX_AGE_MS, STALE_IF_ERROR_MS, Param, documented, gateway_of, invalid
+from app.api.problems import PROBLEM_RESPONSES, problem_response
+from app.errors import GatewayError
+from app.models.options import OptionChain, OptionContracts, OptionQuote
+from app.read_through import Served
+from app.symbols import OCC_PATTERN, option_contract, stock_symbol
+
+router = APIRouter(prefix="/v1/options", tags=["options"], responses=PROBLEM_RESPONSES)
+
+_DATE = {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
+_STRIKE = {"type": "string", "pattern": r"^\d{1,6}(\.\d{1,4})?$"}
+OPTION_FEED = Param(
+    "feed",
+    "Options feed; default from ALPACA_OPTIONS_FEED (`indicative` is delayed/modified by Alpaca)",
+    {"type": "string", "enum": ["indicative", "opra"]},
+)
+CONTRACT = Param(
+    "contract",
+    "OCC option symbol",
+    {"type": "string", "pattern": OCC_PATTERN},
+    "path",
+    example="AAPL250117C00200000",
+)
+UNDERLYING_PATH = Param(
+    "underlying",
+    "Underlying stock symbol",
+    {"type": "string", "maxLength": 10},
+    "path",
+    example="AAPL",
+)
+UNDERLYING = Param(
+    "underlying",
+    "Underlying stock symbol",
+    {"type": "string", "maxLength": 10},
+    required=True,
+    example="AAPL",
+)
+TYPE = Param("type", "call or put", {"type": "string", "enum": ["call", "put"]})
+EXPIRATION = Param("expiration_date", "YYYY-MM-DD", _DATE)
+EXPIRATION_GTE = Param("expiration_date_gte", "YYYY-MM-DD", _DATE)
+EXPIRATION_LTE = Param("expiration_date_lte", "YYYY-MM-DD", _DATE)
+STRIKE_GTE = Param("strike_price_gte", "Decimal string", _STRIKE)
+STRIKE_LTE = Param("strike_price_lte", "Decimal string", _STRIKE)
+ROOT = Param("root_symbol", "OCC root symbol", {"type": "string", "pattern": r"^[A-Z]{1,6}$"})
+CONTRACTS_LIMIT = Param(
+    "limit",
+    "Contracts per page (Alpaca's limit)",
+    {"type": "integer", "minimum": 1, "maximum": 10_000},
+)
+PAGE_TOKEN = Param(
+    "page_token",
+    "A `next_page_token` from an earlier answer, to continue",
+    {"type": "string", "pattern": r"^[A-Za-z0-9+/=_\-]{1,512}$"},
+)
+FILTERS = (TYPE, EXPIRATION, EXPIRATION_GTE, EXPIRATION_LTE, STRIKE_GTE, STRIKE_LTE)
+
+
+def _feed(request: Request) -> str:
+    return OPTION_FEED.text(request) or gateway_of(request).settings.alpaca_options_feed
+
+
+def _filters(request: Request, chosen: tuple[Param, ...]) -> dict[str, str]:
+    return {p.name: value for p in chosen if (value := p.text(request)) is not None}
+
+
+@router.get(
+    "/contracts",
+    response_model=OptionContracts,
+    summary="Option contracts for an underlying (Alpaca's /v2/options/contracts)",
+    openapi_extra=documented(UNDERLYING, *FILTERS, ROOT, CONTRACTS_LIMIT, PAGE_TOKEN),
+)
+async def contracts(request: Request) -> Response:
+    gateway = gateway_of(request)
+    underlying = stock_symbol(UNDERLYING.text(request) or "")
+    query = {"underlying_symbols": underlying, "status": "active"}
+    query |= _filters(request, (*FILTERS, ROOT, PAGE_TOKEN))
+    if (limit := CONTRACTS_LIMIT.integer(request)) is not None:
+        query["limit"] = str(limit)
+    outcome = await gateway.options.contracts(query)
+    if isinstance(outcome, GatewayError):
+        raise outcome
+    body = dict(outcome.value)
+    # Contracts are reference data without an observation time: say where and when from.
+    body["provenance"] = {
+        "source": gateway.source,
+        "fetched_at": render.rfc3339(outcome.fetched_at),
+        "cache": outcome.cache,
+    }
+    return render.json_response(body, cache_states={outcome.cache})
+
+
+@router.get(
+    "/{contract}/quote",
+    response_model=OptionQuote,
+    summary="Latest option quote",
+    openapi_extra=documented(CONTRACT, OPTION_FEED, MAX_AGE_MS, STALE_IF_ERROR_MS),
+)
+async def option_quote(request: Request) -> Response:
+    gateway = gateway_of(request)
+    contract = option_contract(request.path_params["contract"])
+    feed, max_age_ms = _feed(request), MAX_AGE_MS.integer(request)
+    max_age_ms = max_age_ms if max_age_ms is not None else gateway.settings.default_max_age_ms
+    outcome = await gateway.options.quote(contract, feed, params.stale_if_error_s(request))
+    if isinstance(outcome, GatewayError):
+        return problem_response(
+            request, outcome if outcome.symbol else outcome.for_symbol(contract)
+        )
+    now = render.now()
+    render.check_max_age(outcome.value["timestamp"], now, max_age_ms, contract)
+    body = render.with_provenance(
+        outcome.value,
+        outcome,
+        kind="option_quote",
+        feed=feed,
+        source=gateway.source,
+        now=now,
+        metrics=gateway.metrics,
+    )
+    return render.json_response(body, cache_states={outcome.cache})
+
+
+_MEMBERS = {
+    "latest_quote": "option_quote",
+    "latest_trade": "option_trade",
+    "minute_bar": "bar",
+    "daily_bar": "bar",
+    "prev_daily_bar": "bar",
+}
+
+
+@router.get(
+    "/chain/{underlying}",
+    response_model=OptionChain,
+    summary="Option chain snapshots (greeks and IV exactly as Alpaca sent them, or null)",
+    openapi_extra=documented(
+        UNDERLYING_PATH, OPTION_FEED, *FILTERS, ROOT, PAGE_TOKEN, STALE_IF_ERROR_MS
+    ),
+)
+async def chain(request: Request) -> Response:
+    gateway = gateway_of(request)
+    underlying = stock_symbol(request.path_params["underlying"])
+    feed = _feed(request)
+    query = {"feed": feed} | _filters(request, (*FILTERS, ROOT))
+    strike_low, strike_high = query.get("strike_price_gte"), query.get("strike_price_lte")
+    if strike_low and strike_high and float(strike_low) > float(strike_high):
+        raise invalid("strike_price_gte", "is above strike_price_lte")
+    page_token, stale_s = PAGE_TOKEN.text(request), params.stale_if_error_s(request)
+    outcome = await gateway.options.chain(underlying, query, page_token, stale_s)
+    if isinstance(outcome, GatewayError):
+        raise outcome if outcome.symbol else outcome.for_symbol(underlying)
+    now = render.now()
+    snapshots = {
+        occ: _snapshot(snap, outcome, feed, gateway.source, now, gateway.metrics)
+        for occ, snap in outcome.value["snapshots"].items()
+    }
+    body = {
+        "underlying": underlying,
+        "feed": feed,
+        "snapshots": snapshots,
+        "next_page_token": outcome.value["next_page_token"],
+    }
+    return render.json_response(body, cache_states={outcome.cache})
+
+
+def _snapshot(
+    snap: dict[str, Any], served: Served, feed: str, source: str, now: float, metrics: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"symbol": snap["symbol"]}
+    times = []
+    for member, kind in _MEMBERS.items():
+        item = snap[member]
+        if item is None:
+            body[member] = None
+            continue
+        times.append(item["timestamp"])
+        body[member] = render.with_provenance(
+            item, served, kind=kind, feed=feed, source=source, now=now, metrics=metrics
+        )
+    body["greeks"] = snap["greeks"]
+    body["implied_volatility"] = snap["implied_volatility"]
+    newest = min(times, key=lambda t: render.age_ms(t, now))
+    body["provenance"] = render.provenance(newest, served, feed=feed, source=source, now=now)
+    return body
