@@ -203,6 +203,11 @@ class RedisCache:
             return
         self._recovered()
 
+    @property
+    def client(self) -> Redis:
+        """The fail-fast client, shared with the per-key quotas."""
+        return self._redis
+
     async def ping(self) -> bool:
         try:
             async with asyncio.timeout(self._timeout_s * 2):

@@ -17,7 +17,7 @@ from loguru import logger
 from app.alpaca.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from app.alpaca.market_data import StockDataClient
 from app.alpaca.options import OptionContractsClient, OptionDataClient
-from app.alpaca.trading import TradingClient
+from app.alpaca.trading import TradingAccountClient, TradingClient
 from app.alpaca.transport import (
     AlpacaTransport,
     Credentials,
@@ -26,18 +26,22 @@ from app.alpaca.transport import (
     close_session,
     open_session,
 )
-from app.api import clock, options, stocks, system
+from app.api import clock, options, stocks, system, trading
 from app.api.middleware import RequestContextMiddleware
 from app.api.openapi import problem_openapi
 from app.api.problems import add_exception_handlers
 from app.cache import Cache, MemoryCache, RedisCache
+from app.keys import KeyRing
 from app.logs import logger_level_no, setup_logging
 from app.market_data import StockReads
 from app.metrics import UPSTREAMS, Metrics
 from app.options import OptionReads
+from app.orders import OrderDesk
+from app.quotas import MemoryQuotas, Quotas, RedisQuotas
 from app.read_through import ReadThrough
 from app.settings import Settings, load_settings
 from app.state import GatewayState
+from app.storage import EmbeddedStore, ErrorLogWriter, PostgresStore, Store
 
 VERSION = "0.1.0"
 
@@ -109,6 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
     add_exception_handlers(app)
     app.include_router(stocks.router)
     app.include_router(options.router)
+    app.include_router(trading.router)
     app.include_router(clock.router)
     app.include_router(system.router)
     access_log = logger_level_no(settings.log_level) <= logger_level_no("INFO")
@@ -171,6 +176,32 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
     trading = AlpacaTransport(
         "trading", settings.trading_base_url, trading_session, breakers["trading"], metrics
     )
+    store = await _open_store(settings)
+    stack.push_async_callback(store.close)
+    error_log = ErrorLogWriter(
+        store, max_queue=settings.error_log_queue_size, on_drop=metrics.error_log_dropped.inc
+    )
+    error_log.start()
+    stack.push_async_callback(error_log.aclose)
+    keys = KeyRing(store, ttl_s=settings.key_cache_ttl_s)
+    stack.push_async_callback(keys.aclose)
+    local_quotas = MemoryQuotas(settings.key_quota_per_minute, settings.key_quota_burst)
+    quotas: Quotas = local_quotas
+    if isinstance(cache, RedisCache):
+        quotas = RedisQuotas(
+            cache.client,
+            settings.key_quota_per_minute,
+            settings.key_quota_burst,
+            namespace=settings.cache_namespace,
+            fallback=local_quotas,
+        )
+    trading_client = TradingAccountClient(trading)
+    orders = OrderDesk(
+        trading_client,
+        store,
+        reconcile_attempts=settings.order_reconcile_attempts,
+        reconcile_first_wait_s=settings.order_reconcile_first_wait_s,
+    )
     read_through = ReadThrough(
         cache,
         metrics,
@@ -188,8 +219,31 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
         breakers=breakers,
         stocks=reads,
         options=option_reads,
+        trading=trading_client,
+        orders=orders,
+        store=store,
+        keys=keys,
+        quotas=quotas,
+        error_log=error_log,
         source=settings.source_name,
     )
+
+
+async def _open_store(settings: Settings) -> Store:
+    """PostgreSQL when DATABASE_URL is set, else the embedded SQLite file; migrated at start."""
+    store: Store
+    if settings.database_url is not None:
+        store = await PostgresStore.open(settings.database_url.get_secret_value())
+    else:
+        store = await EmbeddedStore.open(settings.embedded_db_path)
+    try:
+        applied = await store.migrate()
+    except BaseException:
+        await store.close()
+        raise
+    if applied:
+        logger.bind(dependency=store.dependency).info("store migrated: {}", applied)
+    return store
 
 
 def __getattr__(name: str) -> FastAPI:

@@ -33,7 +33,10 @@ DATA_KINDS = (
 UPSTREAM_ENDPOINTS = {
     "data": ("quotes_latest", "trades_latest", "snapshots", "bars"),
     "options": ("option_quotes_latest", "option_chain"),
-    "trading": ("asset", "clock", "option_contracts", "option_contract"),
+    "trading": (
+        *("asset", "clock", "option_contracts", "option_contract", "account", "positions"),
+        *("orders", "order", "order_by_client_id", "submit_order", "cancel_order"),
+    ),
 }
 
 HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -111,6 +114,11 @@ class Metrics:
             "gateway_cache_backend_errors_total",
             "Cache backend operations that failed (the request went on without the cache)",
             ["backend"],
+            registry=r,
+        )
+        self.error_log_dropped = Counter(
+            "gateway_error_log_dropped_total",
+            "Error-log entries dropped because the bounded queue was full or the store failed",
             registry=r,
         )
         self.dependency_up = Gauge(

@@ -46,6 +46,18 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
     max_body_bytes: int = Field(default=65_536, gt=0)
+    embedded_db_path: str = "data/gateway.sqlite3"
+
+    # --- API keys and quotas ---------------------------------------------------------------------
+    gateway_anonymous_data: bool = False
+    key_cache_ttl_s: float = Field(default=1.0, gt=0)
+    key_quota_per_minute: int = Field(default=1200, ge=1)
+    key_quota_burst: int = Field(default=100, ge=1)
+
+    # --- Orders ----------------------------------------------------------------------------------
+    order_reconcile_attempts: int = Field(default=4, ge=1, le=20)
+    order_reconcile_first_wait_s: float = Field(default=0.25, gt=0)
+    error_log_queue_size: int = Field(default=1000, ge=1)
 
     # --- Upstream timeouts (seconds): total bounds the whole call, body included ---------------
     data_timeout_s: float = Field(default=2.0, gt=0)

@@ -5,11 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.alpaca.breaker import CircuitBreaker
+from app.alpaca.trading import TradingAccountClient
 from app.cache import Cache
+from app.keys import KeyRing
 from app.market_data import StockReads
 from app.metrics import Metrics
 from app.options import OptionReads
+from app.orders import OrderDesk
+from app.quotas import Quotas
 from app.settings import Settings
+from app.storage.error_log import ErrorLogWriter
+from app.storage.store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,4 +26,10 @@ class GatewayState:
     breakers: dict[str, CircuitBreaker]
     stocks: StockReads
     options: OptionReads
+    trading: TradingAccountClient
+    orders: OrderDesk
+    store: Store
+    keys: KeyRing
+    quotas: Quotas
+    error_log: ErrorLogWriter
     source: str

@@ -9,18 +9,23 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
 
+from app.keys import generate_key, key_prefix
 from app.main import create_app
 from app.settings import Settings
+from app.state import GatewayState
+from app.storage.records import ApiKeyRow, utc_now
 from tests.emulator.control import EmulatorControl
 from tests.emulator.process import EmulatorProcess
 
@@ -128,7 +133,27 @@ def private_redis() -> Iterator[PrivateRedis]:
 
 
 # --- the gateway under test -------------------------------------------------------------------
-GatewayFactory = Callable[..., Awaitable[httpx.AsyncClient]]
+class GatewayClient(httpx.AsyncClient):
+    """An HTTP client for one in-process gateway, with that gateway's state for set-up
+    (issuing API keys, reading the audit) that a test would otherwise do through the CLI."""
+
+    state: GatewayState
+
+    async def issue_key(self, *scopes: str) -> str:
+        full, key_id, hashed = generate_key()
+        row = ApiKeyRow(
+            id=key_id,
+            name=f"test-{key_id}",
+            key_prefix=key_prefix(key_id),
+            key_hash=hashed,
+            scopes=tuple(scopes),
+            created_at=utc_now(),
+        )
+        await self.state.store.insert_api_key(row)
+        return full
+
+
+GatewayFactory = Callable[..., Awaitable[GatewayClient]]
 
 
 def gateway_settings(emulator_process: EmulatorProcess, **overrides: Any) -> Settings:
@@ -144,6 +169,10 @@ def gateway_settings(emulator_process: EmulatorProcess, **overrides: Any) -> Set
         "log_level": "WARNING",
         "data_timeout_s": 1.0,
         "trading_timeout_s": 1.0,
+        # Data routes open without a key unless a test says otherwise (tests/integration/
+        # test_auth.py covers keys); each app gets its own embedded store file.
+        "gateway_anonymous_data": True,
+        "embedded_db_path": str(Path(tempfile.mkdtemp(prefix="gw-store-")) / "gateway.sqlite3"),
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -154,7 +183,7 @@ async def make_gateway(emulator_process: EmulatorProcess) -> AsyncIterator[Gatew
     """Build a gateway app (lifespan entered) and an HTTP client for it, in this event loop."""
     async with AsyncExitStack() as stack:
 
-        async def make(**overrides: Any) -> httpx.AsyncClient:
+        async def make(**overrides: Any) -> GatewayClient:
             app = create_app(gateway_settings(emulator_process, **overrides))
             state = await stack.enter_async_context(app.router.lifespan_context(app))
 
@@ -164,7 +193,8 @@ async def make_gateway(emulator_process: EmulatorProcess) -> AsyncIterator[Gatew
                 await app(scope, receive, send)
 
             transport = httpx.ASGITransport(app=with_state, raise_app_exceptions=False)
-            client = httpx.AsyncClient(transport=transport, base_url="http://gateway.test")
+            client = GatewayClient(transport=transport, base_url="http://gateway.test")
+            client.state = state["gateway"]
             stack.push_async_callback(client.aclose)
             return client
 
@@ -172,6 +202,6 @@ async def make_gateway(emulator_process: EmulatorProcess) -> AsyncIterator[Gatew
 
 
 @pytest.fixture
-async def gateway(make_gateway: GatewayFactory) -> httpx.AsyncClient:
+async def gateway(make_gateway: GatewayFactory) -> GatewayClient:
     """A gateway with the default in-process cache."""
     return await make_gateway()

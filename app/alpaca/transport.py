@@ -115,8 +115,10 @@ class AlpacaTransport:
         endpoint: str,
         parse: Callable[[Reply], T],
         expect: frozenset[int] = frozenset(),
+        method: str = "GET",
+        json_body: Mapping[str, Any] | None = None,
     ) -> T:
-        """GET `url` once and parse the answer inside the breaker's judgement.
+        """Send one request (GET unless told) and parse the answer inside the breaker's judgement.
 
         `expect` lists non-2xx statuses the caller handles itself (their replies go to `parse`).
         A parse failure (`UPSTREAM_BAD_RESPONSE`) counts against the breaker like a 5xx.
@@ -133,7 +135,7 @@ class AlpacaTransport:
             raise self._circuit_open(exc.state.value, exc.retry_after_s) from exc
         started = time.perf_counter()
         try:
-            reply = await self._get(session, url, params)
+            reply = await self._send(session, method, url, params, json_body)
             result = self._judge(reply, parse, expect, endpoint)
         except GatewayError as exc:
             duration = time.perf_counter() - started
@@ -185,14 +187,24 @@ class AlpacaTransport:
             extensions={"circuit_state": state},
         )
 
-    async def _get(
-        self, session: aiohttp.ClientSession, url: URL, params: Mapping[str, str]
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: URL,
+        params: Mapping[str, str],
+        json_body: Mapping[str, Any] | None,
     ) -> tuple[int, bytes, Mapping[str, str]]:
         try:
             # timeout=None would mean "no timeout" to aiohttp: use the session's when we have none.
             timeout = self._timeout or session.timeout
-            async with session.get(
-                url, params=params, allow_redirects=False, timeout=timeout
+            async with session.request(
+                method,
+                url,
+                params=params,
+                json=json_body,
+                allow_redirects=False,
+                timeout=timeout,
             ) as response:
                 body = await response.read()
                 return response.status, body, response.headers

@@ -8,9 +8,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api import params, render
+from app.api.auth import authorize
 from app.api.params import MAX_AGE_MS, STALE_IF_ERROR_MS, Param, documented, gateway_of, invalid
 from app.api.problems import PROBLEM_RESPONSES, problem_response
 from app.errors import GatewayError
+from app.keys import Scope
 from app.models.options import OptionChain, OptionContracts, OptionQuote
 from app.read_through import Served
 from app.symbols import OCC_PATTERN, option_contract, stock_symbol
@@ -80,6 +82,7 @@ def _filters(request: Request, chosen: tuple[Param, ...]) -> dict[str, str]:
     openapi_extra=documented(UNDERLYING, *FILTERS, ROOT, CONTRACTS_LIMIT, PAGE_TOKEN),
 )
 async def contracts(request: Request) -> Response:
+    await authorize(request, Scope.DATA_READ)
     gateway = gateway_of(request)
     underlying = stock_symbol(UNDERLYING.text(request) or "")
     query = {"underlying_symbols": underlying, "status": "active"}
@@ -106,6 +109,7 @@ async def contracts(request: Request) -> Response:
     openapi_extra=documented(CONTRACT, OPTION_FEED, MAX_AGE_MS, STALE_IF_ERROR_MS),
 )
 async def option_quote(request: Request) -> Response:
+    await authorize(request, Scope.DATA_READ)
     gateway = gateway_of(request)
     contract = option_contract(request.path_params["contract"])
     feed, max_age_ms = _feed(request), MAX_AGE_MS.integer(request)
@@ -147,6 +151,7 @@ _MEMBERS = {
     ),
 )
 async def chain(request: Request) -> Response:
+    await authorize(request, Scope.DATA_READ)
     gateway = gateway_of(request)
     underlying = stock_symbol(request.path_params["underlying"])
     feed = _feed(request)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api import params, render
+from app.api.auth import authorize
 from app.api.params import (
     FEED,
     MAX_AGE_MS,
@@ -20,6 +21,7 @@ from app.api.params import (
 )
 from app.api.problems import PROBLEM_RESPONSES, problem, problem_response
 from app.errors import GatewayError
+from app.keys import Scope
 from app.market_data import BarsQuery
 from app.models.market_data import BarSeries, Quote, QuoteBatch, Snapshot, Trade
 from app.read_through import Served
@@ -120,6 +122,7 @@ def _latest(
     openapi_extra=documented(*LATEST),
 )
 async def latest_quote(request: Request) -> Response:
+    await authorize(request, Scope.DATA_READ)
     gateway, symbol = gateway_of(request), params.symbol(request)
     # Every parameter is checked before anything is asked of Alpaca.
     feed, max_age_ms = _feed(gateway, request), _max_age(gateway, request)
@@ -134,6 +137,7 @@ async def latest_quote(request: Request) -> Response:
     openapi_extra=documented(SYMBOLS, FEED, MAX_AGE_MS, STALE_IF_ERROR_MS),
 )
 async def latest_quotes(request: Request) -> Response:
+    await authorize(request, Scope.DATA_READ)
     gateway = gateway_of(request)
     chosen, max_age = _feed(gateway, request), _max_age(gateway, request)
     stale_s = params.stale_if_error_s(request)
@@ -186,6 +190,7 @@ async def latest_quotes(request: Request) -> Response:
     openapi_extra=documented(*LATEST),
 )
 async def latest_trade(request: Request) -> Response:
+    await authorize(request, Scope.DATA_READ)
     gateway, symbol = gateway_of(request), params.symbol(request)
     # Every parameter is checked before anything is asked of Alpaca.
     feed, max_age_ms = _feed(gateway, request), _max_age(gateway, request)
@@ -209,6 +214,7 @@ _SNAPSHOT_MEMBERS = {
     openapi_extra=documented(*LATEST),
 )
 async def snapshot(request: Request) -> Response:
+    await authorize(request, Scope.DATA_READ)
     gateway, symbol = gateway_of(request), params.symbol(request)
     chosen, max_age_ms = _feed(gateway, request), _max_age(gateway, request)
     outcome = await gateway.stocks.snapshot(symbol, chosen, params.stale_if_error_s(request))
@@ -257,6 +263,7 @@ async def snapshot(request: Request) -> Response:
     ),
 )
 async def bars(request: Request) -> Response:
+    await authorize(request, Scope.DATA_READ)
     gateway, symbol = gateway_of(request), params.symbol(request)
     chosen = _feed(gateway, request, HISTORICAL_FEED)
     timeframe = TIMEFRAME.text(request) or ""

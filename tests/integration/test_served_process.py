@@ -27,7 +27,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class ServedGateway:
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes], port: int, log_path: Path, api_key: str
+    ) -> None:
+        self.api_key = api_key
         self.process = process
         self.base_url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
@@ -52,6 +55,28 @@ def served_gateway(emulator_process: EmulatorProcess, redis_url: str) -> Iterato
         "LOG_LEVEL": "INFO",
     }
     with tempfile.TemporaryDirectory() as tmp:
+        env["EMBEDDED_DB_PATH"] = str(Path(tmp) / "gateway.sqlite3")
+        # A real key, made the way an operator makes one: the CLI prints it as its last line.
+        created = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "keys",
+                "create",
+                "--name",
+                "served-test",
+                "--scopes",
+                "data:read",
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        api_key = created.stdout.strip().splitlines()[-1]
         log_path = Path(tmp) / "gateway.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
@@ -70,7 +95,7 @@ def served_gateway(emulator_process: EmulatorProcess, redis_url: str) -> Iterato
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        served = ServedGateway(process, port, log_path)
+        served = ServedGateway(process, port, log_path, api_key)
         deadline = time.monotonic() + 15
         while True:
             try:
@@ -96,7 +121,10 @@ async def test_json_logs_carry_request_id_and_never_a_secret(
 ) -> None:
     await emulator.set_quote("AAPL", QUOTE)
     await emulator.add_fault("/v2/stocks/trades/latest", "status_500", count=1)
-    async with httpx.AsyncClient(base_url=served_gateway.base_url, timeout=5) as client:
+    auth = {"Authorization": f"Bearer {served_gateway.api_key}"}
+    async with httpx.AsyncClient(
+        base_url=served_gateway.base_url, timeout=5, headers=auth
+    ) as client:
         ok = await client.get("/v1/stocks/AAPL/quote", headers={"X-Request-ID": "bot-7.req-1"})
         failed = await client.get("/v1/stocks/AAPL/trade")
         bad = await client.get(
@@ -131,7 +159,7 @@ async def test_json_logs_carry_request_id_and_never_a_secret(
     assert all(r["request_id"] not in ("", "-") for r in access)
 
     everything = "\n".join(lines)
-    for secret in (emulator_process.secret_key, emulator_process.key_id):
+    for secret in (emulator_process.secret_key, emulator_process.key_id, served_gateway.api_key):
         assert secret not in everything
 
 

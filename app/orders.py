@@ -1,0 +1,227 @@
+"""Order submission that never sends an order twice and never loses one.
+
+The Idempotency-Key becomes Alpaca's client_order_id, so Alpaca itself refuses a second order
+with it. The request is recorded in the order audit before it is sent (no record, no order);
+a timeout, reset or 5xx is resolved by asking Alpaca for the order by client_order_id, never by
+sending it again. Concurrent submits with one key in this process share one attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from loguru import logger
+
+from app.alpaca.trading import DUPLICATE_CLIENT_ORDER_ID, Refusal, TradingAccountClient
+from app.errors import ErrorCode, GatewayError
+from app.models.trading import OrderRequest
+from app.storage.records import AuditStatus, OrderAuditRequest, OrderAuditRow
+from app.storage.store import Store, StoreUnavailable
+
+Order = dict[str, Any]
+# Failures produced before anything reached Alpaca: the order certainly does not exist.
+_NOT_SENT = frozenset(
+    {
+        ErrorCode.CIRCUIT_OPEN,
+        ErrorCode.UPSTREAM_RATE_LIMITED,
+        ErrorCode.UPSTREAM_NOT_CONFIGURED,
+        ErrorCode.UPSTREAM_AUTH_FAILED,
+        ErrorCode.VALIDATION_ERROR,
+    }
+)
+
+
+def body_hash(order: OrderRequest) -> str:
+    canonical = json.dumps(
+        order.model_dump(exclude_none=True), sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class OrderDesk:
+    def __init__(
+        self,
+        trading: TradingAccountClient,
+        store: Store,
+        *,
+        reconcile_attempts: int = 4,
+        reconcile_first_wait_s: float = 0.25,
+        sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep,
+    ) -> None:
+        self._trading = trading
+        self._store = store
+        self._attempts = reconcile_attempts
+        self._first_wait_s = reconcile_first_wait_s
+        self._sleep = sleep
+        self._in_flight: dict[str, tuple[str, asyncio.Task[Order]]] = {}
+
+    async def submit(
+        self, key: str, order: OrderRequest, *, request_id: str, api_key_id: str | None
+    ) -> Order:
+        digest = body_hash(order)
+        joined = self._in_flight.get(key)
+        if joined is not None:
+            if joined[0] != digest:
+                raise _conflict(key)
+            return await asyncio.shield(joined[1])
+        task = asyncio.ensure_future(self._submit_once(key, order, digest, request_id, api_key_id))
+        self._in_flight[key] = (digest, task)
+        task.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        # Shielded: a client that disconnects must not abandon an order half-way.
+        return await asyncio.shield(task)
+
+    async def _submit_once(
+        self, key: str, order: OrderRequest, digest: str, request_id: str, api_key_id: str | None
+    ) -> Order:
+        previous = await self._audits(key)
+        if previous:
+            if previous[0].body_hash != digest:
+                raise _conflict(key)
+            settled = _settled(previous, key)
+            if settled is not None:
+                return settled
+        audit_id = await self._record(key, order, digest, request_id, api_key_id)
+        if previous:
+            # An earlier attempt's fate is unknown: ask Alpaca before anything else.
+            found = await self._lookup(key)
+            if found is not None:
+                await self._complete(audit_id, "reconciled", order=found)
+                return found
+        try:
+            answer = await self._trading.submit(order.wire(key))
+        except GatewayError as exc:
+            if exc.code in _NOT_SENT:
+                await self._complete(audit_id, "failed", error=exc)
+                raise
+            return await self._resolve_unknown(audit_id, key, exc)
+        if isinstance(answer, Refusal):
+            if answer.status == 422 and answer.code == DUPLICATE_CLIENT_ORDER_ID:
+                # Alpaca already holds an order with this key (another instance, an earlier
+                # attempt): that order is the answer.
+                duplicate = GatewayError(ErrorCode.ORDER_STATE_UNKNOWN, answer.message)
+                return await self._resolve_unknown(audit_id, key, duplicate)
+            rejected = _rejected(answer)
+            await self._complete(audit_id, "rejected", error=rejected)
+            raise rejected
+        await self._complete(audit_id, "submitted", order=answer)
+        return answer
+
+    async def _resolve_unknown(self, audit_id: int, key: str, cause: GatewayError) -> Order:
+        wait_s = self._first_wait_s
+        for attempt in range(self._attempts):
+            found = await self._lookup(key)
+            if found is not None:
+                await self._complete(audit_id, "reconciled", order=found)
+                return found
+            if attempt + 1 < self._attempts:
+                await self._sleep(wait_s)
+                wait_s *= 2
+        unknown = GatewayError(
+            ErrorCode.ORDER_STATE_UNKNOWN,
+            f"Alpaca did not confirm the order ({cause.code.name}) and it was not found by its "
+            "client_order_id yet; look it up before sending it again",
+            upstream="trading",
+            retry_after_s=1,
+            extensions={"client_order_id": key},
+        )
+        await self._complete(audit_id, "unknown", error=unknown)
+        raise unknown from cause
+
+    async def _lookup(self, key: str) -> Order | None:
+        try:
+            found = await self._trading.order_by_client_id(key)
+        except GatewayError:
+            return None  # still unknown; the caller decides how long to keep asking
+        return None if isinstance(found, Refusal) else found
+
+    async def _audits(self, key: str) -> list[OrderAuditRow]:
+        try:
+            return await self._store.order_audits(key)
+        except StoreUnavailable as exc:
+            raise _audit_unavailable() from exc
+
+    async def _record(
+        self, key: str, order: OrderRequest, digest: str, request_id: str, api_key_id: str | None
+    ) -> int:
+        request = OrderAuditRequest(
+            client_order_id=key,
+            request_body=order.model_dump(exclude_none=True),
+            body_hash=digest,
+            request_id=request_id,
+            api_key_id=api_key_id,
+        )
+        try:
+            return await self._store.insert_order_audit(request)
+        except StoreUnavailable as exc:
+            raise _audit_unavailable() from exc
+
+    async def _complete(
+        self,
+        audit_id: int,
+        status: AuditStatus,
+        *,
+        order: Order | None = None,
+        error: GatewayError | None = None,
+    ) -> None:
+        detail = None
+        if error is not None:
+            detail = json.dumps({"detail": error.detail, **error.extensions}, default=str)
+        try:
+            await self._store.complete_order_audit(
+                audit_id,
+                status=status,
+                alpaca_order=order,
+                error_code=None if error is None else error.code.name,
+                error_detail=detail,
+            )
+        except StoreUnavailable:
+            # Alpaca has answered; losing the answer to the client would be worse than a
+            # pending audit row. The row stays `pending` and says so.
+            logger.bind(dependency="store", audit_id=audit_id).error(
+                "order audit {} could not record its outcome ({})", audit_id, status
+            )
+
+
+def _settled(previous: list[OrderAuditRow], key: str) -> Order | None:
+    """The answer an earlier attempt already got, if it got one; raises a kept rejection."""
+    for row in reversed(previous):
+        if row.status in ("submitted", "reconciled") and row.alpaca_order is not None:
+            return row.alpaca_order
+        if row.status == "rejected":
+            kept = json.loads(row.error_detail or "{}")
+            raise GatewayError(
+                ErrorCode.ORDER_REJECTED,
+                str(kept.pop("detail", "Alpaca rejected the order")),
+                upstream="trading",
+                extensions={**kept, "client_order_id": key},
+            )
+    return None
+
+
+def _rejected(answer: Refusal) -> GatewayError:
+    return GatewayError(
+        ErrorCode.ORDER_REJECTED,
+        answer.message,
+        upstream="trading",
+        extensions={"alpaca_code": answer.code, "upstream_status": answer.status},
+    )
+
+
+def _conflict(key: str) -> GatewayError:
+    return GatewayError(
+        ErrorCode.IDEMPOTENCY_CONFLICT,
+        "This Idempotency-Key was already used with a different order body",
+        extensions={"client_order_id": key},
+    )
+
+
+def _audit_unavailable() -> GatewayError:
+    return GatewayError(
+        ErrorCode.AUDIT_UNAVAILABLE,
+        "The order was not sent: it could not be recorded in the audit first",
+        retry_after_s=1,
+    )

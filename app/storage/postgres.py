@@ -1,0 +1,299 @@
+"""`PostgresStore`: the `Store` on an asyncpg pool.
+
+Every call is bounded: connecting (`connect_timeout_s`), waiting for a pooled connection
+(`acquire_timeout_s`) and each statement (`command_timeout_s`), so a dead or hung server fails a
+call in about a second instead of stalling it. asyncpg's connection, shutdown and resource errors,
+OSError and timeouts become `StoreUnavailable` here and nowhere else; any other PostgreSQL error
+is a bug in this module and propagates unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import asyncpg
+
+from app.storage.records import (
+    ApiKeyRow,
+    AuditStatus,
+    ErrorLogEntry,
+    OrderAuditRequest,
+    OrderAuditRow,
+    utc_now,
+)
+from app.storage.schema import load_migrations
+from app.storage.store import (
+    ApiKeyExists,
+    StoreUnavailable,
+    check_status,
+    dump_json,
+    load_json,
+)
+
+# What "the database is unavailable" looks like from asyncpg: connection-level errors (08xxx,
+# including a connection the server dropped), operator intervention (57xxx: shutdown, cannot
+# connect now, statement cancelled), insufficient resources (53xxx: disk full, too many
+# connections), a read-only server (a standby after failover), a broken client connection
+# (InterfaceError), socket errors and timeouts.
+_UNAVAILABLE = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
+# One advisory lock id for "migrating this database", so gateways starting together take turns.
+_MIGRATION_LOCK_ID = 0x67770001
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    # Generic only in asyncpg-stubs; the runtime class cannot be subscripted.
+    Connection: TypeAlias = PoolConnectionProxy[asyncpg.Record]
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailable:
+    # The message names the failure, never the DSN (it may carry a password).
+    return StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}")
+
+
+class PostgresStore:
+    dependency = "postgres"
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool[asyncpg.Record],
+        *,
+        acquire_timeout_s: float = 1.0,
+        migration_timeout_s: float = 60.0,
+    ) -> None:
+        self._pool = pool
+        self._acquire_timeout_s = acquire_timeout_s
+        self._migration_timeout_s = migration_timeout_s
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout_s: float = 1.0,
+        acquire_timeout_s: float = 1.0,
+        command_timeout_s: float = 1.0,
+        migration_timeout_s: float = 60.0,
+    ) -> PostgresStore:
+        """Create the pool (`min_size` connections opened now). StoreUnavailable if it cannot."""
+        try:
+            pool = await asyncpg.create_pool(
+                url,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=connect_timeout_s,
+                command_timeout=command_timeout_s,
+            )
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
+        return cls(
+            pool, acquire_timeout_s=acquire_timeout_s, migration_timeout_s=migration_timeout_s
+        )
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        try:
+            async with self._pool.acquire(timeout=self._acquire_timeout_s) as connection:
+                yield connection
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def ping(self) -> bool:
+        try:
+            async with self._connection() as connection:
+                await connection.fetchval("SELECT 1")
+        except StoreUnavailable:
+            return False
+        return True
+
+    async def migrate(self) -> list[int]:
+        applied: list[int] = []
+        timeout = self._migration_timeout_s
+        async with self._connection() as connection:
+            async with connection.transaction():
+                await connection.execute(
+                    "SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_ID, timeout=timeout
+                )
+                await connection.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version integer PRIMARY KEY,"
+                    " name text NOT NULL,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())",
+                    timeout=timeout,
+                )
+            for migration in load_migrations("postgres"):
+                async with connection.transaction():
+                    await connection.execute(
+                        "SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_ID, timeout=timeout
+                    )
+                    done = await connection.fetchval(
+                        "SELECT 1 FROM schema_migrations WHERE version = $1", migration.version
+                    )
+                    if done:
+                        continue
+                    await connection.execute(migration.sql, timeout=timeout)
+                    await connection.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                        migration.version,
+                        migration.name,
+                    )
+                    applied.append(migration.version)
+        return applied
+
+    # --- order audit --------------------------------------------------------------------------
+    async def insert_order_audit(self, request: OrderAuditRequest) -> int:
+        # Autocommit: the row is committed (synchronous_commit, on by default) when this returns.
+        now = utc_now()
+        async with self._connection() as connection:
+            audit_id = await connection.fetchval(
+                "INSERT INTO order_audit (client_order_id, request_id, api_key_id, request_body,"
+                " body_hash, status, created_at, updated_at)"
+                " VALUES ($1, $2, $3, $4::json, $5, 'pending', $6, $6) RETURNING id",
+                request.client_order_id,
+                request.request_id,
+                request.api_key_id,
+                dump_json(request.request_body),
+                request.body_hash,
+                now,
+            )
+        return int(audit_id)
+
+    async def complete_order_audit(
+        self,
+        audit_id: int,
+        *,
+        status: AuditStatus,
+        alpaca_order: dict[str, Any] | None,
+        error_code: str | None,
+        error_detail: str | None,
+    ) -> None:
+        check_status(status)
+        async with self._connection() as connection:
+            result = await connection.execute(
+                "UPDATE order_audit SET status = $2, alpaca_order = $3::json, error_code = $4,"
+                " error_detail = $5, updated_at = $6 WHERE id = $1",
+                audit_id,
+                status,
+                None if alpaca_order is None else dump_json(alpaca_order),
+                error_code,
+                error_detail,
+                utc_now(),
+            )
+        if result == "UPDATE 0":
+            raise LookupError(f"no order audit row {audit_id}")
+
+    async def order_audits(self, client_order_id: str) -> list[OrderAuditRow]:
+        async with self._connection() as connection:
+            records = await connection.fetch(
+                "SELECT * FROM order_audit WHERE client_order_id = $1 ORDER BY id",
+                client_order_id,
+            )
+        return [_audit_row(record) for record in records]
+
+    # --- error log ----------------------------------------------------------------------------
+    async def insert_error_logs(self, entries: Sequence[ErrorLogEntry]) -> None:
+        if not entries:
+            return
+        async with self._connection() as connection:
+            await connection.executemany(
+                "INSERT INTO error_logs (request_id, code, message, context, created_at)"
+                " VALUES ($1, $2, $3, $4::json, $5)",
+                [
+                    (e.request_id, e.code, e.message, dump_json(e.context), e.created_at)
+                    for e in entries
+                ],
+            )
+
+    # --- API keys -----------------------------------------------------------------------------
+    async def insert_api_key(self, key: ApiKeyRow) -> None:
+        async with self._connection() as connection:
+            try:
+                await connection.execute(
+                    "INSERT INTO api_keys (id, name, key_prefix, key_hash, scopes, created_at,"
+                    " revoked_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    key.id,
+                    key.name,
+                    key.key_prefix,
+                    key.key_hash,
+                    list(key.scopes),
+                    key.created_at,
+                    key.revoked_at,
+                    key.last_used_at,
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise ApiKeyExists(f"API key id {key.id!r} already exists") from exc
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRow | None:
+        async with self._connection() as connection:
+            record = await connection.fetchrow("SELECT * FROM api_keys WHERE id = $1", key_id)
+        return None if record is None else _key_row(record)
+
+    async def list_api_keys(self) -> list[ApiKeyRow]:
+        async with self._connection() as connection:
+            records = await connection.fetch("SELECT * FROM api_keys ORDER BY created_at, id")
+        return [_key_row(record) for record in records]
+
+    async def revoke_api_key(self, key_id: str, when: datetime | None = None) -> bool:
+        async with self._connection() as connection:
+            result = await connection.execute(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1",
+                key_id,
+                when or utc_now(),
+            )
+        return result != "UPDATE 0"
+
+    async def touch_api_key(self, key_id: str, when: datetime) -> None:
+        async with self._connection() as connection:
+            await connection.execute(
+                "UPDATE api_keys SET last_used_at = $2"
+                " WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
+                key_id,
+                when,
+            )
+
+
+def _audit_row(record: asyncpg.Record) -> OrderAuditRow:
+    alpaca_order = record["alpaca_order"]
+    return OrderAuditRow(
+        id=record["id"],
+        client_order_id=record["client_order_id"],
+        request_id=record["request_id"],
+        api_key_id=record["api_key_id"],
+        request_body=load_json(record["request_body"]),
+        body_hash=record["body_hash"],
+        status=check_status(record["status"]),
+        alpaca_order=None if alpaca_order is None else load_json(alpaca_order),
+        error_code=record["error_code"],
+        error_detail=record["error_detail"],
+        created_at=record["created_at"],
+        updated_at=record["updated_at"],
+    )
+
+
+def _key_row(record: asyncpg.Record) -> ApiKeyRow:
+    return ApiKeyRow(
+        id=record["id"],
+        name=record["name"],
+        key_prefix=record["key_prefix"],
+        key_hash=record["key_hash"],
+        scopes=tuple(record["scopes"]),
+        created_at=record["created_at"],
+        revoked_at=record["revoked_at"],
+        last_used_at=record["last_used_at"],
+    )

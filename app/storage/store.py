@@ -1,0 +1,107 @@
+"""The `Store` interface both backends implement, and its one failure type.
+
+`PostgresStore` (asyncpg) and `EmbeddedStore` (sqlite3) have the same methods and the same
+semantics; callers depend on this protocol only. Every connectivity, timeout or resource failure
+of either database is raised as `StoreUnavailable`, chained to the driver's exception.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from app.storage.records import (
+    AUDIT_STATUSES,
+    ApiKeyRow,
+    AuditStatus,
+    ErrorLogEntry,
+    OrderAuditRequest,
+    OrderAuditRow,
+)
+
+
+class StoreUnavailable(Exception):
+    """The database could not be reached or could not complete the operation in time."""
+
+
+class ApiKeyExists(Exception):
+    """`insert_api_key` was given a key_id that is already stored."""
+
+
+class Store(Protocol):
+    @property
+    def dependency(self) -> str:
+        """The dependency name used in logs and metrics: `postgres` or `sqlite`."""
+        ...
+
+    async def migrate(self) -> list[int]:
+        """Apply the migrations not yet recorded in `schema_migrations`; return their versions."""
+        ...
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+    # --- order audit --------------------------------------------------------------------------
+    async def insert_order_audit(self, request: OrderAuditRequest) -> int:
+        """Record an order as `pending` and return its audit id, committed before returning."""
+        ...
+
+    async def complete_order_audit(
+        self,
+        audit_id: int,
+        *,
+        status: AuditStatus,
+        alpaca_order: dict[str, Any] | None,
+        error_code: str | None,
+        error_detail: str | None,
+    ) -> None:
+        """Set the outcome of an audited order. LookupError if `audit_id` does not exist."""
+        ...
+
+    async def order_audits(self, client_order_id: str) -> list[OrderAuditRow]:
+        """Every audit row for one client_order_id, oldest first."""
+        ...
+
+    # --- error log ----------------------------------------------------------------------------
+    async def insert_error_logs(self, entries: Sequence[ErrorLogEntry]) -> None: ...
+
+    # --- API keys -----------------------------------------------------------------------------
+    async def insert_api_key(self, key: ApiKeyRow) -> None:
+        """Store a new key. ApiKeyExists if its id is taken."""
+        ...
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRow | None: ...
+
+    async def list_api_keys(self) -> list[ApiKeyRow]:
+        """All keys, revoked ones included, oldest first."""
+        ...
+
+    async def revoke_api_key(self, key_id: str, when: datetime | None = None) -> bool:
+        """Mark a key revoked (the first revocation time is kept). False if it does not exist."""
+        ...
+
+    async def touch_api_key(self, key_id: str, when: datetime) -> None:
+        """Move last_used_at forward to `when` (never backwards)."""
+        ...
+
+
+def check_status(status: str) -> AuditStatus:
+    for known in AUDIT_STATUSES:
+        if status == known:
+            return known
+    raise ValueError(f"unknown order audit status {status!r}")
+
+
+def dump_json(document: Mapping[str, Any]) -> str:
+    """Compact JSON text for a JSON-ready mapping. NaN/Infinity are not JSON: ValueError."""
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def load_json(text: str) -> dict[str, Any]:
+    document = json.loads(text)
+    if not isinstance(document, dict):
+        raise TypeError(f"stored JSON is a {type(document).__name__}, not an object")
+    return document
