@@ -222,11 +222,16 @@ def test_required_query_parameters_are_read_by_the_emulator(
 
 @dataclass(frozen=True)
 class Case:
-    """One call per served endpoint: how to store the example, what to ask, what must match."""
+    """One call per served endpoint: how to store the example, what to ask, what must match.
+
+    ``url`` may hold ``{order_id}``, filled in with the id of an order the case submits first.
+    """
 
     route_path: str
     url: str
     query: dict[str, str]
+    method: str = "GET"
+    body: dict[str, Any] | None = None
 
 
 LATEST = {"feed": "iex", "currency": "USD"}
@@ -242,6 +247,29 @@ HISTORICAL = {
     "currency": "USD",
     "sort": "asc",
 }
+OPTION_PAGE = {"feed": "indicative", "limit": "10", "updated_since": "2024-04-01T00:00:00Z"}
+CONTRACT_FILTERS = {
+    "underlying_symbols": "AAPL", "show_deliverables": "true", "status": "active",
+    "expiration_date": "2025-06-20", "expiration_date_gte": "2025-06-01",
+    "expiration_date_lte": "2025-07-01", "root_symbol": "AAPL", "type": "call",
+    "style": "american", "strike_price_gte": "100", "strike_price_lte": "100", "limit": "5",
+    "ppind": "false",
+}  # fmt: skip
+ORDER_FILTERS = {
+    "status": "all", "limit": "10", "after": "2000-01-01T00:00:00Z",
+    "until": "2100-01-01", "direction": "asc", "nested": "false", "symbols": "AAPL",
+    "side": "buy", "asset_class": "us_equity",
+}  # fmt: skip
+# The documented request example for an equity order, with a client_order_id of our own.
+ORDER_BODY = {
+    "symbol": "AAPL",
+    "qty": "2",
+    "side": "buy",
+    "type": "limit",
+    "time_in_force": "gtc",
+    "limit_price": "150",
+    "client_order_id": "client-1",
+}
 CASES = [
     Case("/v2/stocks/quotes/latest", "/v2/stocks/quotes/latest", TWO_SYMBOLS),
     Case("/v2/stocks/{symbol}/quotes/latest", "/v2/stocks/AAPL/quotes/latest", LATEST),
@@ -256,11 +284,34 @@ CASES = [
     Case("/v2/clock", "/v2/clock", {}),
     Case("/v2/assets/{symbol_or_asset_id}", "/v2/assets/AAPL", {}),
     Case("/v2/account", "/v2/account", {}),
+    Case("/v1beta1/options/quotes/latest", "/v1beta1/options/quotes/latest",
+         {"symbols": "AAPL240419P00140000,AAPL250321C00190000", "feed": "indicative"}),
+    Case("/v1beta1/options/trades/latest", "/v1beta1/options/trades/latest",
+         {"symbols": "AAPL250321C00190000", "feed": "indicative"}),
+    Case("/v1beta1/options/snapshots", "/v1beta1/options/snapshots",
+         {"symbols": "AAPL240426C00162500", **OPTION_PAGE}),
+    Case("/v1beta1/options/snapshots/{underlying_symbol}", "/v1beta1/options/snapshots/AAPL",
+         {**OPTION_PAGE, "type": "call", "strike_price_gte": "160", "strike_price_lte": "165",
+          "expiration_date": "2024-04-26", "expiration_date_gte": "2024-04-01",
+          "expiration_date_lte": "2024-05-01", "root_symbol": "AAPL"}),
+    Case("/v2/options/contracts", "/v2/options/contracts", CONTRACT_FILTERS),
+    Case("/v2/options/contracts/{symbol_or_id}", "/v2/options/contracts/AAPL250620C00100000",
+         {}),
+    Case("/v2/positions", "/v2/positions", {}),
+    Case("/v2/positions/{symbol_or_asset_id}", "/v2/positions/AAPL", {}),
+    Case("/v2/orders", "/v2/orders", {}, "POST", ORDER_BODY),
+    Case("/v2/orders", "/v2/orders", ORDER_FILTERS),
+    Case("/v2/orders/{order_id}", "/v2/orders/{order_id}", {"nested": "false"}),
+    Case("/v2/orders:by_client_order_id", "/v2/orders:by_client_order_id",
+         {"client_order_id": "client-1"}),
 ]  # fmt: skip
+# Endpoints whose success is not a 200 with a body; test_emulator_trading.py covers them.
+NO_BODY_ROUTES = {("DELETE", "/v2/orders/{order_id}"), ("DELETE", "/v2/orders")}
 
 
 def test_every_served_endpoint_has_a_schema_case() -> None:
-    assert {case.route_path for case in CASES} == {route.path for route in ROUTES}
+    cases = {(case.method, case.route_path) for case in CASES}
+    assert cases == {(route.method, route.path) for route in ROUTES} - NO_BODY_ROUTES
 
 
 async def _store_example(control: EmulatorControl, route_path: str, example: Json) -> None:
@@ -289,31 +340,77 @@ async def _store_example(control: EmulatorControl, route_path: str, example: Jso
         await control.set_clock(example)
     elif route_path == "/v2/assets/{symbol_or_asset_id}":
         await control.set_asset(example["symbol"], example)
+    elif route_path == "/v1beta1/options/quotes/latest":
+        await control.set_state(option_quotes=example["quotes"])
+    elif route_path == "/v1beta1/options/trades/latest":
+        await control.set_state(option_trades=example["trades"])
+    elif route_path.startswith("/v1beta1/options/snapshots"):
+        await control.set_state(option_snapshots=example["snapshots"])
+    elif route_path.startswith("/v2/options/contracts"):
+        await control.set_option_contract(example["symbol"], example)
+    elif route_path.startswith("/v2/positions"):
+        await control.set_position(example["symbol"], example)
+
+
+async def _prepare(
+    control: EmulatorControl, alpaca: httpx.AsyncClient, case: Case, example: Json
+) -> str:
+    """Store the example (or submit an order) and return the URL to call."""
+    route_path = case.route_path
+    if not route_path.startswith("/v2/orders"):
+        await _store_example(control, route_path, example)
+        return case.url
+    await control.set_asset("AAPL")
+    if case.method == "POST":
+        return case.url
+    submitted = await alpaca.post("/v2/orders", json=ORDER_BODY)
+    assert submitted.status_code == 200, submitted.text
+    return case.url.replace("{order_id}", submitted.json()["id"])
 
 
 def _documented_example(documents: dict[ApiFamily, Document], route: AlpacaRoute) -> Json:
     document = documents[route.family]
+    schemas = document.spec["components"]["schemas"]
     if route.endpoint.value == "clock":  # the clock's example sits on its schema
-        return copy.deepcopy(document.spec["components"]["schemas"]["legacy_clock"]["example"])
+        return copy.deepcopy(schemas["legacy_clock"]["example"])
     if route.endpoint.value == "asset":  # and the asset's in the schema's x-examples
-        examples = document.spec["components"]["schemas"]["Assets"]["x-examples"]
-        return copy.deepcopy(examples["example-1"])
+        return copy.deepcopy(schemas["Assets"]["x-examples"]["example-1"])
+    if route.endpoint.value in ("positions", "position"):
+        return copy.deepcopy(schemas["Position"]["x-examples"]["example-2"])
+    if route.endpoint.value in ("option_contracts", "option_contract"):
+        # No response example: the schema's per-property examples make one contract.
+        properties = schemas["OptionContract"]["properties"]
+        return {
+            name: copy.deepcopy(prop["example"])
+            for name, prop in properties.items()
+            if "example" in prop
+        }
+    if route.path.startswith("/v2/orders"):
+        return None  # orders are submitted, not stored
     return _example(document, route.path)
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.route_path)
+def _route(case: Case) -> AlpacaRoute:
+    return next(r for r in ROUTES if (r.method, r.path) == (case.method, case.route_path))
+
+
+def _case_id(case: Case) -> str:
+    return f"{case.method} {case.route_path}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
 async def test_answer_validates_against_the_documented_schema(
     documents: dict[ApiFamily, Document],
     control: EmulatorControl,
     alpaca: httpx.AsyncClient,
     case: Case,
 ) -> None:
-    route = next(route for route in ROUTES if route.path == case.route_path)
+    route = _route(case)
     document = documents[route.family]
     example = _documented_example(documents, route)
-    await _store_example(control, route.path, example)
+    url = await _prepare(control, alpaca, case, example)
 
-    response = await alpaca.get(case.url, params=case.query)
+    response = await alpaca.request(case.method, url, params=case.query, json=case.body)
 
     assert response.status_code == 200, response.text
     body = response.json()
@@ -324,8 +421,20 @@ async def test_answer_validates_against_the_documented_schema(
         # The example's next_page_token points at data the example does not show.
         assert body["bars"] == example["bars"]
         assert body["next_page_token"] is None
-    elif route.path == "/v2/assets/{symbol_or_asset_id}":
+    elif route.path in ("/v2/assets/{symbol_or_asset_id}", "/v2/options/contracts/{symbol_or_id}"):
         assert body | example == body  # the example's fields, plus realistic defaults
+    elif route.path == "/v2/options/contracts":
+        assert [body["option_contracts"][0] | example] == body["option_contracts"]
+        assert body["next_page_token"] is None
+    elif route.path.startswith("/v1beta1/options/snapshots"):
+        # The example's next_page_token points at data the example does not show.
+        assert body == {"snapshots": example["snapshots"], "next_page_token": None}
+    elif route.path == "/v2/positions":
+        assert body == [example]
+    elif route.path.startswith("/v2/orders"):
+        order = body[0] if isinstance(body, list) else body
+        assert order["client_order_id"] == "client-1"
+        assert (order["qty"], order["limit_price"], order["status"]) == ("2", "150", "accepted")
     elif route.path != "/v2/account":
         assert body == example
 
@@ -354,7 +463,7 @@ async def test_rate_limit_headers_on_every_documented_answer(
 
 
 @pytest.mark.parametrize("kind", ["schema_missing_t", "schema_wrong_type"])
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.route_path)
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
 async def test_schema_faults_break_the_documented_schema(
     documents: dict[ApiFamily, Document],
     control: EmulatorControl,
@@ -363,10 +472,11 @@ async def test_schema_faults_break_the_documented_schema(
     kind: Literal["schema_missing_t", "schema_wrong_type"],
 ) -> None:
     """The validator above can fail, and the schema faults really break Alpaca's contract."""
-    route = next(route for route in ROUTES if route.path == case.route_path)
-    await control.add_fault(case.url, kind, count=1)
+    route = _route(case)
+    url = await _prepare(control, alpaca, case, _documented_example(documents, route))
+    await control.add_fault(url, kind, count=1)
 
-    response = await alpaca.get(case.url, params=case.query)
+    response = await alpaca.request(case.method, url, params=case.query, json=case.body)
 
     assert response.status_code == 200
     with pytest.raises(AssertionError):

@@ -30,6 +30,9 @@ FaultKindName = Literal[
     "schema_missing_t",
     "schema_wrong_type",
     "rate_limited",
+    "accept_then_reset",
+    "accept_then_hang",
+    "accept_then_500",
 ]
 # Default for set_asset: register with realistic defaults only (a shared, read-only mapping).
 NO_FIELDS: WireObject = MappingProxyType({})
@@ -99,6 +102,51 @@ class EmulatorControl:
         """The wire clock GET /v2/clock answers."""
         await self._send("PUT", "/_emulator/clock", clock)
 
+    async def set_option_quote(self, occ: str, quote: WireObject | None) -> None:
+        """Store an option's latest quote (``c`` is one string, no ``z``); None removes it."""
+        await self._send("PUT", f"/_emulator/options/quotes/{_segment(occ)}", quote)
+
+    async def set_option_trade(self, occ: str, trade: WireObject | None) -> None:
+        """Store an option's latest trade (t, x, p, s, c); None removes it."""
+        await self._send("PUT", f"/_emulator/options/trades/{_segment(occ)}", trade)
+
+    async def set_option_snapshot(self, occ: str, snapshot: WireObject | None) -> None:
+        """Store an option snapshot (greeks/impliedVolatility only if given); None removes."""
+        await self._send("PUT", f"/_emulator/options/snapshots/{_segment(occ)}", snapshot)
+
+    async def set_option_contract(self, occ: str, fields: WireObject | None = NO_FIELDS) -> None:
+        """Register a contract: defaults derived from the OCC symbol overlaid with ``fields``."""
+        await self._send("PUT", f"/_emulator/options/contracts/{_segment(occ)}", fields)
+
+    async def set_account(self, fields: WireObject) -> None:
+        """Merge fields (decimal strings, e.g. ``{"buying_power": "1000"}``) into the account."""
+        await self._send("PUT", "/_emulator/account", fields)
+
+    async def set_position(self, symbol: str, position: WireObject | None) -> None:
+        """Store the wire position GET /v2/positions[/{symbol}] answers; None removes it."""
+        await self._send("PUT", f"/_emulator/positions/{_segment(symbol)}", position)
+
+    async def orders(self) -> list[dict[str, Any]]:
+        """Every order the emulated account holds (any status), in submission order."""
+        answer: list[dict[str, Any]] = (await self._send("GET", "/_emulator/orders")).json()
+        return answer
+
+    async def set_order_status(
+        self,
+        order_id: str,
+        status: str,
+        *,
+        filled_qty: str | None = None,
+        filled_avg_price: str | None = None,
+    ) -> None:
+        """Move an order to ``status`` (filled fills the whole qty unless filled_qty is given)."""
+        body: dict[str, object] = {"status": status}
+        if filled_qty is not None:
+            body["filled_qty"] = filled_qty
+        if filled_avg_price is not None:
+            body["filled_avg_price"] = filled_avg_price
+        await self._send("PUT", f"/_emulator/orders/{_segment(order_id)}/status", body)
+
     async def set_state(
         self,
         *,
@@ -107,12 +155,31 @@ class EmulatorControl:
         bars: Mapping[str, Sequence[WireObject] | None] | None = None,
         snapshots: Mapping[str, WireObject | None] | None = None,
         assets: Sequence[str] | Mapping[str, WireObject | None] | None = None,
+        option_quotes: Mapping[str, WireObject | None] | None = None,
+        option_trades: Mapping[str, WireObject | None] | None = None,
+        option_snapshots: Mapping[str, WireObject | None] | None = None,
+        option_contracts: Sequence[str] | Mapping[str, WireObject | None] | None = None,
+        positions: Mapping[str, WireObject | None] | None = None,
     ) -> None:
-        """Merge many symbols' data in one call (None values remove); assets: symbols or map."""
-        parts = {"quotes": quotes, "trades": trades, "bars": bars, "snapshots": snapshots}
+        """Merge many symbols' data in one call (None values remove).
+
+        ``assets`` and ``option_contracts``: a list of symbols (defaults) or a map to fields.
+        """
+        parts = {
+            "quotes": quotes,
+            "trades": trades,
+            "bars": bars,
+            "snapshots": snapshots,
+            "option_quotes": option_quotes,
+            "option_trades": option_trades,
+            "option_snapshots": option_snapshots,
+            "positions": positions,
+        }
         body: dict[str, object] = {name: value for name, value in parts.items() if value}
         if assets is not None:
             body["assets"] = assets
+        if option_contracts is not None:
+            body["option_contracts"] = option_contracts
         await self._send("POST", "/_emulator/state", body)
 
     async def configure(

@@ -12,12 +12,17 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from .occ import parse_occ
+from .orders import move_order
 from .responses import json_response
 from .state import STATE_KEY, EmulatorState, stored_bars
 from .wire_json import Json, JsonObject, WireJsonError, loads
 
 PREFIX = "/_emulator"
-_STATE_KEYS = frozenset({"quotes", "trades", "bars", "snapshots", "assets"})
+_STATE_KEYS = frozenset({
+    "quotes", "trades", "bars", "snapshots", "assets", "option_quotes", "option_trades",
+    "option_snapshots", "option_contracts", "positions",
+})  # fmt: skip
 Setter = Callable[[EmulatorState, str, JsonObject | None], None]
 
 
@@ -88,7 +93,10 @@ async def reset(request: web.Request) -> web.Response:
 def _put_object(setter: Setter, what: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
         value = _object_or_null(await _body(request), what)
-        setter(_state(request), request.match_info["symbol"], value)
+        try:
+            setter(_state(request), request.match_info["symbol"], value)
+        except ValueError as exc:  # e.g. an option setter given a symbol that is not OCC
+            raise ControlError(f"{what}: {exc}") from exc
         return _no_content()
 
     return handle
@@ -120,7 +128,13 @@ async def post_state(request: web.Request) -> web.Response:
     trades = _objects(body, "trades")
     snaps = _objects(body, "snapshots")
     bars = {s: _bars_or_null(v, f"bars.{s}") for s, v in _symbol_map(body, "bars").items()}
-    assets = _assets(body.get("assets", []))
+    assets = _assets(body.get("assets", []), "assets")
+    option_quotes = _option_objects(body, "option_quotes")
+    option_trades = _option_objects(body, "option_trades")
+    option_snaps = _option_objects(body, "option_snapshots")
+    contracts = _assets(body.get("option_contracts", []), "option_contracts")
+    _check_occ_keys(contracts, "option_contracts")
+    positions = _objects(body, "positions")
     state = _state(request)
     for symbol, quote in quotes.items():
         state.set_quote(symbol, quote)
@@ -132,16 +146,70 @@ async def post_state(request: web.Request) -> web.Response:
         state.set_bars(symbol, symbol_bars)
     for symbol, fields in assets.items():
         state.set_asset(symbol, fields)
+    for occ, quote in option_quotes.items():
+        state.set_option_quote(occ, quote)
+    for occ, trade in option_trades.items():
+        state.set_option_trade(occ, trade)
+    for occ, snapshot in option_snaps.items():
+        state.set_option_snapshot(occ, snapshot)
+    for occ, fields in contracts.items():
+        state.set_option_contract(occ, fields)
+    for symbol, position in positions.items():
+        state.set_position(symbol, position)
     return _no_content()
 
 
-def _assets(value: Json) -> dict[str, JsonObject | None]:
-    """``assets`` as a list of symbols (default fields) or a map symbol -> fields|null."""
+def _assets(value: Json, name: str) -> dict[str, JsonObject | None]:
+    """A list of symbols (default fields) or a map symbol -> fields|null."""
     if isinstance(value, list) and all(isinstance(symbol, str) for symbol in value):
         return {str(symbol): {} for symbol in value}
     if isinstance(value, dict):
-        return {s: _object_or_null(v, f"assets.{s}") for s, v in value.items()}
-    raise ControlError("assets must be a list of symbols or an object keyed by symbol")
+        return {s: _object_or_null(v, f"{name}.{s}") for s, v in value.items()}
+    raise ControlError(f"{name} must be a list of symbols or an object keyed by symbol")
+
+
+def _check_occ_keys(values: dict[str, JsonObject | None], name: str) -> None:
+    for occ in values:
+        try:
+            parse_occ(occ)
+        except ValueError as exc:
+            raise ControlError(f"{name}: {exc}") from exc
+
+
+def _option_objects(body: JsonObject, name: str) -> dict[str, JsonObject | None]:
+    values = _objects(body, name)
+    _check_occ_keys(values, name)
+    return values
+
+
+async def put_account(request: web.Request) -> web.Response:
+    """PUT /_emulator/account: fields merged over the current account (GET /v2/account)."""
+    fields = _object_or_null(await _body(request), "account")
+    if fields is None:
+        raise ControlError("account must be a JSON object")
+    state = _state(request)
+    state.account = {**state.account, **fields}
+    return _no_content()
+
+
+async def get_orders(request: web.Request) -> web.Response:
+    """GET /_emulator/orders: every order the account holds, in submission order."""
+    return json_response([order.wire for order in _state(request).orders.all()])
+
+
+async def put_order_status(request: web.Request) -> web.Response:
+    """PUT /_emulator/orders/{order_id}/status: move an order along (404 if unknown)."""
+    changes = _object_or_null(await _body(request), "status change")
+    if changes is None:
+        raise ControlError("status change must be a JSON object")
+    order = _state(request).orders.get(request.match_info["order_id"])
+    if order is None:
+        return json_response({"error": "no such order"}, status=404)
+    try:
+        move_order(order, changes)
+    except ValueError as exc:
+        raise ControlError(str(exc)) from exc
+    return _no_content()
 
 
 async def get_config(request: web.Request) -> web.Response:
@@ -215,6 +283,27 @@ def add_control_routes(app: web.Application) -> None:
     )
     router.add_put(f"{PREFIX}/assets/{symbol}", _put_object(EmulatorState.set_asset, "asset"))
     router.add_put(f"{PREFIX}/bars/{symbol}", put_bars)
+    options = f"{PREFIX}/options"
+    router.add_put(
+        f"{options}/quotes/{symbol}", _put_object(EmulatorState.set_option_quote, "option quote")
+    )
+    router.add_put(
+        f"{options}/trades/{symbol}", _put_object(EmulatorState.set_option_trade, "option trade")
+    )
+    router.add_put(
+        f"{options}/snapshots/{symbol}",
+        _put_object(EmulatorState.set_option_snapshot, "option snapshot"),
+    )
+    router.add_put(
+        f"{options}/contracts/{symbol}",
+        _put_object(EmulatorState.set_option_contract, "option contract"),
+    )
+    router.add_put(f"{PREFIX}/account", put_account)
+    router.add_put(
+        f"{PREFIX}/positions/{symbol}", _put_object(EmulatorState.set_position, "position")
+    )
+    router.add_get(f"{PREFIX}/orders", get_orders)
+    router.add_put(f"{PREFIX}/orders/{{order_id}}/status", put_order_status)
     router.add_put(f"{PREFIX}/clock", put_clock)
     router.add_post(f"{PREFIX}/state", post_state)
     router.add_get(f"{PREFIX}/config", get_config)

@@ -41,10 +41,38 @@ _HTML_504 = """<html>
 """
 
 
+def _internal_error(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    rate_headers = state.rate_limiter.peek(request.headers.get("APCA-API-KEY-ID", "")).headers()
+    body: JsonObject = {"message": "internal server error"}
+    return json_response(body, status=500, headers=rate_headers)
+
+
+async def run_fault_after(
+    request: web.Request, fault: Fault, answer: web.StreamResponse
+) -> web.StreamResponse:
+    """Apply an ``accept_then_*`` fault to a request that was processed in full."""
+    match fault.kind:
+        case FaultKind.ACCEPT_THEN_RESET:
+            return _reset_connection(request)
+        case FaultKind.ACCEPT_THEN_HANG:
+            # Ends when faults are cleared (then the real answer goes out) or the client leaves.
+            await request.app[STATE_KEY].faults.wait_for_release()
+            return answer
+        case FaultKind.ACCEPT_THEN_500:
+            return _internal_error(request)
+        case _:
+            raise ValueError(f"{fault.kind.value} is not an accept_then_* fault")
+
+
 async def run_fault(
     request: web.Request, fault: Fault, route: AlpacaRoute | None, family: ApiFamily
 ) -> web.StreamResponse | None:
-    """Apply ``fault``: an answer that replaces Alpaca's, or None to continue normally."""
+    """Apply ``fault``: an answer that replaces Alpaca's, or None to continue normally.
+
+    ``accept_then_*`` faults are not handled here: the pipeline lets the request through and
+    then calls :func:`run_fault_after`.
+    """
     state = request.app[STATE_KEY]
     rate_headers = state.rate_limiter.peek(request.headers.get("APCA-API-KEY-ID", "")).headers()
     match fault.kind:
@@ -57,8 +85,7 @@ async def run_fault(
         case FaultKind.RESET:
             return _reset_connection(request)
         case FaultKind.STATUS_500:
-            body: JsonObject = {"message": "internal server error"}
-            return json_response(body, status=500, headers=rate_headers)
+            return _internal_error(request)
         case FaultKind.STATUS_502_HTML:
             return web.Response(status=502, text=_HTML_502, content_type="text/html")
         case FaultKind.STATUS_503:
@@ -82,6 +109,8 @@ async def run_fault(
             )
         case FaultKind.SCHEMA_MISSING_T | FaultKind.SCHEMA_WRONG_TYPE:
             return json_response(broken_body(request, route, fault.kind), headers=rate_headers)
+        case _:
+            return None  # accept_then_*: see run_fault_after
 
 
 def _reset_connection(request: web.Request) -> web.StreamResponse:

@@ -2,7 +2,8 @@
 
 Each body imitates the matched endpoint's normal answer, built from the stored data (or a
 realistic sample for a symbol with nothing stored) and then damaged: ``schema_missing_t``
-drops each item's timestamp, ``schema_wrong_type`` turns price fields into strings.
+drops each item's timestamp (or, for trading objects, their id and timestamps),
+``schema_wrong_type`` turns price fields into strings (and decimal strings into numbers).
 Stored data is deep-copied first so a fault never alters what later answers return.
 """
 
@@ -16,24 +17,45 @@ from enum import Enum
 from aiohttp import web
 
 from .faults import FaultKind
+from .occ import parse_occ
+from .options_data import underlying_of
 from .routes import AlpacaRoute, Endpoint
-from .samples import default_asset, sample_bar, sample_quote, sample_snapshot, sample_trade
+from .samples import (
+    default_asset,
+    default_option_contract,
+    sample_bar,
+    sample_option_quote,
+    sample_option_snapshot,
+    sample_option_trade,
+    sample_order,
+    sample_position,
+    sample_quote,
+    sample_snapshot,
+    sample_trade,
+)
 from .state import STATE_KEY, EmulatorState
 from .wire_json import Json, JsonObject
 
 
 class _Item(Enum):
-    """The kinds of object a fault damages, with the field each schema fault targets."""
+    """The kinds of object a fault damages, with the fields each schema fault targets."""
 
-    QUOTE = ("t", ("bp", "ap"))
-    TRADE = ("t", ("p",))
-    BAR = ("t", ("o", "h", "l", "c", "vw"))
-    CLOCK = ("timestamp", ("is_open",))
-    ACCOUNT = ("id", ("cash",))
-    ASSET = ("id", ("tradable",))
+    QUOTE = (("t",), ("bp", "ap"))
+    TRADE = (("t",), ("p",))
+    BAR = (("t",), ("o", "h", "l", "c", "vw"))
+    CLOCK = (("timestamp",), ("is_open",))
+    ACCOUNT = (("id",), ("cash",))
+    ASSET = (("id",), ("tradable",))
+    CONTRACT = (("id",), ("strike_price",))
+    POSITION = (("asset_id",), ("qty", "market_value"))
+    # Alpaca's Order schema requires none of its timestamps (alpaca-py does), only
+    # time_in_force; dropping it as well makes the object fail both.
+    ORDER = (("id", "created_at", "submitted_at", "updated_at", "time_in_force"),
+             ("qty", "filled_qty", "limit_price"))  # fmt: skip
+    CANCEL_RESULT = (("id",), ("status",))
 
-    def __init__(self, time_field: str, typed_fields: tuple[str, ...]) -> None:
-        self.time_field = time_field
+    def __init__(self, missing_fields: tuple[str, ...], typed_fields: tuple[str, ...]) -> None:
+        self.missing_fields = missing_fields
         self.typed_fields = typed_fields
 
 
@@ -55,7 +77,8 @@ def broken_body(request: web.Request, route: AlpacaRoute | None, kind: FaultKind
     body = _BUILDERS[route.endpoint](request, request.app[STATE_KEY], items)
     for item_kind, item in items:
         if kind is FaultKind.SCHEMA_MISSING_T:
-            item.pop(item_kind.time_field, None)
+            for name in item_kind.missing_fields:
+                item.pop(name, None)
         elif kind is FaultKind.SCHEMA_WRONG_TYPE:
             for name in item_kind.typed_fields:
                 if name in item:
@@ -166,6 +189,108 @@ def _asset(request: web.Request, state: EmulatorState) -> JsonObject:
     return state.find_asset(wanted) or default_asset(wanted)
 
 
+_SAMPLE_OCC = "AAPL240426C00162500"
+
+
+def _option_symbols(request: web.Request) -> list[str]:
+    raw = request.query.get("symbols") or _SAMPLE_OCC
+    return sorted({symbol for symbol in raw.split(",") if symbol})
+
+
+def _option_quote(state: EmulatorState, symbol: str, items: Damaged) -> JsonObject:
+    quote = _copy(state.options.quotes.get(symbol), sample_option_quote)
+    items.append((_Item.QUOTE, quote))
+    return quote
+
+
+def _option_trade(state: EmulatorState, symbol: str, items: Damaged) -> JsonObject:
+    trade = _copy(state.options.trades.get(symbol), sample_option_trade)
+    items.append((_Item.TRADE, trade))
+    return trade
+
+
+def _option_snapshot(state: EmulatorState, symbol: str, items: Damaged) -> JsonObject:
+    snapshot = _copy(state.options.snapshots.get(symbol), sample_option_snapshot)
+    for member, item_kind in _SNAPSHOT_ITEMS.items():
+        value = snapshot.get(member)
+        if isinstance(value, dict):
+            items.append((item_kind, value))
+    return snapshot
+
+
+def _option_latest(wrapper: str, per_symbol: PerSymbol) -> Builder:
+    def build(request: web.Request, state: EmulatorState, items: Damaged) -> Json:
+        by_symbol: JsonObject = {s: per_symbol(state, s, items) for s in _option_symbols(request)}
+        return {wrapper: by_symbol}
+
+    return build
+
+
+def _option_snapshots(request: web.Request, state: EmulatorState, items: Damaged) -> Json:
+    by_symbol: JsonObject = {s: _option_snapshot(state, s, items) for s in _option_symbols(request)}
+    return {"snapshots": by_symbol, "next_page_token": None}
+
+
+def _option_chain(request: web.Request, state: EmulatorState, items: Damaged) -> Json:
+    underlying = request.match_info["underlying_symbol"]
+    members = sorted(
+        s for s in state.options.snapshots if underlying_of(state, parse_occ(s)) == underlying
+    )
+    by_symbol: JsonObject = {s: _option_snapshot(state, s, items) for s in members or [_SAMPLE_OCC]}
+    return {"snapshots": by_symbol, "next_page_token": None}
+
+
+def _contract(request: web.Request, state: EmulatorState) -> JsonObject:
+    wanted = request.match_info["symbol_or_id"]
+    found = state.find_option_contract(wanted)
+    return found or default_option_contract(_SAMPLE_OCC)
+
+
+def _contracts(request: web.Request, state: EmulatorState, items: Damaged) -> Json:
+    stored = [copy.deepcopy(c) for c in state.option_contracts.values()]
+    contracts = stored or [default_option_contract(_SAMPLE_OCC)]
+    items.extend((_Item.CONTRACT, contract) for contract in contracts)
+    return {"option_contracts": list[Json](contracts), "next_page_token": None}
+
+
+def _position(request: web.Request, state: EmulatorState) -> JsonObject:
+    found = state.find_position(request.match_info["symbol_or_asset_id"])
+    return found or sample_position()
+
+
+def _positions(request: web.Request, state: EmulatorState, items: Damaged) -> Json:
+    stored = [copy.deepcopy(p) for p in state.positions.values()]
+    positions = stored or [sample_position()]
+    items.extend((_Item.POSITION, position) for position in positions)
+    return list[Json](positions)
+
+
+def _stored_orders(state: EmulatorState) -> list[JsonObject]:
+    return [copy.deepcopy(order.wire) for order in state.orders.all()] or [sample_order()]
+
+
+def _orders(request: web.Request, state: EmulatorState, items: Damaged) -> Json:
+    orders = _stored_orders(state)
+    items.extend((_Item.ORDER, order) for order in orders)
+    return list[Json](orders)
+
+
+def _order(request: web.Request, state: EmulatorState) -> JsonObject:
+    found = state.orders.get(request.match_info.get("order_id", ""))
+    if found is None:
+        wanted = request.query.get("client_order_id", "")
+        found = state.orders.by_client_order_id(wanted)
+    return sample_order() if found is None else found.wire
+
+
+def _cancel_results(request: web.Request, state: EmulatorState, items: Damaged) -> Json:
+    results: list[JsonObject] = [
+        {"id": str(order["id"]), "status": 200} for order in _stored_orders(state)
+    ]
+    items.extend((_Item.CANCEL_RESULT, result) for result in results)
+    return list[Json](results)
+
+
 _BUILDERS: dict[Endpoint, Builder] = {
     Endpoint.LATEST_QUOTES: _multi("quotes", _quote),
     Endpoint.LATEST_QUOTE: _single("quote", _quote),
@@ -180,4 +305,18 @@ _BUILDERS: dict[Endpoint, Builder] = {
     Endpoint.CLOCK: _trading(_Item.CLOCK, lambda _, state: state.clock),
     Endpoint.ACCOUNT: _trading(_Item.ACCOUNT, lambda _, state: state.account),
     Endpoint.ASSET: _trading(_Item.ASSET, _asset),
+    Endpoint.OPTION_LATEST_QUOTES: _option_latest("quotes", _option_quote),
+    Endpoint.OPTION_LATEST_TRADES: _option_latest("trades", _option_trade),
+    Endpoint.OPTION_SNAPSHOTS: _option_snapshots,
+    Endpoint.OPTION_CHAIN: _option_chain,
+    Endpoint.OPTION_CONTRACTS: _contracts,
+    Endpoint.OPTION_CONTRACT: _trading(_Item.CONTRACT, _contract),
+    Endpoint.POSITIONS: _positions,
+    Endpoint.POSITION: _trading(_Item.POSITION, _position),
+    Endpoint.ORDERS: _orders,
+    Endpoint.ORDER: _trading(_Item.ORDER, _order),
+    Endpoint.ORDER_BY_CLIENT_ID: _trading(_Item.ORDER, _order),
+    Endpoint.SUBMIT_ORDER: _trading(_Item.ORDER, _order),
+    Endpoint.CANCEL_ORDER: _trading(_Item.ORDER, _order),
+    Endpoint.CANCEL_ORDERS: _cancel_results,
 }

@@ -32,6 +32,16 @@ class FaultKind(StrEnum):
     SCHEMA_MISSING_T = "schema_missing_t"  # 200, items lack their timestamp
     SCHEMA_WRONG_TYPE = "schema_wrong_type"  # 200, prices are strings
     RATE_LIMITED = "rate_limited"  # 429 with Remaining 0 and Reset = now + retry_after_s
+    # The request reaches Alpaca and is processed in full (an order IS created), then the
+    # answer is lost: the connection is reset, held until faults are cleared, or a 500.
+    ACCEPT_THEN_RESET = "accept_then_reset"
+    ACCEPT_THEN_HANG = "accept_then_hang"
+    ACCEPT_THEN_500 = "accept_then_500"
+
+    @property
+    def after_processing(self) -> bool:
+        """Whether the fault strikes after the request was processed (accept_then_*)."""
+        return self.value.startswith("accept_then_")
 
 
 @dataclass

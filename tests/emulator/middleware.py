@@ -2,7 +2,9 @@
 
 Control paths (``/_emulator/...``) skip all of it. Faults come first because they stand for
 failures in front of Alpaca (network, proxy, overload); a ``latency`` or released ``hang``
-fault then lets the request continue through auth and the budget like any other.
+fault then lets the request continue through auth and the budget like any other. The
+``accept_then_*`` faults are the exception: the request is processed in full (an order is
+created) and only then is its answer lost.
 """
 
 from __future__ import annotations
@@ -12,9 +14,16 @@ import hmac
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .fault_answers import run_fault
+from .fault_answers import run_fault, run_fault_after
 from .ratelimit import RateStatus
-from .responses import AlpacaError, family_of, json_response, too_many_requests, unauthorized
+from .responses import (
+    AlpacaError,
+    ApiFamily,
+    family_of,
+    json_response,
+    too_many_requests,
+    unauthorized,
+)
 from .routes import route_of
 from .state import STATE_KEY, EmulatorState, RequestRecord
 
@@ -62,10 +71,20 @@ async def alpaca_pipeline(request: web.Request, handler: Handler) -> web.StreamR
         )
     )
     fault = state.faults.take(request.path)
-    if fault is not None:
+    if fault is not None and not fault.kind.after_processing:
         answer = await run_fault(request, fault, route, family)
         if answer is not None:
             return answer
+    response = await _process(request, handler, state, family)
+    if fault is not None and fault.kind.after_processing:
+        return await run_fault_after(request, fault, response)
+    return response
+
+
+async def _process(
+    request: web.Request, handler: Handler, state: EmulatorState, family: ApiFamily
+) -> web.StreamResponse:
+    """Auth, the rate budget and the handler: what Alpaca itself does with the request."""
     key_id = request.headers.get(KEY_HEADER, "")
     if not _authorized(request, state):
         return _error_response(unauthorized(family), state.rate_limiter.peek(key_id))

@@ -82,13 +82,13 @@ def timeframe(query: Query) -> str:
     return value
 
 
-def limit(query: Query) -> int:
-    """``limit`` 1..10000, default 1000: the total per page across all symbols."""
+def limit(query: Query, *, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
+    """``limit`` 1..maximum (bars: 1..10000, default 1000): the total per page."""
     value = query.get("limit")
     if value is None:
-        return DEFAULT_LIMIT
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
-        raise data_error(400, f"invalid limit: {value}, must be between 1 and {MAX_LIMIT}")
+        return default
+    if not value.isdigit() or not 1 <= int(value) <= maximum:
+        raise data_error(400, f"invalid limit: {value}, must be between 1 and {maximum}")
     return int(value)
 
 

@@ -13,7 +13,7 @@ from enum import Enum
 
 from aiohttp import web
 
-from . import market_data, trading
+from . import market_data, options_data, orders, trading
 from .responses import ApiFamily
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -42,6 +42,20 @@ class Endpoint(Enum):
     CLOCK = "clock"
     ASSET = "asset"
     ACCOUNT = "account"
+    OPTION_LATEST_QUOTES = "option_latest_quotes"
+    OPTION_LATEST_TRADES = "option_latest_trades"
+    OPTION_SNAPSHOTS = "option_snapshots"
+    OPTION_CHAIN = "option_chain"
+    OPTION_CONTRACTS = "option_contracts"
+    OPTION_CONTRACT = "option_contract"
+    POSITIONS = "positions"
+    POSITION = "position"
+    ORDERS = "orders"
+    ORDER = "order"
+    ORDER_BY_CLIENT_ID = "order_by_client_id"
+    SUBMIT_ORDER = "submit_order"
+    CANCEL_ORDER = "cancel_order"
+    CANCEL_ORDERS = "cancel_orders"
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,21 @@ class AlpacaRoute:
     query: tuple[str, ...]
     handler: Handler
 
+
+_OPTION_LATEST = ("symbols", "feed")
+_OPTION_PAGE = ("feed", "limit", "updated_since", "page_token")
+_CHAIN_FILTERS = (
+    "type", "strike_price_gte", "strike_price_lte", "expiration_date", "expiration_date_gte",
+    "expiration_date_lte", "root_symbol",
+)  # fmt: skip
+_CONTRACT_FILTERS = (
+    "underlying_symbols", "show_deliverables", "status", "expiration_date",
+    "expiration_date_gte", "expiration_date_lte", "root_symbol", "type", "style",
+    "strike_price_gte", "strike_price_lte", "page_token", "limit", "ppind",
+)  # fmt: skip
+_ORDER_FILTERS = (
+    "status", "limit", "after", "until", "direction", "nested", "symbols", "side", "asset_class",
+)  # fmt: skip
 
 _DATA = ApiFamily.MARKET_DATA
 _TRADING = ApiFamily.TRADING
@@ -84,15 +113,41 @@ ROUTES: tuple[AlpacaRoute, ...] = (
     AlpacaRoute("GET", "/v2/assets/{symbol_or_asset_id}", _TRADING, Endpoint.ASSET, (),
                 trading.asset),
     AlpacaRoute("GET", "/v2/account", _TRADING, Endpoint.ACCOUNT, (), trading.account),
+    AlpacaRoute("GET", "/v1beta1/options/quotes/latest", _DATA, Endpoint.OPTION_LATEST_QUOTES,
+                _OPTION_LATEST, options_data.latest_quotes),
+    AlpacaRoute("GET", "/v1beta1/options/trades/latest", _DATA, Endpoint.OPTION_LATEST_TRADES,
+                _OPTION_LATEST, options_data.latest_trades),
+    AlpacaRoute("GET", "/v1beta1/options/snapshots", _DATA, Endpoint.OPTION_SNAPSHOTS,
+                ("symbols", *_OPTION_PAGE), options_data.snapshots),
+    AlpacaRoute("GET", "/v1beta1/options/snapshots/{underlying_symbol}", _DATA,
+                Endpoint.OPTION_CHAIN, (*_OPTION_PAGE, *_CHAIN_FILTERS), options_data.chain),
+    AlpacaRoute("GET", "/v2/options/contracts", _TRADING, Endpoint.OPTION_CONTRACTS,
+                _CONTRACT_FILTERS, trading.option_contracts),
+    AlpacaRoute("GET", "/v2/options/contracts/{symbol_or_id}", _TRADING,
+                Endpoint.OPTION_CONTRACT, (), trading.option_contract),
+    AlpacaRoute("GET", "/v2/positions", _TRADING, Endpoint.POSITIONS, (), trading.positions),
+    AlpacaRoute("GET", "/v2/positions/{symbol_or_asset_id}", _TRADING, Endpoint.POSITION, (),
+                trading.position),
+    AlpacaRoute("GET", "/v2/orders", _TRADING, Endpoint.ORDERS, _ORDER_FILTERS,
+                orders.list_orders),
+    AlpacaRoute("POST", "/v2/orders", _TRADING, Endpoint.SUBMIT_ORDER, (), orders.submit_order),
+    AlpacaRoute("DELETE", "/v2/orders", _TRADING, Endpoint.CANCEL_ORDERS, (),
+                orders.cancel_all_orders),
+    AlpacaRoute("GET", "/v2/orders/{order_id}", _TRADING, Endpoint.ORDER, ("nested",),
+                orders.get_order),
+    AlpacaRoute("DELETE", "/v2/orders/{order_id}", _TRADING, Endpoint.CANCEL_ORDER, (),
+                orders.cancel_order),
+    AlpacaRoute("GET", "/v2/orders:by_client_order_id", _TRADING, Endpoint.ORDER_BY_CLIENT_ID,
+                ("client_order_id",), orders.order_by_client_order_id),
 )  # fmt: skip
 
-_BY_PATH = {route.path: route for route in ROUTES}
+_BY_KEY = {(route.method, route.path): route for route in ROUTES}
 
 
 def route_of(request: web.Request) -> AlpacaRoute | None:
-    """The table entry that aiohttp matched for this request, if any."""
+    """The table entry that aiohttp matched for this request (method and path), if any."""
     info = request.match_info.route.resource
-    return None if info is None else _BY_PATH.get(info.canonical)
+    return None if info is None else _BY_KEY.get((request.method, info.canonical))
 
 
 def add_alpaca_routes(app: web.Application) -> None:

@@ -10,11 +10,18 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
+from .occ import parse_occ
 from .wire_json import JsonObject
 
 # Asset ids are derived from the symbol so that a test can predict them and they survive
 # a re-registration of the same symbol.
 _ASSET_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://alpaca-emulator.invalid/assets")
+_CONTRACT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://alpaca-emulator.invalid/contracts")
+
+
+def asset_id_of(symbol: str) -> str:
+    """The id :func:`default_asset` gives the symbol (predictable, stable across resets)."""
+    return str(uuid.uuid5(_ASSET_NAMESPACE, symbol))
 
 
 def default_clock() -> JsonObject:
@@ -30,7 +37,7 @@ def default_clock() -> JsonObject:
 def default_asset(symbol: str) -> JsonObject:
     """A tradable NASDAQ us_equity with the fields Alpaca sends for one."""
     return {
-        "id": str(uuid.uuid5(_ASSET_NAMESPACE, symbol)),
+        "id": asset_id_of(symbol),
         "class": "us_equity",
         "exchange": "NASDAQ",
         "symbol": symbol,
@@ -147,4 +154,132 @@ def sample_snapshot() -> JsonObject:
         "minuteBar": sample_bar(),
         "dailyBar": sample_bar(),
         "prevDailyBar": sample_bar(),
+    }
+
+
+def default_option_contract(occ: str) -> JsonObject:
+    """A standard, active, American contract as Alpaca lists it, derived from the OCC symbol.
+
+    Market values (``open_interest``, ``close_price`` and their dates) are never invented:
+    they are absent unless a test stores them. ValueError if ``occ`` is not an OCC symbol.
+    """
+    parsed = parse_occ(occ)
+    underlying_id = asset_id_of(parsed.root)
+    kind = parsed.type.capitalize()
+    return {
+        "id": str(uuid.uuid5(_CONTRACT_NAMESPACE, occ)),
+        "symbol": occ,
+        "name": f"{parsed.root} {parsed.expiration:%b %d %Y} {parsed.strike_text} {kind}",
+        "status": "active",
+        "tradable": True,
+        "expiration_date": parsed.expiration.isoformat(),
+        "root_symbol": parsed.root,
+        "underlying_symbol": parsed.root,
+        "underlying_asset_id": underlying_id,
+        "type": parsed.type,
+        "style": "american",
+        "strike_price": parsed.strike_text,
+        "multiplier": "100",
+        "size": "100",
+        "deliverables": [
+            {
+                "type": "equity",
+                "symbol": parsed.root,
+                "asset_id": underlying_id,
+                "amount": "100",
+                "allocation_percentage": "100",
+                "settlement_type": "T+1",
+                "settlement_method": "CCC",
+                "delayed_settlement": False,
+            }
+        ],
+    }
+
+
+def sample_option_quote() -> JsonObject:
+    """An option quote from the spec's option latest-quotes example (``c`` is one string)."""
+    return {
+        "t": "2024-02-28T15:30:28.046330624Z",
+        "bx": "W",
+        "bp": Decimal("0.15"),
+        "bs": 164,
+        "ax": "w",
+        "ap": Decimal("0.16"),
+        "as": 669,
+        "c": "A",
+    }
+
+
+def sample_option_trade() -> JsonObject:
+    """An option trade from the spec's option latest-trades example."""
+    return {"t": "2024-02-28T15:26:12.728701696Z", "x": "B", "p": Decimal("17.15"), "s": 900,
+            "c": "e"}  # fmt: skip
+
+
+def sample_option_snapshot() -> JsonObject:
+    """An option snapshot without greeks, as Alpaca often sends one."""
+    return {"latestQuote": sample_option_quote(), "latestTrade": sample_option_trade()}
+
+
+def sample_position() -> JsonObject:
+    """The spec's Position example-2."""
+    return {
+        "asset_id": "b0b6dd9d-8b9b-48a9-ba46-b9d54906e415",
+        "symbol": "AAPL",
+        "exchange": "NASDAQ",
+        "asset_class": "us_equity",
+        "asset_marginable": False,
+        "avg_entry_price": "174.78",
+        "qty": "2",
+        "qty_available": "2",
+        "side": "long",
+        "market_value": "348.58",
+        "cost_basis": "349.56",
+        "unrealized_pl": "-0.98",
+        "unrealized_plpc": "-0.0028035244307129",
+        "unrealized_intraday_pl": "-0.98",
+        "unrealized_intraday_plpc": "-0.0028035244307129",
+        "current_price": "174.29",
+        "lastday_price": "174.61",
+        "change_today": "-0.0018326556325525",
+    }
+
+
+def sample_order() -> JsonObject:
+    """The spec's EquityOrderResponse example."""
+    return {
+        "id": "7b08df51-c1ac-453c-99f9-323a5f075f0d",
+        "client_order_id": "5680c4bc-9ac1-4a12-a44c-df427ba53032",
+        "created_at": "2023-12-12T22:31:24.668464435Z",
+        "updated_at": "2023-12-12T22:31:24.668464435Z",
+        "submitted_at": "2023-12-12T22:31:24.577215743Z",
+        "filled_at": None,
+        "expired_at": None,
+        "canceled_at": None,
+        "failed_at": None,
+        "replaced_at": None,
+        "replaced_by": None,
+        "replaces": None,
+        "asset_id": "b0b6dd9d-8b9b-48a9-ba46-b9d54906e415",
+        "symbol": "AAPL",
+        "asset_class": "us_equity",
+        "notional": None,
+        "qty": "2",
+        "filled_qty": "0",
+        "filled_avg_price": None,
+        "order_class": "",
+        "order_type": "limit",
+        "type": "limit",
+        "side": "buy",
+        "time_in_force": "gtc",
+        "limit_price": "150",
+        "stop_price": None,
+        "status": "accepted",
+        "extended_hours": False,
+        "legs": None,
+        "trail_percent": None,
+        "trail_price": None,
+        "hwm": None,
+        "source": None,
+        "subtag": None,
     }

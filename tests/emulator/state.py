@@ -14,8 +14,10 @@ from typing import Literal, cast
 from aiohttp import web
 
 from .faults import FaultRegistry
+from .occ import parse_occ
+from .order_book import OrderBook
 from .ratelimit import RateLimiter
-from .samples import default_account, default_asset, default_clock
+from .samples import default_account, default_asset, default_clock, default_option_contract
 from .timestamps import rfc3339_ns
 from .wire_json import Json, JsonObject
 
@@ -40,7 +42,8 @@ class Config:
 
     ``unknown_symbols``: how multi-symbol latest/snapshot answers show a valid symbol with no
     data ("omit" the key, or send ``SYM: null``). ``plan``: "free" denies ``feed=sip`` on
-    latest and snapshot endpoints with 403, as Alpaca's Basic plan does.
+    latest and snapshot endpoints, and ``feed=opra`` on option data, with 403, as Alpaca's
+    Basic plan does.
     """
 
     unknown_symbols: UnknownSymbols = "omit"
@@ -128,6 +131,19 @@ class MarketData:
     snapshots: dict[str, JsonObject] = field(default_factory=dict)
 
 
+@dataclass
+class OptionData:
+    """Stored option market data per OCC symbol, all in wire shape."""
+
+    quotes: dict[str, JsonObject] = field(default_factory=dict)
+    trades: dict[str, JsonObject] = field(default_factory=dict)
+    snapshots: dict[str, JsonObject] = field(default_factory=dict)
+
+
+def _check_occ(occ: str) -> None:
+    parse_occ(occ)  # ValueError names a symbol that is not OCC
+
+
 class EmulatorState:
     """The whole mutable state of one emulator process."""
 
@@ -135,7 +151,11 @@ class EmulatorState:
         self.credentials = credentials
         self.config = Config()
         self.market = MarketData()
+        self.options = OptionData()
         self.assets: dict[str, JsonObject] = {}
+        self.option_contracts: dict[str, JsonObject] = {}
+        self.positions: dict[str, JsonObject] = {}
+        self.orders = OrderBook()
         self.clock: JsonObject = default_clock()
         self.account: JsonObject = default_account()
         self.faults = FaultRegistry()
@@ -147,7 +167,11 @@ class EmulatorState:
         """Back to the state of a freshly started process (credentials are kept)."""
         self.config = Config()
         self.market = MarketData()
+        self.options = OptionData()
         self.assets = {}
+        self.option_contracts = {}
+        self.positions = {}
+        self.orders = OrderBook()
         self.clock = default_clock()
         self.account = default_account()
         self.faults.clear()
@@ -204,15 +228,45 @@ class EmulatorState:
 
     def find_asset(self, symbol_or_id: str) -> JsonObject | None:
         """Look an asset up by exact symbol, or by id (UUIDs compare case-insensitively)."""
-        asset = self.assets.get(symbol_or_id)
-        if asset is not None:
-            return asset
-        wanted = symbol_or_id.lower()
-        for candidate in self.assets.values():
-            asset_id = candidate.get("id")
-            if isinstance(asset_id, str) and asset_id.lower() == wanted:
-                return candidate
-        return None
+        return _find(self.assets, symbol_or_id, "id")
+
+    def set_option_quote(self, occ: str, quote: JsonObject | None) -> None:
+        """Store (or with None remove) an option's latest quote; ValueError if not OCC."""
+        _check_occ(occ)
+        _put_or_pop(self.options.quotes, occ, quote)
+
+    def set_option_trade(self, occ: str, trade: JsonObject | None) -> None:
+        """Store (or with None remove) an option's latest trade; ValueError if not OCC."""
+        _check_occ(occ)
+        _put_or_pop(self.options.trades, occ, trade)
+
+    def set_option_snapshot(self, occ: str, snapshot: JsonObject | None) -> None:
+        """Store (or with None remove) an option snapshot; ValueError if not OCC."""
+        _check_occ(occ)
+        _put_or_pop(self.options.snapshots, occ, snapshot)
+
+    def set_option_contract(self, occ: str, fields: JsonObject | None) -> None:
+        """Register the contract as OCC-derived defaults overlaid with ``fields``; None removes.
+
+        ValueError if ``occ`` is not an OCC symbol.
+        """
+        contract = default_option_contract(occ)
+        if fields is None:
+            self.option_contracts.pop(occ, None)
+        else:
+            self.option_contracts[occ] = {**contract, **fields}
+
+    def find_option_contract(self, symbol_or_id: str) -> JsonObject | None:
+        """A stored contract by OCC symbol or by id (case-insensitive UUID)."""
+        return _find(self.option_contracts, symbol_or_id, "id")
+
+    def set_position(self, symbol: str, position: JsonObject | None) -> None:
+        """Store (or with None remove) the open position in ``symbol``, verbatim."""
+        _put_or_pop(self.positions, symbol, position)
+
+    def find_position(self, symbol_or_asset_id: str) -> JsonObject | None:
+        """The open position by symbol or by its ``asset_id``."""
+        return _find(self.positions, symbol_or_asset_id, "asset_id")
 
     def _put(self, store: dict[str, JsonObject], symbol: str, value: JsonObject | None) -> None:
         if value is None:
@@ -220,6 +274,25 @@ class EmulatorState:
         else:
             store[symbol] = value
             self.register_asset(symbol)
+
+
+def _put_or_pop(store: dict[str, JsonObject], key: str, value: JsonObject | None) -> None:
+    if value is None:
+        store.pop(key, None)
+    else:
+        store[key] = value
+
+
+def _find(store: dict[str, JsonObject], key_or_id: str, id_field: str) -> JsonObject | None:
+    found = store.get(key_or_id)
+    if found is not None:
+        return found
+    wanted = key_or_id.lower()
+    for candidate in store.values():
+        value = candidate.get(id_field)
+        if isinstance(value, str) and value.lower() == wanted:
+            return candidate
+    return None
 
 
 STATE_KEY = web.AppKey("emulator_state", EmulatorState)

@@ -49,3 +49,19 @@ def query_time_ns(text: str, *, end_of_day: bool) -> int:
     midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
     first_ns = ((midnight - _EPOCH) // timedelta(seconds=1)) * _NS_PER_S
     return first_ns + _LAST_NS_OF_DAY if end_of_day else first_ns
+
+
+def format_ns(ns: int) -> str:
+    """Nanoseconds since the epoch as RFC 3339 in UTC with nine fraction digits, like Alpaca's
+    ``2023-12-12T22:31:24.668464435Z``."""
+    seconds, fraction = divmod(ns, _NS_PER_S)
+    moment = _EPOCH + timedelta(seconds=seconds)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{fraction:09d}Z"
+
+
+def strict_date(text: str) -> date:
+    """A ``YYYY-MM-DD`` date (nothing else); ValueError otherwise."""
+    match = _DATE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a YYYY-MM-DD date: {text!r}")
+    return date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
