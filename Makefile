@@ -67,7 +67,9 @@ fmt: venv
 
 # with-services.sh exports REDIS_URL/DATABASE_URL (a running server or a throwaway one it stops
 # afterwards). pytest's exit 5 means "no tests collected": a failure here, never a pass.
+# Prometheus/promtool prove the dashboards and alert rules; installed from Debian when missing.
 test: lint typecheck
+	tests/infra/ensure-prometheus.sh
 	@status=0; \
 	tests/infra/with-services.sh $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \

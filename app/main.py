@@ -6,6 +6,7 @@ importing this module reads no settings and configures nothing; tests call `crea
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -38,7 +39,7 @@ from app.metrics import UPSTREAMS, Metrics
 from app.options import OptionReads
 from app.orders import OrderDesk
 from app.quotas import MemoryQuotas, Quotas, RedisQuotas
-from app.read_through import ReadThrough
+from app.read_through import ReadThrough, Served
 from app.settings import Settings, load_settings
 from app.state import GatewayState
 from app.storage import EmbeddedStore, ErrorLogWriter, PostgresStore, Store
@@ -85,7 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
     setup_logging(
         level=settings.log_level, json_lines=settings.log_json, secrets=_secrets(settings)
     )
-    metrics = Metrics()
+    metrics = Metrics(watchlist=settings.watchlist)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -94,6 +95,12 @@ def create_app(settings: Settings) -> FastAPI:
             # What start-up built lives as long as the process: frozen, it is not rescanned by
             # every full collection, which shortens GC pauses on the request path.
             gc.freeze()
+            if settings.clock_poll_interval_s > 0 and settings.credentials_configured:
+                poller = asyncio.create_task(
+                    _watch_market_clock(state, settings.clock_poll_interval_s),
+                    name="market-clock",
+                )
+                stack.callback(poller.cancel)
             logger.bind(source=state.source, cache=state.cache.backend).info(
                 "gateway ready: upstream {}, cache {}", state.source, state.cache.backend
             )
@@ -227,6 +234,16 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
         error_log=error_log,
         source=settings.source_name,
     )
+
+
+async def _watch_market_clock(state: GatewayState, interval_s: float) -> None:
+    """Keep `gateway_market_open` current whether or not clients ask for the clock: the
+    quote-age alert only applies while the market is open."""
+    while True:
+        outcome = await state.stocks.clock()
+        if isinstance(outcome, Served):
+            state.metrics.market_open.set(1 if outcome.value["is_open"] else 0)
+        await asyncio.sleep(interval_s)
 
 
 async def _open_store(settings: Settings) -> Store:

@@ -6,6 +6,7 @@ takes a raw symbol, path or key: routes are templates and everything else is a c
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -45,9 +46,14 @@ AGE_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 864
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, watchlist: Iterable[str] = ()
+    ) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        # The only symbols that may become label values: a bounded list the operator chose.
+        self._watchlist = frozenset(watchlist)
+        self._newest_observed: dict[str, float] = {}
         self.http_requests = Counter(
             "gateway_http_requests_total",
             "HTTP requests answered, by route template, method and status class",
@@ -116,6 +122,17 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        self.market_open = Gauge(
+            "gateway_market_open",
+            "1 while Alpaca's market clock says the market is open, 0 otherwise",
+            registry=r,
+        )
+        self.watchlist_observed = Gauge(
+            "gateway_watchlist_last_observed_timestamp_seconds",
+            "Unix time of the newest observed_at served for each METRICS_WATCHLIST symbol",
+            ["symbol"],
+            registry=r,
+        )
         self.error_log_dropped = Counter(
             "gateway_error_log_dropped_total",
             "Error-log entries dropped because the bounded queue was full or the store failed",
@@ -165,6 +182,14 @@ class Metrics:
         if child is None:
             child = self._age_children[kind, cache] = self.data_age.labels(kind, cache)
         child.observe(age_s)
+
+    def observed(self, symbol: str, observed_epoch: float) -> None:
+        """Freshness of a watched symbol: the newest observation time ever served."""
+        if symbol not in self._watchlist:
+            return
+        if observed_epoch > self._newest_observed.get(symbol, 0.0):
+            self._newest_observed[symbol] = observed_epoch
+            self.watchlist_observed.labels(symbol).set(observed_epoch)
 
     def upstream_call(self, upstream: str, endpoint: str, outcome: str, duration_s: float) -> None:
         self.upstream_requests.labels(upstream, endpoint, outcome).inc()

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     log_json: bool = False
     max_body_bytes: int = Field(default=65_536, gt=0)
     embedded_db_path: str = "data/gateway.sqlite3"
+    metrics_watchlist: str = Field(default="", pattern=r"^[A-Za-z0-9.,\- ]{0,1000}$")
+    clock_poll_interval_s: float = Field(default=60.0, ge=0)
 
     # --- API keys and quotas ---------------------------------------------------------------------
     gateway_anonymous_data: bool = False
@@ -106,6 +108,11 @@ class Settings(BaseSettings):
         if feed not in STOCK_FEEDS:
             raise ValueError(f"ALPACA_DATA_FEED must be one of {', '.join(STOCK_FEEDS)}")
         return feed
+
+    @property
+    def watchlist(self) -> tuple[str, ...]:
+        symbols = (s.strip().upper() for s in self.metrics_watchlist.split(","))
+        return tuple(dict.fromkeys(s for s in symbols if s))[:50]
 
     @property
     def data_base_url(self) -> str:

@@ -172,6 +172,7 @@ def gateway_settings(emulator_process: EmulatorProcess, **overrides: Any) -> Set
         # Data routes open without a key unless a test says otherwise (tests/integration/
         # test_auth.py covers keys); each app gets its own embedded store file.
         "gateway_anonymous_data": True,
+        "clock_poll_interval_s": 0,  # no background calls: tests count upstream calls
         "embedded_db_path": str(Path(tempfile.mkdtemp(prefix="gw-store-")) / "gateway.sqlite3"),
     }
     values.update(overrides)

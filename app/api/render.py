@@ -62,7 +62,10 @@ def with_provenance(
     observed_at = item["timestamp"]
     body = dict(item)
     body["provenance"] = provenance(observed_at, served, feed=feed, source=source, now=now)
-    metrics.served_age(kind, served.cache, max(0.0, now - _observed_epoch(observed_at)))
+    observed = _observed_epoch(observed_at)
+    metrics.served_age(kind, served.cache, max(0.0, now - observed))
+    if "symbol" in item:
+        metrics.observed(item["symbol"], observed)
     return body
 
 

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
@@ -46,6 +47,10 @@ def gateway_env(emulator: EmulatorProcess, extra: Mapping[str, str]) -> dict[str
         ALPACA_API_KEY_ID=emulator.key_id,
         ALPACA_API_SECRET_KEY=emulator.secret_key,
         UPSTREAM_SOURCE_NAME="emulator",
+        # Measures the data path itself; a keyed request adds one cached key check on top.
+        GATEWAY_ANONYMOUS_DATA="true",
+        EMBEDDED_DB_PATH=str(Path(tempfile.mkdtemp(prefix="bench-store-")) / "gateway.sqlite3"),
+        CLOCK_POLL_INTERVAL_S="0",
     )
     env.update(extra)
     return env
