@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -214,15 +215,29 @@ async def seed(base_url: str) -> SeedData:
 # --- processes ----------------------------------------------------------------------------------
 
 
-def start_gateway(emulator: EmulatorProcess, host: str, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "ALPACA_DATA_URL": emulator.base_url,
-        "ALPACA_TRADING_URL": emulator.base_url,
-        "ALPACA_API_KEY_ID": emulator.key_id,
-        "ALPACA_API_SECRET_KEY": emulator.secret_key,
-        "UPSTREAM_SOURCE_NAME": "emulator",
-    }
+def gateway_env(emulator: EmulatorProcess, store_dir: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(
+        ALPACA_DATA_URL=emulator.base_url,
+        ALPACA_TRADING_URL=emulator.base_url,
+        ALPACA_API_KEY_ID=emulator.key_id,
+        ALPACA_API_SECRET_KEY=emulator.secret_key,
+        UPSTREAM_SOURCE_NAME="emulator",
+        # The demo's own embedded store, thrown away with it.
+        EMBEDDED_DB_PATH=os.path.join(store_dir, "demo.sqlite3"),
+    )
+    return env
+
+
+def create_demo_key(env: dict[str, str]) -> str:
+    """A key made the way an operator makes one: the CLI prints it as its last line."""
+    argv = [sys.executable, "-m", "app.cli", "keys", "create", "--name", "demo"]
+    argv += ["--scopes", "data:read,trading:read,trading:write"]
+    created = subprocess.run(argv, env=env, capture_output=True, text=True, check=True, timeout=60)
+    return created.stdout.strip().splitlines()[-1]
+
+
+def start_gateway(env: dict[str, str], host: str, port: int) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", host, "--port", str(port)]
     return subprocess.Popen([*argv, "--no-access-log"], env=env)
 
@@ -258,18 +273,26 @@ def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
 
 def run_demo(host: str, port: int) -> int:
     base_url = f"http://{host}:{port}"
-    with EmulatorProcess() as emulator:  # stopped on the way out, whatever happens
+    with EmulatorProcess() as emulator, tempfile.TemporaryDirectory() as store_dir:
         seeded = asyncio.run(seed(emulator.base_url))
-        gateway = start_gateway(emulator, host, port)
+        env = gateway_env(emulator, store_dir)
+        key = create_demo_key(env)
+        gateway = start_gateway(env, host, port)
         try:
             wait_for_health(gateway, base_url)
             start = seeded.first_bar_day.isoformat()
+            auth = f"-H 'Authorization: Bearer {key}'"
+            order = '{"symbol":"AAPL","qty":1,"side":"buy","type":"market","time_in_force":"day"}'
             print(
                 f"\nGateway on {base_url}, in front of the Alpaca emulator at {emulator.base_url}"
-                " (provenance.source = emulator). Try:\n\n"
-                f"  curl -s '{base_url}/v1/stocks/AAPL/quote'\n"
-                f"  curl -s '{base_url}/v1/stocks/quotes?symbols=AAPL,MSFT,SPY'\n"
-                f"  curl -s '{base_url}/v1/stocks/AAPL/bars?timeframe=1Day&start={start}'\n\n"
+                " (provenance.source = emulator).\n"
+                f"Demo API key (shown once; scopes data:read, trading:read, trading:write):\n"
+                f"  {key}\n\nTry:\n\n"
+                f"  curl -s {auth} '{base_url}/v1/stocks/AAPL/quote'\n"
+                f"  curl -s {auth} '{base_url}/v1/stocks/quotes?symbols=AAPL,MSFT,SPY'\n"
+                f"  curl -s {auth} '{base_url}/v1/stocks/AAPL/bars?timeframe=1Day&start={start}'\n"
+                f"  curl -s {auth} -H 'Idempotency-Key: demo-order-1' -H 'Content-Type: "
+                f"application/json' -d '{order}' '{base_url}/v1/orders'\n\n"
                 f"API docs: {base_url}/docs. Ctrl-C stops the gateway and the emulator.",
                 flush=True,
             )
