@@ -33,11 +33,16 @@ async def ready(request: Request) -> JSONResponse:
             "slow_call_rate": snap.slow_call_rate,
             "retry_after_s": round(snap.retry_after_s, 3),
         }
+    store_state = "up" if await gateway.store.ping() else "down"
     configured = gateway.settings.credentials_configured
     # A Redis outage or an open breaker degrades the gateway but it still answers (cache fails
     # open; breakers answer fast). Without credentials it can serve no market data at all.
     ready_now = configured
-    degraded = cache_state == "down" or any(b["state"] != "closed" for b in breakers.values())
+    degraded = (
+        cache_state == "down"
+        or store_state == "down"
+        or any(b["state"] != "closed" for b in breakers.values())
+    )
     body = {
         "status": "ready"
         if ready_now and not degraded
@@ -46,11 +51,8 @@ async def ready(request: Request) -> JSONResponse:
         "credentials": "configured" if configured else "missing",
         "dependencies": {
             "cache": {"backend": gateway.cache.backend, "state": cache_state},
-            # The store arrives with order audit; until then nothing depends on it.
-            "database": {
-                "backend": "postgres" if gateway.settings.database_url else "embedded",
-                "state": "unused",
-            },
+            # Orders need the store (audit first); market data does not.
+            "database": {"backend": gateway.store.dependency, "state": store_state},
         },
         "breakers": breakers,
     }

@@ -257,7 +257,11 @@ async def test_order_is_not_sent_when_it_cannot_be_audited(
         "/v1/orders", json=ORDER, headers={**auth, "Idempotency-Key": idempotency()}
     )
     quote = await gateway.get("/v1/clock")
+    ready = await gateway.get("/ready")
 
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "degraded"
+    assert ready.json()["dependencies"]["database"]["state"] == "down"
     assert response.status_code == 503
     assert response.json()["code"] == "AUDIT_UNAVAILABLE"
     assert await tradable.calls_to(ORDERS_PATH) == 0
