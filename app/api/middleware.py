@@ -19,8 +19,20 @@ _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._\-]{1,64}")
 _UNMATCHED = "__unmatched__"
 
 
+# Filled by the problem renderer so the access line can say which error, from which upstream.
+_outcome: ContextVar[dict[str, str] | None] = ContextVar("request_outcome", default=None)
+
+
 def current_request_id() -> str:
     return _request_id.get()
+
+
+def note_problem(code: str, upstream: str | None) -> None:
+    outcome = _outcome.get()
+    if outcome is not None:
+        outcome["code"] = code
+        if upstream is not None:
+            outcome["upstream"] = upstream
 
 
 class RequestContextMiddleware:
@@ -37,6 +49,8 @@ class RequestContextMiddleware:
             return
         request_id = _incoming_request_id(scope) or os.urandom(16).hex()
         token = _request_id.set(request_id)
+        outcome: dict[str, str] = {}
+        outcome_token = _outcome.set(outcome)
         header = (b"x-request-id", request_id.encode())
         status = 500
         started = time.perf_counter()
@@ -56,11 +70,14 @@ class RequestContextMiddleware:
                 try:
                     await self.app(scope, receive, send_with_id)
                 finally:
-                    self._observe(scope, status, time.perf_counter() - started)
+                    self._observe(scope, status, time.perf_counter() - started, outcome)
         finally:
+            _outcome.reset(outcome_token)
             _request_id.reset(token)
 
-    def _observe(self, scope: Scope, status: int, duration_s: float) -> None:
+    def _observe(
+        self, scope: Scope, status: int, duration_s: float, outcome: dict[str, str]
+    ) -> None:
         route = getattr(scope.get("route"), "path", None) or _UNMATCHED
         method = scope["method"]
         if route != "/metrics":
@@ -79,7 +96,11 @@ class RequestContextMiddleware:
             return
         # The route template, never the raw path or query: both may carry a client's secrets.
         logger.bind(
-            route=route, method=method, status=status, duration_ms=round(duration_s * 1000, 3)
+            route=route,
+            method=method,
+            status=status,
+            duration_ms=round(duration_s * 1000, 3),
+            **outcome,
         ).info("{} {} {}", method, route, status)
 
 

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from loguru import logger
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api.middleware import current_request_id
+from app.api.middleware import current_request_id, note_problem
 from app.errors import ErrorCode, GatewayError
 from app.storage.records import ErrorLogEntry
 
@@ -67,6 +67,7 @@ def problem(error: GatewayError, instance: str) -> dict[str, Any]:
 
 
 def problem_response(request: Request, error: GatewayError) -> Response:
+    note_problem(error.code.name, error.upstream)
     gateway = getattr(request.state, "gateway", None)
     if gateway is not None:
         gateway.metrics.http_errors.labels(error.code.name).inc()

@@ -157,6 +157,12 @@ async def test_json_logs_carry_request_id_and_never_a_secret(
         "/v1/stocks/{symbol}/trade",
     }
     assert all(r["request_id"] not in ("", "-") for r in access)
+    for record in access:  # one line per request: what, how it ended, how long it took
+        assert {"ts", "level", "msg", "route", "method", "status", "duration_ms"} <= set(record)
+    (failed_line,) = [r for r in access if r["route"] == "/v1/stocks/{symbol}/trade"]
+    assert failed_line["status"] == 503
+    assert failed_line["code"] == "UPSTREAM_UNAVAILABLE"
+    assert failed_line["upstream"] == "data"
 
     everything = "\n".join(lines)
     for secret in (emulator_process.secret_key, emulator_process.key_id, served_gateway.api_key):
