@@ -5,6 +5,7 @@ Redis is real. A test that needs it FAILS with a clear message when it is missin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -130,6 +131,96 @@ def private_redis() -> Iterator[PrivateRedis]:
     server.start()
     yield server
     server.stop()
+
+
+# --- a private PostgreSQL ---------------------------------------------------------------------
+@dataclass
+class PrivatePostgres:
+    """A throwaway cluster this test owns (ops-notes §4.1), so it may kill it."""
+
+    port: int
+    data_dir: Path
+    bin_dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_postgres(self) -> list[str]:
+        return ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+
+    def start(self) -> None:
+        if os.getuid() == 0:
+            shutil.chown(self.data_dir, "postgres", "postgres")
+        subprocess.run(
+            [
+                *self._as_postgres(),
+                str(self.bin_dir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data_dir} "
+            # synchronous_commit stays on: the audit is durable at commit, even across a crash.
+            "-c fsync=off -c full_page_writes=off"
+        )
+        self._pg_ctl(
+            "-l", str(self.data_dir / "server.log"), "-w", "-t", "60", "-o", options, "start"
+        )
+
+    def stop_immediately(self) -> None:
+        self._pg_ctl("-m", "immediate", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the stopped cluster again, same data, same port."""
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data_dir} "
+            # synchronous_commit stays on: the audit is durable at commit, even across a crash.
+            "-c fsync=off -c full_page_writes=off"
+        )
+        self._pg_ctl(
+            "-l", str(self.data_dir / "server.log"), "-w", "-t", "60", "-o", options, "start"
+        )
+
+    def _pg_ctl(self, *args: str) -> None:
+        argv = [*self._as_postgres(), str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *args]
+        subprocess.run(argv, check=True, capture_output=True)
+
+
+def postgres_bin_dir() -> Path:
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: [int(x) for x in p.parent.name.split(".") if x.isdigit()],
+    )
+    found = [c for c in candidates if (c / "initdb").exists() and (c / "pg_ctl").exists()]
+    if not found:
+        pytest.fail(
+            "initdb/pg_ctl are required for this test: apt-get install -y postgresql",
+            pytrace=False,
+        )
+    return found[-1]
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    data_dir = Path(tempfile.mkdtemp(prefix="gw-pg-"))
+    server = PrivatePostgres(free_port(), data_dir, postgres_bin_dir())
+    try:
+        server.start()
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            server.stop_immediately()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 # --- the gateway under test -------------------------------------------------------------------

@@ -10,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import sqlite3
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -40,7 +37,7 @@ from app.storage import (
     StoreUnavailable,
 )
 from app.storage.schema import Dialect, load_migrations
-from tests.conftest import free_port
+from tests.conftest import PrivatePostgres, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -405,83 +402,6 @@ async def test_a_closed_store_raises_store_unavailable(backend: Backend) -> None
     with pytest.raises(StoreUnavailable):
         await backend.store.insert_order_audit(audit_request())
     assert await backend.store.ping() is False
-
-
-@dataclass
-class PrivatePostgres:
-    """A throwaway cluster this test owns (ops-notes §4.1), so it may kill it."""
-
-    port: int
-    data_dir: Path
-    bin_dir: Path
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _as_postgres(self) -> list[str]:
-        return ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
-
-    def start(self) -> None:
-        if os.getuid() == 0:
-            shutil.chown(self.data_dir, "postgres", "postgres")
-        subprocess.run(
-            [
-                *self._as_postgres(),
-                str(self.bin_dir / "initdb"),
-                "-D",
-                str(self.data_dir),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-instructions",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data_dir} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
-        self._pg_ctl(
-            "-l", str(self.data_dir / "server.log"), "-w", "-t", "60", "-o", options, "start"
-        )
-
-    def stop_immediately(self) -> None:
-        self._pg_ctl("-m", "immediate", "-w", "stop")
-
-    def _pg_ctl(self, *args: str) -> None:
-        argv = [*self._as_postgres(), str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *args]
-        subprocess.run(argv, check=True, capture_output=True)
-
-
-def postgres_bin_dir() -> Path:
-    candidates = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"),
-        key=lambda p: [int(x) for x in p.parent.name.split(".") if x.isdigit()],
-    )
-    found = [c for c in candidates if (c / "initdb").exists() and (c / "pg_ctl").exists()]
-    if not found:
-        pytest.fail(
-            "initdb/pg_ctl are required for this test: apt-get install -y postgresql",
-            pytrace=False,
-        )
-    return found[-1]
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[PrivatePostgres]:
-    data_dir = Path(tempfile.mkdtemp(prefix="gw-pg-"))
-    server = PrivatePostgres(free_port(), data_dir, postgres_bin_dir())
-    try:
-        server.start()
-        yield server
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            server.stop_immediately()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 async def test_postgres_going_away_raises_store_unavailable_fast(
