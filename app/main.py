@@ -86,7 +86,9 @@ def create_app(settings: Settings) -> FastAPI:
     setup_logging(
         level=settings.log_level, json_lines=settings.log_json, secrets=_secrets(settings)
     )
-    metrics = Metrics(watchlist=settings.watchlist)
+    metrics = Metrics(
+        watchlist=settings.watchlist, multiprocess=bool(settings.prometheus_multiproc_dir)
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:

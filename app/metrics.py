@@ -11,6 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.errors import ErrorCode
 
@@ -47,8 +48,16 @@ AGE_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 864
 
 class Metrics:
     def __init__(
-        self, registry: CollectorRegistry | None = None, *, watchlist: Iterable[str] = ()
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        watchlist: Iterable[str] = (),
+        multiprocess: bool = False,
     ) -> None:
+        """`multiprocess`: PROMETHEUS_MULTIPROC_DIR is set (uvicorn --workers N); gauges then
+        merge across workers by the mode each declares (max for breaker state, min for
+        dependency up, ...)."""
+        self._multiprocess = multiprocess
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         # The only symbols that may become label values: a bounded list the operator chose.
@@ -90,18 +99,21 @@ class Metrics:
             "gateway_upstream_last_success_timestamp_seconds",
             "Unix time of the last successful call per upstream",
             ["upstream"],
+            multiprocess_mode="max",
             registry=r,
         )
         self.upstream_budget_remaining = Gauge(
             "gateway_upstream_ratelimit_remaining",
             "Alpaca's X-RateLimit-Remaining on its latest answer",
             ["upstream"],
+            multiprocess_mode="mostrecent",
             registry=r,
         )
         self.breaker_state = Gauge(
             "gateway_circuit_breaker_state",
             "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open",
             ["upstream"],
+            multiprocess_mode="max",
             registry=r,
         )
         self.breaker_transitions = Counter(
@@ -125,12 +137,14 @@ class Metrics:
         self.market_open = Gauge(
             "gateway_market_open",
             "1 while Alpaca's market clock says the market is open, 0 otherwise",
+            multiprocess_mode="mostrecent",
             registry=r,
         )
         self.watchlist_observed = Gauge(
             "gateway_watchlist_last_observed_timestamp_seconds",
             "Unix time of the newest observed_at served for each METRICS_WATCHLIST symbol",
             ["symbol"],
+            multiprocess_mode="max",
             registry=r,
         )
         self.error_log_dropped = Counter(
@@ -142,6 +156,7 @@ class Metrics:
             "gateway_dependency_up",
             "1 when a dependency answers, 0 when it is down",
             ["dependency"],
+            multiprocess_mode="min",
             registry=r,
         )
         self.data_age = Histogram(
@@ -205,4 +220,10 @@ class Metrics:
         self.upstream_budget_remaining.labels(upstream).set(remaining)
 
     def exposition(self) -> bytes:
+        if self._multiprocess:
+            # Several workers: every worker writes its values to PROMETHEUS_MULTIPROC_DIR and any
+            # of them answers the scrape with the merged view, built fresh each time.
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged)  # type: ignore[no-untyped-call]  # untyped in 0.26
+            return generate_latest(merged)
         return generate_latest(self.registry)

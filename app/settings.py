@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     log_json: bool = False
     max_body_bytes: int = Field(default=65_536, gt=0)
     embedded_db_path: str = "data/gateway.sqlite3"
+    # prometheus-client's own variable: set (to an emptied directory) when running several
+    # uvicorn workers, so /metrics merges every worker's values.
+    prometheus_multiproc_dir: str | None = None
     metrics_watchlist: str = Field(default="", pattern=r"^[A-Za-z0-9.,\- ]{0,1000}$")
     clock_poll_interval_s: float = Field(default=60.0, ge=0)
 
