@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from app.api import params, render
 from app.api.auth import authorize
 from app.api.params import MAX_AGE_MS, STALE_IF_ERROR_MS, Param, documented, gateway_of, invalid
-from app.api.problems import PROBLEM_RESPONSES, problem_response
+from app.api.problems import PROBLEM_RESPONSES
 from app.errors import GatewayError
 from app.keys import Scope
 from app.models.options import OptionChain, OptionContracts, OptionQuote
@@ -115,22 +115,9 @@ async def option_quote(request: Request) -> Response:
     feed, max_age_ms = _feed(request), MAX_AGE_MS.integer(request)
     max_age_ms = max_age_ms if max_age_ms is not None else gateway.settings.default_max_age_ms
     outcome = await gateway.options.quote(contract, feed, params.stale_if_error_s(request))
-    if isinstance(outcome, GatewayError):
-        return problem_response(
-            request, outcome if outcome.symbol else outcome.for_symbol(contract)
-        )
-    now = render.now()
-    render.check_max_age(outcome.value["timestamp"], now, max_age_ms, contract)
-    body = render.with_provenance(
-        outcome.value,
-        outcome,
-        kind="option_quote",
-        feed=feed,
-        source=gateway.source,
-        now=now,
-        metrics=gateway.metrics,
+    return render.latest_value(
+        request, gateway, outcome, contract, "option_quote", feed, max_age_ms
     )
-    return render.json_response(body, cache_states={outcome.cache})
 
 
 _MEMBERS = {

@@ -8,12 +8,15 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+from fastapi import Request
 from fastapi.responses import Response
 
 from app.alpaca.wire import epoch_seconds
+from app.api.problems import problem_response
 from app.errors import ErrorCode, GatewayError
 from app.metrics import Metrics
 from app.read_through import Served
+from app.state import GatewayState
 
 
 @lru_cache(maxsize=65_536)
@@ -112,3 +115,32 @@ def json_response(body: Any, *, cache_states: set[str] | None = None) -> Respons
 
 def now() -> float:
     return time.time()
+
+
+def latest_value(
+    request: Request,
+    gateway: GatewayState,
+    outcome: Served | GatewayError,
+    symbol: str,
+    kind: str,
+    feed: str,
+    max_age_ms: int | None,
+) -> Response:
+    """One latest value (quote, trade, option quote) with its provenance, or its typed error."""
+    if isinstance(outcome, GatewayError):
+        # Rendered here rather than raised: the hot failure path (breaker open) skips the
+        # framework's exception machinery. Same renderer, same body.
+        return problem_response(request, outcome if outcome.symbol else outcome.for_symbol(symbol))
+    served = outcome
+    now = time.time()
+    check_max_age(served.value["timestamp"], now, max_age_ms, symbol)
+    body = with_provenance(
+        served.value,
+        served,
+        kind=kind,
+        feed=feed,
+        source=gateway.source,
+        now=now,
+        metrics=gateway.metrics,
+    )
+    return json_response(body, cache_states={served.cache})

@@ -19,7 +19,7 @@ from app.api.params import (
     gateway_of,
     invalid,
 )
-from app.api.problems import PROBLEM_RESPONSES, problem, problem_response
+from app.api.problems import PROBLEM_RESPONSES, problem
 from app.errors import GatewayError
 from app.keys import Scope
 from app.market_data import BarsQuery
@@ -86,35 +86,6 @@ def _value(outcome: Served | GatewayError, symbol: str) -> Served:
     return outcome
 
 
-def _latest(
-    request: Request,
-    gateway: GatewayState,
-    outcome: Served | GatewayError,
-    symbol: str,
-    kind: str,
-    feed: str,
-    max_age_ms: int | None,
-) -> Response:
-    """One latest value (quote or trade) with its provenance, or its typed error."""
-    if isinstance(outcome, GatewayError):
-        # Rendered here rather than raised: the hot failure path (breaker open) skips the
-        # framework's exception machinery. Same renderer, same body.
-        return problem_response(request, outcome if outcome.symbol else outcome.for_symbol(symbol))
-    served = outcome
-    now = render.now()
-    render.check_max_age(served.value["timestamp"], now, max_age_ms, symbol)
-    body = render.with_provenance(
-        served.value,
-        served,
-        kind=kind,
-        feed=feed,
-        source=gateway.source,
-        now=now,
-        metrics=gateway.metrics,
-    )
-    return render.json_response(body, cache_states={served.cache})
-
-
 @router.get(
     "/{symbol}/quote",
     response_model=Quote,
@@ -127,7 +98,9 @@ async def latest_quote(request: Request) -> Response:
     # Every parameter is checked before anything is asked of Alpaca.
     feed, max_age_ms = _feed(gateway, request), _max_age(gateway, request)
     outcomes = await gateway.stocks.quotes([symbol], feed, params.stale_if_error_s(request))
-    return _latest(request, gateway, outcomes[symbol], symbol, "quote", feed, max_age_ms)
+    return render.latest_value(
+        request, gateway, outcomes[symbol], symbol, "quote", feed, max_age_ms
+    )
 
 
 @router.get(
@@ -195,7 +168,7 @@ async def latest_trade(request: Request) -> Response:
     # Every parameter is checked before anything is asked of Alpaca.
     feed, max_age_ms = _feed(gateway, request), _max_age(gateway, request)
     outcome = await gateway.stocks.trade(symbol, feed, params.stale_if_error_s(request))
-    return _latest(request, gateway, outcome, symbol, "trade", feed, max_age_ms)
+    return render.latest_value(request, gateway, outcome, symbol, "trade", feed, max_age_ms)
 
 
 _SNAPSHOT_MEMBERS = {
