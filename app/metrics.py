@@ -18,6 +18,8 @@ from app.errors import ErrorCode
 UPSTREAMS = ("data", "options", "trading")
 UPSTREAM_OUTCOMES = (
     "ok",
+    "no_data",
+    "not_found",
     "timeout",
     "unavailable",
     "bad_response",

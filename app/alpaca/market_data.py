@@ -19,7 +19,7 @@ SNAPSHOTS = ("v2", "stocks", "snapshots")
 BARS = ("v2", "stocks", "bars")
 
 MAX_BARS_PER_PAGE = 10_000
-T = TypeVar("T")
+Found = TypeVar("Found", bound=Mapping[str, Any])
 
 
 def parse_quote(symbol: str, raw: Any) -> QuoteData:
@@ -150,6 +150,11 @@ def parse_bars_page(payload: Any, symbol: str) -> tuple[list[BarData], str | Non
     return [parse_bar(symbol, b) for b in raw_bars], token or None
 
 
+def _no_data_if_empty(found: Mapping[str, Any]) -> str:
+    """A call answered without a single value for what was asked is `no_data`, not `ok`."""
+    return "ok" if any(value is not None for value in found.values()) else "no_data"
+
+
 class StockDataClient:
     """The stock endpoints the gateway uses, one upstream call per method call."""
 
@@ -175,14 +180,15 @@ class StockDataClient:
         endpoint: str,
         symbols: Sequence[str],
         feed: str,
-        parse: Callable[[Any, Sequence[str]], T],
-    ) -> T:
+        parse: Callable[[Any, Sequence[str]], Found],
+    ) -> Found:
         # `feed` is always explicit: without it Alpaca picks one by the account's plan.
         return await self.transport.call(
             self.transport.url(*path),
             {"symbols": ",".join(symbols), "feed": feed},
             endpoint=endpoint,
             parse=lambda reply: parse(reply.payload, symbols),
+            outcome=_no_data_if_empty,
         )
 
     async def bars(
@@ -213,6 +219,7 @@ class StockDataClient:
                 query,
                 endpoint="bars",
                 parse=lambda reply: parse_bars_page(reply.payload, symbol),
+                outcome=lambda answer: "ok" if answer[0] else "no_data",
             )
             collected.extend(page)
             if token is None or len(collected) >= limit:

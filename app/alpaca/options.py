@@ -173,6 +173,7 @@ class OptionDataClient:
             {"symbols": ",".join(symbols), "feed": feed},
             endpoint="option_quotes_latest",
             parse=lambda reply: parse_option_quotes(reply.payload, symbols),
+            outcome=lambda found: "ok" if any(found.values()) else "no_data",
         )
 
     async def chain(
@@ -194,6 +195,7 @@ class OptionDataClient:
                 query,
                 endpoint="option_chain",
                 parse=lambda reply: parse_snapshots_page(reply.payload),
+                outcome=lambda page: "ok" if page[0] else "no_data",
             )
             collected.update(page)
             if token is None:
@@ -222,4 +224,5 @@ class OptionContractsClient:
             endpoint="option_contract",
             parse=parse_contract_reply,
             expect=frozenset({NOT_FOUND}),
+            outcome=lambda contract: "ok" if contract is not None else "not_found",
         )

@@ -57,6 +57,7 @@ class TradingClient:
             endpoint="asset",
             parse=parse_asset_reply,
             expect=frozenset({NOT_FOUND}),
+            outcome=lambda asset: "ok" if asset is not None else "not_found",
         )
 
     async def clock(self) -> ClockData:

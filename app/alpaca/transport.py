@@ -117,11 +117,14 @@ class AlpacaTransport:
         expect: frozenset[int] = frozenset(),
         method: str = "GET",
         json_body: Mapping[str, Any] | None = None,
+        outcome: Callable[[T], str] | None = None,
     ) -> T:
         """Send one request (GET unless told) and parse the answer inside the breaker's judgement.
 
         `expect` lists non-2xx statuses the caller handles itself (their replies go to `parse`).
         A parse failure (`UPSTREAM_BAD_RESPONSE`) counts against the breaker like a 5xx.
+        `outcome` names a successful answer for the metrics (`no_data`, `not_found`); "ok"
+        otherwise. Either way Alpaca answered, which is what the breaker judges.
         """
         refused = self.refusal(endpoint)
         session = self._session
@@ -148,7 +151,8 @@ class AlpacaTransport:
             raise
         duration = time.perf_counter() - started
         permit.record_success(duration)
-        self._metrics.upstream_call(self.upstream, endpoint, "ok", duration)
+        label = "ok" if outcome is None else outcome(result)
+        self._metrics.upstream_call(self.upstream, endpoint, label, duration)
         self._metrics.upstream_success(self.upstream, self._clock())
         return result
 
