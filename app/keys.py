@@ -162,6 +162,13 @@ class KeyRing:
         """Drop one cached key (after revoking it in this process)."""
         self._cache.pop(key_id, None)
 
+    def on_revoked(self, key_id: str | None) -> None:
+        """The store reports a revocation (any process); None means "some may be missed"."""
+        if key_id is None:
+            self._cache.clear()
+        else:
+            self.forget(key_id)
+
     async def aclose(self) -> None:
         """Wait for last-used updates still in flight."""
         if self._touches:

@@ -194,6 +194,7 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
     stack.push_async_callback(error_log.aclose)
     keys = KeyRing(store, ttl_s=settings.key_cache_ttl_s)
     stack.push_async_callback(keys.aclose)
+    store.watch_revocations(keys.on_revoked)
     local_quotas = MemoryQuotas(settings.key_quota_per_minute, settings.key_quota_burst)
     quotas: Quotas = local_quotas
     if isinstance(cache, RedisCache):

@@ -101,6 +101,10 @@ class EmbeddedStore:
             except _UNAVAILABLE as exc:
                 raise _unavailable(exc) from exc
 
+    def watch_revocations(self, on_revoked: Callable[[str | None], None]) -> None:
+        """SQLite cannot notify another process: a CLI revocation takes effect when the key's
+        cached lookup expires (KEY_CACHE_TTL_S)."""
+
     async def close(self) -> None:
         def close() -> None:
             with self._lock:

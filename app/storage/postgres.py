@@ -9,7 +9,10 @@ is a bug in this module and propagates unchanged.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -62,6 +65,13 @@ def _unavailable(exc: BaseException) -> StoreUnavailable:
     return StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}")
 
 
+REVOCATIONS_CHANNEL = "gateway_api_key_revoked"
+
+
+def _set_on_close(event: asyncio.Event, _connection: object) -> None:
+    event.set()
+
+
 class PostgresStore:
     dependency = "postgres"
 
@@ -69,10 +79,13 @@ class PostgresStore:
         self,
         pool: asyncpg.Pool[asyncpg.Record],
         *,
+        url: str | None = None,
         acquire_timeout_s: float = 1.0,
         migration_timeout_s: float = 60.0,
     ) -> None:
         self._pool = pool
+        self._url = url
+        self._watcher: asyncio.Task[None] | None = None
         self._acquire_timeout_s = acquire_timeout_s
         self._migration_timeout_s = migration_timeout_s
 
@@ -100,7 +113,10 @@ class PostgresStore:
         except _UNAVAILABLE as exc:
             raise _unavailable(exc) from exc
         return cls(
-            pool, acquire_timeout_s=acquire_timeout_s, migration_timeout_s=migration_timeout_s
+            pool,
+            url=url,
+            acquire_timeout_s=acquire_timeout_s,
+            migration_timeout_s=migration_timeout_s,
         )
 
     @asynccontextmanager
@@ -112,6 +128,10 @@ class PostgresStore:
             raise _unavailable(exc) from exc
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         await self._pool.close()
 
     async def ping(self) -> bool:
@@ -250,13 +270,50 @@ class PostgresStore:
         return [_key_row(record) for record in records]
 
     async def revoke_api_key(self, key_id: str, when: datetime | None = None) -> bool:
-        async with self._connection() as connection:
+        async with self._connection() as connection, connection.transaction():
             result = await connection.execute(
                 "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1",
                 key_id,
                 when or utc_now(),
             )
+            if result != "UPDATE 0":
+                # Delivered at commit to every gateway listening: revocation takes effect at
+                # once there, not when a cached key expires.
+                await connection.execute("SELECT pg_notify($1, $2)", REVOCATIONS_CHANNEL, key_id)
         return result != "UPDATE 0"
+
+    def watch_revocations(self, on_revoked: Callable[[str | None], None]) -> None:
+        """Call `on_revoked(key_id)` for each revocation any process commits, and
+        `on_revoked(None)` after a reconnect (revocations may have been missed meanwhile)."""
+        if self._watcher is None and self._url is not None:
+            self._watcher = asyncio.create_task(
+                self._watch_revocations(on_revoked), name="api-key-revocations"
+            )
+
+    async def _watch_revocations(self, on_revoked: Callable[[str | None], None]) -> None:
+        reconnected = False
+        while True:
+            try:
+                connection = await asyncpg.connect(self._url, timeout=self._acquire_timeout_s)
+            except _UNAVAILABLE:
+                await asyncio.sleep(1.0)
+                continue
+            lost = asyncio.Event()
+            connection.add_termination_listener(functools.partial(_set_on_close, lost))
+            try:
+                await connection.add_listener(
+                    REVOCATIONS_CHANNEL, lambda _c, _pid, _channel, key_id: on_revoked(key_id)
+                )
+                if reconnected:
+                    on_revoked(None)
+                reconnected = True
+                await lost.wait()
+            except _UNAVAILABLE:
+                pass
+            finally:
+                if not connection.is_closed():
+                    await connection.close()
+            await asyncio.sleep(1.0)
 
     async def touch_api_key(self, key_id: str, when: datetime) -> None:
         async with self._connection() as connection:

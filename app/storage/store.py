@@ -8,7 +8,7 @@ of either database is raised as `StoreUnavailable`, chained to the driver's exce
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -41,6 +41,10 @@ class Store(Protocol):
         ...
 
     async def ping(self) -> bool: ...
+
+    def watch_revocations(self, on_revoked: Callable[[str | None], None]) -> None:
+        """Report key revocations made by any process (`None`: some may have been missed)."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -3,10 +3,15 @@ data keeps flowing, and every order that reached Alpaca has its audit row."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 import uuid
 
 import pytest
 
+from app.keys import parse_key
 from app.storage import OrderAuditRow, Store, StoreUnavailable
 from tests.conftest import GatewayFactory, PrivatePostgres
 from tests.emulator.control import EmulatorControl
@@ -63,3 +68,32 @@ async def test_orders_refused_and_data_unaffected_while_postgres_is_down(
         assert [r.status for r in rows] == ["submitted"]
         assert rows[0].alpaca_order is not None
         assert rows[0].alpaca_order["id"] == order["id"]
+
+
+async def test_cli_revocation_takes_effect_at_once_through_postgres(
+    emulator: EmulatorControl, make_gateway: GatewayFactory, private_postgres: PrivatePostgres
+) -> None:
+    # A long key cache: only the revocation notice can explain a prompt refusal.
+    gateway = await make_gateway(
+        database_url=private_postgres.url, gateway_anonymous_data=False, key_cache_ttl_s=60
+    )
+    key = await gateway.issue_key("data:read")
+    assert (await gateway.get("/v1/clock", headers={"X-API-Key": key})).status_code == 200
+    parsed = parse_key(key)
+    assert parsed is not None
+
+    env = {**os.environ, "DATABASE_URL": private_postgres.url}
+    revoke = [sys.executable, "-m", "app.cli", "keys", "revoke", parsed[0]]
+    done = await asyncio.to_thread(
+        subprocess.run, revoke, env=env, capture_output=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+    statuses = []
+    for _ in range(50):
+        statuses.append((await gateway.get("/v1/clock", headers={"X-API-Key": key})).status_code)
+        if statuses[-1] == 401:
+            break
+        await asyncio.sleep(0.02)
+    assert statuses[-1] == 401, statuses
+    assert len(statuses) <= 25  # well within half a second, against a 60 s cache
