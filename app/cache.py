@@ -18,9 +18,9 @@ from typing import Any, Protocol
 
 from loguru import logger
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from app.errors import ErrorCode, GatewayError
 from app.metrics import Metrics

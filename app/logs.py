@@ -68,6 +68,19 @@ def _json_line(redactor: Redactor, record: Record) -> str:
 _TEXT_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {extra[request_id]} | {message}"
 
 
+def _text_line(redactor: Redactor, record: Record) -> str:
+    """Readable line; a traceback is formatted here so the redactor sees it too (loguru's own
+    `{exception}` would bypass the patcher)."""
+    exception = record["exception"]
+    if exception is None or exception.type is None:
+        return _TEXT_FORMAT + "\n"
+    trace = "".join(
+        traceback.format_exception(exception.type, exception.value, exception.traceback)
+    )
+    record["extra"]["_trace"] = redactor.redact(trace)
+    return _TEXT_FORMAT + "\n{extra[_trace]}"
+
+
 class InterceptHandler(logging.Handler):
     """stdlib -> loguru, keeping the stdlib logger's name and the caller's frame."""
 
@@ -100,7 +113,7 @@ def setup_logging(
     logger.add(
         sink or sys.stdout,
         level=level.upper(),
-        format=functools.partial(_json_line, redactor) if json_lines else _TEXT_FORMAT,
+        format=functools.partial(_json_line if json_lines else _text_line, redactor),
         # diagnose=True would print local variables (credentials among them) in tracebacks.
         diagnose=False,
         backtrace=False,

@@ -30,7 +30,7 @@ from app.alpaca.transport import (
 from app.api import clock, options, stocks, system, trading
 from app.api.middleware import RequestContextMiddleware
 from app.api.openapi import problem_openapi
-from app.api.problems import add_exception_handlers
+from app.api.problems import add_exception_handlers, internal_response
 from app.cache import Cache, MemoryCache, RedisCache
 from app.keys import KeyRing
 from app.logs import logger_level_no, setup_logging
@@ -126,7 +126,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(clock.router)
     app.include_router(system.router)
     access_log = logger_level_no(settings.log_level) <= logger_level_no("INFO")
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, access_log=access_log)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        on_unhandled=internal_response,
+        access_log=access_log,
+    )
     app.openapi = problem_openapi(app)  # type: ignore[method-assign]
     return app
 
@@ -212,6 +217,7 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
         reconcile_attempts=settings.order_reconcile_attempts,
         reconcile_first_wait_s=settings.order_reconcile_first_wait_s,
     )
+    stack.push_async_callback(orders.aclose)  # runs before the sessions and store close
     read_through = ReadThrough(
         cache,
         metrics,
@@ -243,9 +249,13 @@ async def _watch_market_clock(state: GatewayState, interval_s: float) -> None:
     """Keep `gateway_market_open` current whether or not clients ask for the clock: the
     quote-age alert only applies while the market is open."""
     while True:
-        outcome = await state.stocks.clock()
-        if isinstance(outcome, Served):
-            state.metrics.market_open.set(1 if outcome.value["is_open"] else 0)
+        try:
+            outcome = await state.stocks.clock()
+        except Exception:  # a bug must not silently stop the gauge: log it, keep polling
+            logger.exception("market clock poll failed")
+        else:
+            if isinstance(outcome, Served):
+                state.metrics.market_open.set(1 if outcome.value["is_open"] else 0)
         await asyncio.sleep(interval_s)
 
 

@@ -19,6 +19,7 @@ from app.alpaca.market_data import StockDataClient, quote_is_empty
 from app.alpaca.trading import TradingClient
 from app.cache import cache_key
 from app.errors import ErrorCode, GatewayError
+from app.quotas import MemoryQuotas
 from app.read_through import Outcome, ReadThrough, Result, Served
 from app.settings import Settings
 
@@ -102,6 +103,9 @@ class StockReads:
         self._reads = read_through
         self._settings = settings
         self._clock = clock
+        self._lookups = MemoryQuotas(
+            settings.asset_lookups_per_minute, max(1, settings.asset_lookups_per_minute // 3)
+        )
 
     def _refusal(self, endpoint: str) -> Callable[[], GatewayError | None]:
         return lambda: self._stocks.transport.refusal(endpoint)
@@ -175,7 +179,8 @@ class StockReads:
     async def bars(self, query: BarsQuery, stale_if_error_s: float | None) -> Outcome:
         bar_s = timeframe_seconds(query.timeframe)
         end_s = time_bound("end", query.end) if query.end else None
-        if query.start and end_s is not None and time_bound("start", query.start) > end_s:
+        start_s = time_bound("start", query.start) if query.start else None
+        if start_s is not None and end_s is not None and start_s > end_s:
             raise _invalid("start", "start is after end")
         # Bars of intervals that have closed never change; anything reaching "now" may.
         closed = end_s is not None and end_s + bar_s <= self._clock()
@@ -272,6 +277,17 @@ class StockReads:
         )
 
     async def _asset(self, symbol: str) -> Any:
+        # Lookups spend the trading API's budget, which orders share: a batch of made-up
+        # symbols must not be able to spend it. Past the budget the symbol is unclassified.
+        wait_s = await self._lookups.take("asset-lookups")
+        if wait_s > 0:
+            return GatewayError(
+                ErrorCode.UPSTREAM_RATE_LIMITED,
+                f"Too many unknown symbols to look up now; {symbol} could not be classified",
+                upstream="trading",
+                symbol=symbol,
+                retry_after_s=max(1, int(wait_s + 0.999)),
+            )
         try:
             asset = await self._trading.asset(symbol)
         except GatewayError as exc:

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Callable, Coroutine
+from decimal import Decimal
 from typing import Any
 
 from loguru import logger
@@ -89,34 +90,34 @@ class OrderDesk:
             # An earlier attempt's fate is unknown: ask Alpaca before anything else.
             found = await self._lookup(key)
             if found is not None:
-                await self._complete(audit_id, "reconciled", order=found)
-                return found
+                return await self._reconciled(audit_id, key, order, found)
         try:
             answer = await self._trading.submit(order.wire(key))
         except GatewayError as exc:
             if exc.code in _NOT_SENT:
                 await self._complete(audit_id, "failed", error=exc)
                 raise
-            return await self._resolve_unknown(audit_id, key, exc)
+            return await self._resolve_unknown(audit_id, key, order, exc)
         if isinstance(answer, Refusal):
-            if answer.status == 422 and answer.code == DUPLICATE_CLIENT_ORDER_ID:
+            if _is_duplicate(answer):
                 # Alpaca already holds an order with this key (another instance, an earlier
                 # attempt): that order is the answer.
                 duplicate = GatewayError(ErrorCode.ORDER_STATE_UNKNOWN, answer.message)
-                return await self._resolve_unknown(audit_id, key, duplicate)
+                return await self._resolve_unknown(audit_id, key, order, duplicate)
             rejected = _rejected(answer)
             await self._complete(audit_id, "rejected", error=rejected)
             raise rejected
         await self._complete(audit_id, "submitted", order=answer)
         return answer
 
-    async def _resolve_unknown(self, audit_id: int, key: str, cause: GatewayError) -> Order:
+    async def _resolve_unknown(
+        self, audit_id: int, key: str, order: OrderRequest, cause: GatewayError
+    ) -> Order:
         wait_s = self._first_wait_s
         for attempt in range(self._attempts):
             found = await self._lookup(key)
             if found is not None:
-                await self._complete(audit_id, "reconciled", order=found)
-                return found
+                return await self._reconciled(audit_id, key, order, found)
             if attempt + 1 < self._attempts:
                 await self._sleep(wait_s)
                 wait_s *= 2
@@ -130,6 +131,25 @@ class OrderDesk:
         )
         await self._complete(audit_id, "unknown", error=unknown)
         raise unknown from cause
+
+    async def _reconciled(
+        self, audit_id: int, key: str, order: OrderRequest, found: Order
+    ) -> Order:
+        """The order Alpaca holds under this key is the answer, if it is this order."""
+        if not _same_order(order, found):
+            # Another body used this key earlier (elsewhere: another instance, Alpaca directly).
+            conflict = _conflict(key)
+            await self._complete(audit_id, "rejected", error=conflict)
+            raise conflict
+        await self._complete(audit_id, "reconciled", order=found)
+        return found
+
+    async def aclose(self, timeout_s: float = 10.0) -> None:
+        """Let submits already under way finish (their clients may be gone) before the
+        sessions and the store they need are closed."""
+        pending = [task for _, task in self._in_flight.values()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)
 
     async def _lookup(self, key: str) -> Order | None:
         try:
@@ -200,6 +220,36 @@ def _settled(previous: list[OrderAuditRow], key: str) -> Order | None:
                 extensions={**kept, "client_order_id": key},
             )
     return None
+
+
+def _same_order(order: OrderRequest, found: Order) -> bool:
+    """Alpaca's order matches the request on what defines it (decimals compared by value)."""
+
+    def same_decimal(ours: str | None, theirs: Any) -> bool:
+        if ours is None or theirs is None:
+            return ours is None and theirs is None
+        try:
+            return Decimal(ours) == Decimal(str(theirs))
+        except ArithmeticError:
+            return False
+
+    return (
+        found.get("symbol") == order.symbol
+        and found.get("side") == order.side
+        and found.get("type", found.get("order_type")) == order.type
+        and same_decimal(order.qty, found.get("qty"))
+        and same_decimal(order.notional, found.get("notional"))
+    )
+
+
+def _is_duplicate(answer: Refusal) -> bool:
+    # Alpaca reuses 40010001 for other validation errors ("asset X not found", ...): only its
+    # uniqueness message means the order already exists.
+    return (
+        answer.status == 422
+        and answer.code == DUPLICATE_CLIENT_ORDER_ID
+        and "client_order_id must be unique" in answer.message
+    )
 
 
 def _rejected(answer: Refusal) -> GatewayError:

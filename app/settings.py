@@ -104,6 +104,7 @@ class Settings(BaseSettings):
     data_symbols_per_call: int = Field(default=50, ge=1, le=1000)
     bars_max_pages: int = Field(default=20, ge=1)
     options_chain_max_pages: int = Field(default=10, ge=1)
+    asset_lookups_per_minute: int = Field(default=60, ge=1)
 
     @field_validator("alpaca_data_feed")
     @classmethod

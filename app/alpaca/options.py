@@ -105,7 +105,8 @@ def parse_option_quotes(payload: Any, symbols: Sequence[str]) -> dict[str, Optio
     root = wire.mapping(payload, "option quotes", "options")
     if "quotes" not in root:
         raise wire.bad_response("option quotes: `quotes` is missing", "options")
-    quotes = wire.mapping(root["quotes"] or {}, "option quotes.quotes", "options")
+    raw = root["quotes"]
+    quotes = {} if raw is None else wire.mapping(raw, "option quotes.quotes", "options")
     return {s: None if quotes.get(s) is None else parse_option_quote(s, quotes[s]) for s in symbols}
 
 
@@ -114,7 +115,8 @@ def parse_snapshots_page(payload: Any) -> tuple[dict[str, OptionSnapshotData], s
     root = wire.mapping(payload, "option snapshots", "options")
     if "snapshots" not in root:
         raise wire.bad_response("option snapshots: `snapshots` is missing", "options")
-    raw = wire.mapping(root["snapshots"] or {}, "option snapshots.snapshots", "options")
+    raw = root["snapshots"]
+    raw = {} if raw is None else wire.mapping(raw, "option snapshots.snapshots", "options")
     token = root.get("next_page_token")
     if token is not None and not isinstance(token, str):
         raise wire.bad_response("option snapshots: `next_page_token` is not a string", "options")

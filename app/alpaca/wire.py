@@ -112,6 +112,10 @@ def timestamp(wire: Mapping[str, Any], key: str, what: str, upstream: Upstream =
     value = text(wire, key, what, upstream)
     if not _RFC3339.fullmatch(value):
         raise bad_response(f"{what}: `{key}` is not an RFC 3339 timestamp", upstream)
+    try:
+        datetime.fromisoformat(value)
+    except ValueError as exc:  # the right shape, an impossible moment (Feb 30, hour 25)
+        raise bad_response(f"{what}: `{key}` is not a real time", upstream) from exc
     return value
 
 

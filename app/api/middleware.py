@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
 from loguru import logger
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.metrics import Metrics
@@ -36,9 +39,19 @@ def note_problem(code: str, upstream: str | None) -> None:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, *, access_log: bool = True) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        *,
+        on_unhandled: Callable[[Request], Awaitable[Response]] | None = None,
+        access_log: bool = True,
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        # Renders INTERNAL while the request id is still set (the framework's own last-resort
+        # handler runs outside this middleware, after the id is gone).
+        self.on_unhandled = on_unhandled
         # Decided once: building a bound record per request costs even when the level drops it.
         self.access_log = access_log
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -53,12 +66,13 @@ class RequestContextMiddleware:
         outcome_token = _outcome.set(outcome)
         header = (b"x-request-id", request_id.encode())
         status = 500
+        responded = False
         started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, responded = message["status"], True
                 message["headers"] = [
                     *(h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"),
                     header,
@@ -69,6 +83,16 @@ class RequestContextMiddleware:
             with logger.contextualize(request_id=request_id):
                 try:
                     await self.app(scope, receive, send_with_id)
+                except Exception as exc:
+                    # A bug. The log line carries the request id and the traceback; the body
+                    # carries the id and neither the traceback nor the message.
+                    logger.opt(exception=exc).error(
+                        "unhandled {} on {}", type(exc).__name__, scope.get("path", "")
+                    )
+                    if responded or self.on_unhandled is None:
+                        raise
+                    response = await self.on_unhandled(Request(scope))
+                    await response(scope, receive, send_with_id)
                 finally:
                     self._observe(scope, status, time.perf_counter() - started, outcome)
         finally:

@@ -138,13 +138,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return problem_response(request, GatewayError(code, detail, extensions=extensions))
 
 
-async def _unhandled(request: Request, exc: Exception) -> Response:
-    # A bug. The log line carries the request id and traceback; the body carries neither.
-    logger.opt(exception=exc).error("unhandled {} on {}", type(exc).__name__, request.url.path)
+async def internal_response(request: Request) -> Response:
+    """INTERNAL for a bug; the request middleware logs it (with the request id) and calls this."""
     error = GatewayError(
         ErrorCode.INTERNAL, "Internal error; quote the request_id when reporting it"
     )
     return problem_response(request, error)
+
+
+async def _unhandled(request: Request, exc: Exception) -> Response:
+    # Last resort, outside the request middleware (a bug in a middleware itself).
+    logger.opt(exception=exc).error("unhandled {} on {}", type(exc).__name__, request.url.path)
+    return await internal_response(request)
 
 
 def add_exception_handlers(app: FastAPI) -> None:

@@ -193,13 +193,10 @@ async def snapshot(request: Request) -> Response:
     outcome = await gateway.stocks.snapshot(symbol, chosen, params.stale_if_error_s(request))
     served = _value(outcome, symbol)
     now = render.now()
-    latest = [
-        served.value[m]["timestamp"] for m in ("latest_trade", "latest_quote") if served.value[m]
-    ]
-    if latest:
-        # max_age_ms judges the snapshot by its newest trade or quote.
-        newest = min(latest, key=lambda t: render.age_ms(t, now))
-        render.check_max_age(newest, now, max_age_ms, symbol)
+    # max_age_ms judges the snapshot by its newest member (a snapshot is never empty).
+    times = [served.value[m]["timestamp"] for m in _SNAPSHOT_MEMBERS if served.value[m]]
+    newest = min(times, key=lambda t: render.age_ms(t, now))
+    render.check_max_age(newest, now, max_age_ms, symbol)
     body: dict[str, Any] = {"symbol": symbol}
     for member, kind in _SNAPSHOT_MEMBERS.items():
         item = served.value[member]

@@ -9,6 +9,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.params import gateway_of
+from app.api.problems import problem_response
+from app.errors import ErrorCode, GatewayError
 
 router = APIRouter(tags=["system"])
 
@@ -19,7 +21,7 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready", summary="Readiness: each dependency and breaker with its state")
-async def ready(request: Request) -> JSONResponse:
+async def ready(request: Request) -> Response:
     gateway = gateway_of(request)
     await gateway.cache.ping()  # readiness reports Redis as it is now, not as last seen
     cache_state = gateway.cache.status()
@@ -56,7 +58,15 @@ async def ready(request: Request) -> JSONResponse:
         },
         "breakers": breakers,
     }
-    return JSONResponse(body, status_code=200 if ready_now else 503)
+    if not ready_now:
+        # Every non-2xx is problem+json; the readiness details travel as its extensions.
+        error = GatewayError(
+            ErrorCode.UPSTREAM_NOT_CONFIGURED,
+            "Not ready: set ALPACA_API_KEY_ID and ALPACA_API_SECRET_KEY",
+            extensions=body,
+        )
+        return problem_response(request, error)
+    return JSONResponse(body)
 
 
 @router.get("/metrics", summary="Prometheus exposition", include_in_schema=True)

@@ -9,10 +9,12 @@ import asyncio
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import GatewayClient, GatewayFactory
 from tests.emulator.control import EmulatorControl
+from tests.emulator.process import EmulatorProcess
 
 pytestmark = pytest.mark.integration
 
@@ -318,3 +320,42 @@ async def test_account_and_positions_pass_decimal_strings_through(
     assert account["cash"] == "122011.09751111286868"
     assert account["buying_power"] == "245432.61"
     assert positions[0]["avg_entry_price"] == "172.6201"
+
+
+async def test_an_unknown_symbol_is_rejected_not_mistaken_for_a_duplicate(
+    emulator: EmulatorControl, make_gateway: GatewayFactory
+) -> None:
+    gateway, auth = await trader(make_gateway)
+
+    response = await gateway.post(
+        "/v1/orders",
+        json={**ORDER, "symbol": "ZZZQ"},
+        headers={**auth, "Idempotency-Key": idempotency()},
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "ORDER_REJECTED"
+    assert await emulator.orders() == []
+
+
+async def test_key_already_used_at_alpaca_for_another_order_is_a_conflict(
+    tradable: EmulatorControl, make_gateway: GatewayFactory, emulator_process: EmulatorProcess
+) -> None:
+    gateway, auth = await trader(make_gateway)
+    key = idempotency()
+    # Someone used this client_order_id with Alpaca directly, for a different quantity.
+    async with httpx.AsyncClient(base_url=emulator_process.base_url) as alpaca:
+        direct = await alpaca.post(
+            "/v2/orders",
+            json={**ORDER, "qty": "7", "client_order_id": key},
+            headers=emulator_process.auth_headers,
+        )
+    assert direct.status_code == 200
+
+    response = await gateway.post(
+        "/v1/orders", json=ORDER, headers={**auth, "Idempotency-Key": key}
+    )
+
+    assert response.status_code == 409, response.text
+    assert response.json()["code"] == "IDEMPOTENCY_CONFLICT"
+    assert len(await tradable.orders()) == 1
