@@ -4,24 +4,18 @@ scrape (prometheus-client multiprocess mode, PROMETHEUS_MULTIPROC_DIR)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import free_port
 from tests.emulator.control import EmulatorControl
 from tests.emulator.process import EmulatorProcess
+from tests.served import ServedGateway, emulator_env
 
 pytestmark = pytest.mark.integration
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CLOCK = {
     "timestamp": "2026-11-20T10:15:22-05:00",
     "is_open": True,
@@ -42,21 +36,18 @@ async def test_two_workers_report_every_request_in_every_scrape(
     with tempfile.TemporaryDirectory() as tmp:
         metrics_dir = Path(tmp) / "metrics"
         metrics_dir.mkdir()
-        env = {
-            **{k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")},
-            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-            "ALPACA_API_KEY_ID": emulator_process.key_id,
-            "ALPACA_API_SECRET_KEY": emulator_process.secret_key,
-            "ALPACA_DATA_URL": emulator_process.base_url,
-            "ALPACA_TRADING_URL": emulator_process.base_url,
-            "UPSTREAM_SOURCE_NAME": "emulator",
-            "GATEWAY_ANONYMOUS_DATA": "true",
-            "CLOCK_POLL_INTERVAL_S": "0",
-            "EMBEDDED_DB_PATH": str(Path(tmp) / "gateway.sqlite3"),
-            "LOG_LEVEL": "WARNING",
-        }
+        env = emulator_env(
+            emulator_process,
+            PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+            GATEWAY_ANONYMOUS_DATA="true",
+            CLOCK_POLL_INTERVAL_S="0",
+            EMBEDDED_DB_PATH=str(Path(tmp) / "gateway.sqlite3"),
+            LOG_LEVEL="WARNING",
+        )
+        for shared in ("REDIS_URL", "DATABASE_URL"):  # workers share only the metrics dir
+            env.pop(shared, None)
         # The server is driven with blocking calls, so off the event loop.
-        scrapes = await asyncio.to_thread(_serve_and_scrape, env, free_port())
+        scrapes = await asyncio.to_thread(_serve_and_scrape, env, Path(tmp) / "gateway.log")
 
         assert [_clock_requests(s) for s in scrapes] == [30.0] * 8
         assert len(list(metrics_dir.glob("counter_*.db"))) >= 2  # two workers wrote
@@ -67,30 +58,8 @@ async def test_two_workers_report_every_request_in_every_scrape(
             )
 
 
-def _serve_and_scrape(env: dict[str, str], port: int) -> list[str]:
-    argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
-    argv += ["--port", str(port), "--workers", "2", "--no-access-log"]
-    process = subprocess.Popen(
-        argv, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(base + "/health", timeout=0.5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, "gateway exited"
-            assert time.monotonic() < deadline, "gateway did not start"
-            time.sleep(0.1)
+def _serve_and_scrape(env: dict[str, str], log_path: Path) -> list[str]:
+    with ServedGateway(env, log_path, workers=2) as served:
         for _ in range(30):  # a new connection each time, so both workers take some
-            assert httpx.get(base + "/v1/clock", timeout=5).status_code == 200
-        return [httpx.get(base + "/metrics", timeout=5).text for _ in range(8)]
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            assert httpx.get(served.base_url + "/v1/clock", timeout=5).status_code == 200
+        return [httpx.get(served.base_url + "/metrics", timeout=5).text for _ in range(8)]

@@ -4,126 +4,60 @@ environment, logging JSON lines. Proves request ids on every line and no secret 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import free_port
 from tests.emulator.control import EmulatorControl
 from tests.emulator.process import EmulatorProcess
 from tests.samples import QUOTE
+from tests.served import REPO_ROOT, ServedGateway, emulator_env
 
 pytestmark = pytest.mark.integration
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-class ServedGateway:
-    def __init__(
-        self, process: subprocess.Popen[bytes], port: int, log_path: Path, api_key: str
-    ) -> None:
-        self.api_key = api_key
-        self.process = process
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-
-    def log_lines(self) -> list[str]:
-        return self.log_path.read_text().splitlines()
+@dataclass
+class KeyedGateway:
+    served: ServedGateway
+    api_key: str
 
 
 @pytest.fixture
-def served_gateway(emulator_process: EmulatorProcess, redis_url: str) -> Iterator[ServedGateway]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "ALPACA_API_KEY_ID": emulator_process.key_id,
-        "ALPACA_API_SECRET_KEY": emulator_process.secret_key,
-        "ALPACA_DATA_URL": emulator_process.base_url,
-        "ALPACA_TRADING_URL": emulator_process.base_url,
-        "UPSTREAM_SOURCE_NAME": "emulator",
-        "REDIS_URL": redis_url,
-        "CACHE_NAMESPACE": f"test-{uuid.uuid4().hex}",
-        "LOG_JSON": "true",
-        "LOG_LEVEL": "INFO",
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        env["EMBEDDED_DB_PATH"] = str(Path(tmp) / "gateway.sqlite3")
-        # A real key, made the way an operator makes one: the CLI prints it as its last line.
-        created = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "app.cli",
-                "keys",
-                "create",
-                "--name",
-                "served-test",
-                "--scopes",
-                "data:read",
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        api_key = created.stdout.strip().splitlines()[-1]
-        log_path = Path(tmp) / "gateway.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "app.main:app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ],
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        served = ServedGateway(process, port, log_path, api_key)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                if httpx.get(served.base_url + "/health", timeout=0.5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail("gateway did not start:\n" + log_path.read_text()[-3000:])
-            time.sleep(0.1)
-        yield served
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+def served_gateway(
+    emulator_process: EmulatorProcess, redis_url: str, tmp_path: Path
+) -> Iterator[KeyedGateway]:
+    env = emulator_env(
+        emulator_process,
+        REDIS_URL=redis_url,
+        CACHE_NAMESPACE=f"test-{uuid.uuid4().hex}",
+        LOG_JSON="true",
+        LOG_LEVEL="INFO",
+        EMBEDDED_DB_PATH=str(tmp_path / "gateway.sqlite3"),
+    )
+    # A real key, made the way an operator makes one: the CLI prints it as its last line.
+    create = [sys.executable, "-m", "app.cli", "keys", "create", "--name", "served-test"]
+    create += ["--scopes", "data:read"]
+    created = subprocess.run(
+        create, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    with ServedGateway(env, tmp_path / "gateway.log") as served:
+        yield KeyedGateway(served, created.stdout.strip().splitlines()[-1])
 
 
 async def test_json_logs_carry_request_id_and_never_a_secret(
-    served_gateway: ServedGateway, emulator: EmulatorControl, emulator_process: EmulatorProcess
+    served_gateway: KeyedGateway, emulator: EmulatorControl, emulator_process: EmulatorProcess
 ) -> None:
     await emulator.set_quote("AAPL", QUOTE)
     await emulator.add_fault("/v2/stocks/trades/latest", "status_500", count=1)
     auth = {"Authorization": f"Bearer {served_gateway.api_key}"}
     async with httpx.AsyncClient(
-        base_url=served_gateway.base_url, timeout=5, headers=auth
+        base_url=served_gateway.served.base_url, timeout=5, headers=auth
     ) as client:
         ok = await client.get("/v1/stocks/AAPL/quote", headers={"X-Request-ID": "bot-7.req-1"})
         failed = await client.get("/v1/stocks/AAPL/trade")
@@ -143,9 +77,8 @@ async def test_json_logs_carry_request_id_and_never_a_secret(
     assert 'route="/v1/stocks/{symbol}/quote"' in metrics.text
     assert "AAPL" not in metrics.text  # no raw symbol labels anywhere
 
-    served_gateway.process.send_signal(signal.SIGTERM)
-    served_gateway.process.wait(timeout=10)
-    lines = served_gateway.log_lines()
+    served_gateway.served.stop()
+    lines = served_gateway.served.log_lines()
     records = [json.loads(line) for line in lines]  # every line is one JSON object
     assert any(r.get("logger", "").startswith("uvicorn") for r in records), "uvicorn not routed"
 
@@ -169,8 +102,8 @@ async def test_json_logs_carry_request_id_and_never_a_secret(
         assert secret not in everything
 
 
-async def test_docs_and_openapi_are_served(served_gateway: ServedGateway) -> None:
-    async with httpx.AsyncClient(base_url=served_gateway.base_url, timeout=5) as client:
+async def test_docs_and_openapi_are_served(served_gateway: KeyedGateway) -> None:
+    async with httpx.AsyncClient(base_url=served_gateway.served.base_url, timeout=5) as client:
         docs = await client.get("/docs")
         spec = await client.get("/openapi.json")
     assert docs.status_code == 200

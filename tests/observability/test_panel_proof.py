@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,7 +34,6 @@ from tests.observability.support import (
     ALERT_RULES,
     APP_METRICS_NEEDED,
     PROMETHEUS_CONFIG,
-    REPO_ROOT,
     alert_rules,
     expand_grafana_variables,
     fail_without,
@@ -44,6 +41,7 @@ from tests.observability.support import (
     needed_note,
     panel_targets,
 )
+from tests.served import ServedGateway, emulator_env
 
 pytestmark = pytest.mark.integration
 
@@ -80,68 +78,31 @@ def wait_until_answering(url: str, process: subprocess.Popen[bytes], log: Path, 
         time.sleep(0.1)
 
 
-class Served:
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-        self.process = process
-        self.port = port
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.log = log
-
-
 @pytest.fixture
 def served_gateway(
     emulator_process: EmulatorProcess, redis_url: str, tmp_path: Path
-) -> Iterator[Served]:
+) -> Iterator[ServedGateway]:
     """`uvicorn app.main:app` in its own process, breaker and timeouts tuned to trip fast."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "ALPACA_API_KEY_ID": emulator_process.key_id,
-        "ALPACA_API_SECRET_KEY": emulator_process.secret_key,
-        "ALPACA_DATA_URL": emulator_process.base_url,
-        "ALPACA_TRADING_URL": emulator_process.base_url,
-        "UPSTREAM_SOURCE_NAME": "emulator",
-        "REDIS_URL": redis_url,
-        "CACHE_NAMESPACE": f"test-{uuid.uuid4().hex}",
-        "LOG_JSON": "true",
-        "LOG_LEVEL": "WARNING",
-        "DATA_TIMEOUT_S": "0.3",
-        "BREAKER_MINIMUM_CALLS": "4",
-        "BREAKER_WINDOW_SIZE": "4",
-        "BREAKER_OPEN_DURATION_S": "2",
-        "CACHE_NEGATIVE_TTL_S": "0.05",
-        "METRICS_WATCHLIST": ",".join(WATCHLIST),
-    }
-    # Data routes without a key (auth has its own tests), and the embedded key/audit store in
-    # tmp_path: the panels read nothing from PostgreSQL.
+    env = emulator_env(
+        emulator_process,
+        REDIS_URL=redis_url,
+        CACHE_NAMESPACE=f"test-{uuid.uuid4().hex}",
+        LOG_JSON="true",
+        LOG_LEVEL="WARNING",
+        DATA_TIMEOUT_S="0.3",
+        BREAKER_MINIMUM_CALLS="4",
+        BREAKER_WINDOW_SIZE="4",
+        BREAKER_OPEN_DURATION_S="2",
+        CACHE_NEGATIVE_TTL_S="0.05",
+        METRICS_WATCHLIST=",".join(WATCHLIST),
+        # Data routes without a key (auth has its own tests), and the embedded key/audit store
+        # in tmp_path: the panels read nothing from PostgreSQL.
+        GATEWAY_ANONYMOUS_DATA="true",
+        EMBEDDED_DB_PATH=str(tmp_path / "gateway.sqlite3"),
+    )
     env.pop("DATABASE_URL", None)
-    env["GATEWAY_ANONYMOUS_DATA"] = "true"
-    env["EMBEDDED_DB_PATH"] = str(tmp_path / "gateway.sqlite3")
-    log = tmp_path / "gateway.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-access-log",
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        served = Served(process, port, log)
-        wait_until_answering(served.base_url + "/health", process, log, "the gateway")
+    with ServedGateway(env, tmp_path / "gateway.log") as served:
         yield served
-    finally:
-        stop(process)
 
 
 def prometheus_config(gateway_port: int) -> dict[str, Any]:
@@ -158,7 +119,7 @@ def prometheus_config(gateway_port: int) -> dict[str, Any]:
 
 
 @pytest.fixture
-def prometheus(served_gateway: Served, tmp_path: Path) -> Iterator[str]:
+def prometheus(served_gateway: ServedGateway, tmp_path: Path) -> Iterator[str]:
     """A real Prometheus on a free loopback port, data in tmp_path; yields its base URL."""
     binary = fail_without("prometheus")
     port = free_port()
@@ -324,7 +285,7 @@ async def drive_load(gateway: httpx.AsyncClient, emulator: EmulatorControl) -> N
 
 # --- the proof ------------------------------------------------------------------------------------
 async def test_every_panel_query_returns_data_from_a_real_prometheus(
-    served_gateway: Served, prometheus: str, emulator: EmulatorControl
+    served_gateway: ServedGateway, prometheus: str, emulator: EmulatorControl
 ) -> None:
     async with (
         httpx.AsyncClient(base_url=served_gateway.base_url, timeout=5) as gateway,
@@ -351,7 +312,7 @@ async def test_every_panel_query_returns_data_from_a_real_prometheus(
                     )
                     and not line.endswith(" 0.0")
                 )
-                + served_gateway.log.read_text()[-2000:]
+                + served_gateway.log_path.read_text()[-2000:]
             )
 
         empty: list[str] = []

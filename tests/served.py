@@ -1,0 +1,93 @@
+"""The gateway as users run it, `uvicorn app.main:app` in its own process, for the tests that
+need a real server: JSON log lines, several workers, a real Prometheus scraping it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+from tests.emulator.process import EmulatorProcess
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def emulator_env(emulator: EmulatorProcess, **settings: str) -> dict[str, str]:
+    """This process's environment, pointed at the emulator, plus `settings` (env names)."""
+    env = {
+        **os.environ,
+        "ALPACA_API_KEY_ID": emulator.key_id,
+        "ALPACA_API_SECRET_KEY": emulator.secret_key,
+        "ALPACA_DATA_URL": emulator.base_url,
+        "ALPACA_TRADING_URL": emulator.base_url,
+        "UPSTREAM_SOURCE_NAME": "emulator",
+    }
+    env.update(settings)
+    return env
+
+
+class ServedGateway:
+    """Started and answering /health on `__enter__`, stopped (SIGTERM, then kill) on exit."""
+
+    def __init__(
+        self, env: dict[str, str], log_path: Path, *, workers: int = 1, start_timeout_s: float = 20
+    ) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._workers = workers
+        self._start_timeout_s = start_timeout_s
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Self:
+        argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
+        argv += ["--port", str(self.port), "--workers", str(self._workers)]
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                argv, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + self._start_timeout_s
+        while True:
+            try:
+                if httpx.get(self.base_url + "/health", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(
+                    "the gateway did not start:\n" + self.log_path.read_text()[-3000:],
+                    pytrace=False,
+                )
+            time.sleep(0.1)
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def log_lines(self) -> list[str]:
+        return self.log_path.read_text().splitlines()
