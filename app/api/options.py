@@ -13,6 +13,7 @@ from app.api.params import MAX_AGE_MS, STALE_IF_ERROR_MS, Param, documented, gat
 from app.api.problems import PROBLEM_RESPONSES
 from app.errors import GatewayError
 from app.keys import Scope
+from app.metrics import Metrics
 from app.models.options import OptionChain, OptionContracts, OptionQuote
 from app.read_through import Served
 from app.symbols import OCC_PATTERN, option_contract, stock_symbol
@@ -165,21 +166,16 @@ async def chain(request: Request) -> Response:
 
 
 def _snapshot(
-    snap: dict[str, Any], served: Served, feed: str, source: str, now: float, metrics: Any
+    snap: dict[str, Any], served: Served, feed: str, source: str, now: float, metrics: Metrics
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {"symbol": snap["symbol"]}
-    times = []
-    for member, kind in _MEMBERS.items():
-        item = snap[member]
-        if item is None:
-            body[member] = None
-            continue
-        times.append(item["timestamp"])
-        body[member] = render.with_provenance(
-            item, served, kind=kind, feed=feed, source=source, now=now, metrics=metrics
-        )
-    body["greeks"] = snap["greeks"]
-    body["implied_volatility"] = snap["implied_volatility"]
-    newest = min(times, key=lambda t: render.age_ms(t, now))
-    body["provenance"] = render.provenance(newest, served, feed=feed, source=source, now=now)
-    return body
+    body, newest = render.members(
+        snap, _MEMBERS, served, feed=feed, source=source, now=now, metrics=metrics
+    )
+    return {
+        "symbol": snap["symbol"],
+        **body,
+        # Alpaca sends greeks and IV without a time; the entry's provenance covers them.
+        "greeks": snap["greeks"],
+        "implied_volatility": snap["implied_volatility"],
+        "provenance": render.provenance(newest, served, feed=feed, source=source, now=now),
+    }

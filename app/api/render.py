@@ -57,7 +57,7 @@ def with_provenance(
     served: Served,
     *,
     kind: str,
-    feed: str,
+    feed: str | None,
     source: str,
     now: float,
     metrics: Metrics,
@@ -70,6 +70,32 @@ def with_provenance(
     if "symbol" in item:
         metrics.observed(item["symbol"], observed)
     return body
+
+
+def members(
+    value: dict[str, Any],
+    kinds: dict[str, str],
+    served: Served,
+    *,
+    feed: str | None,
+    source: str,
+    now: float,
+    metrics: Metrics,
+) -> tuple[dict[str, Any], str]:
+    """A snapshot's members, each with its own provenance (they have their own times), and the
+    newest member's time (a snapshot always has at least one member)."""
+    body: dict[str, Any] = {}
+    times: list[str] = []
+    for member, kind in kinds.items():
+        item = value[member]
+        if item is None:
+            body[member] = None
+            continue
+        times.append(item["timestamp"])
+        body[member] = with_provenance(
+            item, served, kind=kind, feed=feed, source=source, now=now, metrics=metrics
+        )
+    return body, min(times, key=lambda t: age_ms(t, now))
 
 
 def check_max_age(observed_at: str, now: float, max_age_ms: int | None, symbol: str) -> None:

@@ -193,26 +193,18 @@ async def snapshot(request: Request) -> Response:
     outcome = await gateway.stocks.snapshot(symbol, chosen, params.stale_if_error_s(request))
     served = _value(outcome, symbol)
     now = render.now()
-    # max_age_ms judges the snapshot by its newest member (a snapshot is never empty).
-    times = [served.value[m]["timestamp"] for m in _SNAPSHOT_MEMBERS if served.value[m]]
-    newest = min(times, key=lambda t: render.age_ms(t, now))
+    body, newest = render.members(
+        served.value,
+        _SNAPSHOT_MEMBERS,
+        served,
+        feed=chosen,
+        source=gateway.source,
+        now=now,
+        metrics=gateway.metrics,
+    )
+    # max_age_ms judges the snapshot by its newest member.
     render.check_max_age(newest, now, max_age_ms, symbol)
-    body: dict[str, Any] = {"symbol": symbol}
-    for member, kind in _SNAPSHOT_MEMBERS.items():
-        item = served.value[member]
-        body[member] = (
-            None
-            if item is None
-            else render.with_provenance(
-                item,
-                served,
-                kind=kind,
-                feed=chosen,
-                source=gateway.source,
-                now=now,
-                metrics=gateway.metrics,
-            )
-        )
+    body = {"symbol": symbol, **body}
     return render.json_response(body, cache_states={served.cache})
 
 
