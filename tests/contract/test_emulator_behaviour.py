@@ -8,11 +8,13 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
 from typing import Any, get_args
 
 import httpx
 import pytest
 
+from tests.emulator.config import RandomWalk
 from tests.emulator.control import (
     EmulatorControl,
     EmulatorControlError,
@@ -21,6 +23,9 @@ from tests.emulator.control import (
 )
 from tests.emulator.faults import FaultKind
 from tests.emulator.process import EmulatorProcess, EmulatorStartError
+from tests.emulator.random_walk import MarketWalk
+from tests.emulator.timestamps import rfc3339_ns
+from tests.emulator.wire_json import loads
 
 pytestmark = pytest.mark.contract
 
@@ -593,6 +598,45 @@ async def test_latest_bar_is_the_last_stored_bar(
     assert response.json() == {"bars": {"AAPL": bars[0]}}
 
 
+async def test_bars_stored_for_a_timeframe_answer_that_timeframe_only(
+    control: EmulatorControl, alpaca: httpx.AsyncClient
+) -> None:
+    daily = [bar("2024-01-02T05:00:00Z", 1), bar("2024-01-03T05:00:00Z", 2)]
+    minutes = [bar("2024-01-03T14:30:00Z", 3), bar("2024-01-03T14:31:00Z", 4)]
+    await control.set_bars("AAPL", daily)  # untimed: any other timeframe
+    await control.set_bars("AAPL", minutes, timeframe="1T")  # stored as 1Min
+
+    async def closes(timeframe: str) -> list[int]:
+        response = await alpaca.get("/v2/stocks/AAPL/bars", params={"timeframe": timeframe})
+        return [b["c"] for b in response.json()["bars"] or []]
+
+    assert await closes("1Min") == [3, 4]
+    assert await closes("1T") == [3, 4]
+    assert await closes("1Day") == [1, 2]
+    assert await closes("5Min") == [1, 2]
+    latest = await alpaca.get("/v2/stocks/AAPL/bars/latest")
+    assert latest.json()["bar"] == minutes[-1]  # Alpaca's latest bar is a minute bar
+
+    await control.set_bars("AAPL", None, timeframe="1Min")
+    assert await closes("1Min") == [1, 2]
+    with pytest.raises(EmulatorControlError) as refused:
+        await control.set_bars("AAPL", minutes, timeframe="60Min")
+    assert refused.value.status_code == 400
+
+
+async def test_bars_for_a_timeframe_alone_leave_other_timeframes_empty(
+    control: EmulatorControl, alpaca: httpx.AsyncClient
+) -> None:
+    await control.set_bars("SPY", [bar("2024-01-03T14:30:00Z", 5)], timeframe="1Min")
+
+    hourly = await alpaca.get("/v2/stocks/bars", params={"symbols": "SPY", "timeframe": "1Hour"})
+    minutes = await alpaca.get("/v2/stocks/bars", params={"symbols": "SPY", "timeframe": "1Min"})
+
+    assert hourly.json() == {"bars": {}, "next_page_token": None}
+    assert [b["c"] for b in minutes.json()["bars"]["SPY"]] == [5]
+    assert (await alpaca.get("/v2/assets/SPY")).status_code == 200
+
+
 # --- values are never invented, rounded or filled ---------------------------------------------
 
 
@@ -713,6 +757,8 @@ async def test_reset_restores_a_fresh_emulator(
     await control.configure(
         plan="unlimited", unknown_symbols="null", rate_limit_per_minute=5, max_page_size=3
     )
+    await control.set_sdk_shapes(order_extra_fields={"commission": 1.25})
+    await control.set_random_walk(7)
     await control.add_fault("/v2/clock", "status_500")
     await alpaca.get("/v2/clock")
 
@@ -723,6 +769,9 @@ async def test_reset_restores_a_fresh_emulator(
         "plan": "free",
         "rate_limit_per_minute": 10000,
         "max_page_size": None,
+        "sdk_shapes": False,
+        "order_extra_fields": {},
+        "random_walk": None,
     }
     assert await control.faults() == []
     assert await control.calls() == {}
@@ -733,3 +782,154 @@ async def test_reset_restores_a_fresh_emulator(
 def test_process_failing_to_start_reports_its_stderr() -> None:
     with pytest.raises(EmulatorStartError, match="stderr"):
         EmulatorProcess(host="256.0.0.1").start()
+
+
+# --- the random walk (off by default) ----------------------------------------------------------
+
+CENT = Decimal("0.01")
+
+
+async def exact(response: httpx.Response) -> Any:
+    """The answer with its numbers as Decimals, so a tick can be checked exactly."""
+    assert response.status_code == 200, response.text
+    return loads(response.text)
+
+
+async def test_walk_serves_the_stored_quote_first_then_moves_with_real_time(
+    control: EmulatorControl, alpaca: httpx.AsyncClient
+) -> None:
+    assert (await control.config())["random_walk"] is None
+    await control.set_state(quotes={"AAPL": QUOTE}, trades={"AAPL": TRADE})
+    await control.set_random_walk(11, step_ms=100)
+    started_ns = time.time_ns()
+
+    first = await exact(await alpaca.get("/v2/stocks/AAPL/quotes/latest"))
+    await asyncio.sleep(0.5)
+    quote = (await exact(await alpaca.get("/v2/stocks/AAPL/quotes/latest")))["quote"]
+    trade = (await exact(await alpaca.get("/v2/stocks/AAPL/trades/latest")))["trade"]
+    answered_ns = time.time_ns()
+
+    assert first["quote"] == loads(json.dumps(QUOTE))  # the step the walk starts from
+    for item in (quote, trade):
+        assert started_ns < rfc3339_ns(item["t"]) < answered_ns
+    assert 0 < quote["bp"] < quote["ap"]
+    assert quote["bp"] % CENT == 0
+    assert quote["ap"] % CENT == 0
+    assert trade["p"] % CENT == 0
+    assert {k: quote[k] for k in ("bx", "ax", "c", "z")} == {
+        k: QUOTE[k] for k in ("bx", "ax", "c", "z")
+    }
+    assert {k: trade[k] for k in ("x", "c", "z")} == {k: TRADE[k] for k in ("x", "c", "z")}
+    assert trade["i"] > TRADE["i"]  # one trade id per step
+
+
+async def test_walk_moves_snapshot_quote_and_trade_but_not_its_bars(
+    control: EmulatorControl, alpaca: httpx.AsyncClient
+) -> None:
+    minute_bar = bar("2022-08-17T10:07:00Z", 172.7)
+    await control.set_state(
+        quotes={"AAPL": QUOTE},
+        trades={"AAPL": TRADE},
+        snapshots={"AAPL": {"latestQuote": QUOTE, "latestTrade": TRADE, "minuteBar": minute_bar}},
+    )
+    await control.set_random_walk(5, step_ms=50)
+    await alpaca.get("/v2/stocks/AAPL/snapshot")  # starts the walk
+    await asyncio.sleep(0.2)
+
+    snapshot = (await alpaca.get("/v2/stocks/AAPL/snapshot")).json()
+
+    assert snapshot["minuteBar"] == minute_bar
+    assert snapshot["latestQuote"]["t"] > QUOTE["t"]
+    assert snapshot["latestTrade"]["t"] > TRADE["t"]
+    assert snapshot["dailyBar"] is None
+
+
+async def test_storing_a_quote_again_restarts_the_walk_from_it(
+    control: EmulatorControl, alpaca: httpx.AsyncClient
+) -> None:
+    await control.set_random_walk(3, step_ms=50)
+    await control.set_quote("AAPL", QUOTE)
+    await alpaca.get("/v2/stocks/AAPL/quotes/latest")
+    await asyncio.sleep(0.2)
+    moved = (await alpaca.get("/v2/stocks/AAPL/quotes/latest")).json()["quote"]
+    fresh = {**QUOTE, "bp": 50.01, "ap": 50.05}
+
+    await control.set_quote("AAPL", fresh)
+    again = (await alpaca.get("/v2/stocks/AAPL/quotes/latest")).json()["quote"]
+    await control.set_random_walk(None)
+    stopped = (await alpaca.get("/v2/stocks/AAPL/quotes/latest")).json()["quote"]
+
+    assert moved["t"] != QUOTE["t"]
+    assert again == fresh
+    assert stopped == fresh
+
+
+async def test_walk_without_stored_data_invents_no_symbol(
+    control: EmulatorControl, alpaca: httpx.AsyncClient
+) -> None:
+    await control.set_random_walk(1, step_ms=10)
+    await control.set_quote("AAPL", {**QUOTE, "bp": 0, "ap": 0})  # no price to walk from
+
+    await asyncio.sleep(0.05)
+    quotes = (await alpaca.get(LATEST_QUOTES, params={"symbols": "AAPL,MSFT"})).json()
+
+    assert quotes == {"quotes": {"AAPL": {**QUOTE, "bp": 0, "ap": 0}}}
+
+
+def test_walk_is_seeded_positive_and_on_its_tick() -> None:
+    """Driven with explicit times: the same seed gives the same market, whatever the anchor."""
+    step_ns = 1_000_000_000
+    start_ns = 1_700_000_000 * step_ns
+    settings = RandomWalk(seed=42)
+    quote_wire, trade_wire = loads(json.dumps(QUOTE)), loads(json.dumps(TRADE))  # as stored
+    assert isinstance(quote_wire, dict)
+    assert isinstance(trade_wire, dict)
+    sub_dollar_quote = {
+        "t": "2024-01-02T15:00:00Z",
+        "bp": Decimal("0.0004"),
+        "ap": Decimal("0.0005"),
+    }
+    cases = [
+        ("AAPL", quote_wire, trade_wire, CENT),
+        ("PENNY", sub_dollar_quote, None, Decimal("0.0001")),
+    ]
+    for symbol, quote, trade, tick in cases:
+        walks = (MarketWalk(), MarketWalk())
+        for k in range(0, 5_000, 3):
+            now_ns = start_ns + k * step_ns
+            a, b = (walk.latest(settings, symbol, quote, trade, now_ns) for walk in walks)
+            assert a == b
+            walked_quote, walked_trade = a
+            assert walked_quote is not None
+            if k:
+                bid, ask = Decimal(walked_quote["bp"]), Decimal(walked_quote["ap"])
+                assert 0 < bid < ask
+                assert bid % tick == 0
+                assert ask % tick == 0
+                assert rfc3339_ns(str(walked_quote["t"])) < now_ns
+            assert (walked_trade is None) == (trade is None)
+    at_minute = start_ns + 60 * step_ns
+    seeded = [MarketWalk() for _ in range(3)]
+    for walk, seed in zip(seeded, (42, 42, 43), strict=True):
+        assert walk.latest(RandomWalk(seed), "AAPL", quote_wire, trade_wire, start_ns) == (
+            quote_wire,
+            trade_wire,
+        )
+    minute = [w.latest(RandomWalk(seed), "AAPL", quote_wire, trade_wire, at_minute) for w, seed in
+              zip(seeded, (42, 42, 43), strict=True)]  # fmt: skip
+    assert minute[0] == minute[1] != minute[2]
+
+
+async def test_control_api_refuses_a_bad_random_walk(control: EmulatorControl) -> None:
+    for walk in ({"seed": "x"}, {"seed": 1, "step_ms": 0}, {"seed": 1, "speed": 2}, 7):
+        with pytest.raises(EmulatorControlError) as refused:
+            await control._send("PUT", "/_emulator/config", {"random_walk": walk})
+        assert refused.value.status_code == 400
+    assert (await control.config())["random_walk"] is None
+
+
+async def test_process_started_with_a_walk_keeps_it_across_resets() -> None:
+    with EmulatorProcess(random_walk_seed=5) as emulator:
+        async with EmulatorControl(emulator.base_url) as control:
+            await control.reset()
+            assert (await control.config())["random_walk"] == {"seed": 5, "step_ms": 1000}

@@ -366,3 +366,33 @@ async def test_alpaca_py_option_clients_parse_chain_quotes_and_contracts(
     assert [c.symbol for c in contracts.option_contracts or []] == [CALL]
     assert isinstance(contract, OptionContract)
     assert contract.strike_price == 150.0
+
+
+async def test_sdk_shapes_contracts_have_no_multiplier_and_a_number_strike(
+    emulator: EmulatorProcess, control: EmulatorControl, alpaca: httpx.AsyncClient
+) -> None:
+    await control.set_state(option_contracts={CALL: {}, PUT: {"strike_price": "150.00"}})
+    await control.set_sdk_shapes()
+    trading = TradingClient(
+        emulator.key_id, emulator.secret_key, paper=True, url_override=emulator.base_url
+    )
+
+    listed = await alpaca.get("/v2/options/contracts", params={"show_deliverables": "true"})
+    single = await alpaca.get(f"/v2/options/contracts/{PUT}")
+    contracts = await asyncio.to_thread(
+        trading.get_option_contracts, GetOptionContractsRequest(underlying_symbols=["AAPL"])
+    )
+    contract = await asyncio.to_thread(trading.get_option_contract, CALL)
+    await control.set_sdk_shapes(False)
+    documented = (await alpaca.get(f"/v2/options/contracts/{PUT}")).json()
+
+    assert all("multiplier" not in c for c in listed.json()["option_contracts"])
+    assert '"strike_price":162.5,' in listed.text
+    assert '"strike_price":150.00,' in single.text  # the stored text, as a JSON number
+    assert "multiplier" not in single.json()
+    assert all(c["deliverables"] for c in listed.json()["option_contracts"])
+    assert isinstance(contracts, OptionContractsResponse)
+    assert [c.strike_price for c in contracts.option_contracts or []] == [162.5, 150.0]
+    assert isinstance(contract, OptionContract)
+    assert (contract.strike_price, contract.size) == (162.5, "100")
+    assert (documented["strike_price"], documented["multiplier"]) == ("150.00", "100")

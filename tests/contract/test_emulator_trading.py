@@ -14,9 +14,9 @@ import httpx
 import pytest
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
-from alpaca.trading.enums import OrderSide, OrderStatus, TimeInForce
+from alpaca.trading.enums import OrderSide, OrderStatus, QueryOrderStatus, TimeInForce
 from alpaca.trading.models import Order, Position
-from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
+from alpaca.trading.requests import GetOrdersRequest, LimitOrderRequest, MarketOrderRequest
 
 from tests.emulator.control import EmulatorControl, EmulatorControlError, shared_ssl_context
 from tests.emulator.process import EmulatorProcess
@@ -508,3 +508,93 @@ async def test_alpaca_py_trading_client_parses_orders_and_positions(
     assert market.notional == "25.5"
     assert duplicate.value.status_code == 422
     assert duplicate.value.code == 40010001
+
+
+# --- sdk_shapes: the order shapes alpaca-py's own tests record ----------------------------------
+
+
+async def test_sdk_shapes_write_order_numbers_as_json_numbers_with_their_own_text(
+    control: EmulatorControl, alpaca: httpx.AsyncClient
+) -> None:
+    await control.set_sdk_shapes(order_extra_fields={"commission": 1.25})
+    response = await alpaca.post(
+        ORDERS,
+        content='{"symbol":"AAPL","qty":1,"side":"buy","type":"stop_limit","time_in_force":"day",'
+        '"limit_price":"400.10","stop_price":399.50,"client_order_id":"sdk-shape-1"}',
+    )
+    order_id = response.json()["id"]
+    await control.set_order_status(order_id, "filled", filled_avg_price="400.05")
+
+    submitted = response.text
+    answers = [
+        await alpaca.get(f"{ORDERS}/{order_id}"),
+        await alpaca.get(BY_CLIENT_ID, params={"client_order_id": "sdk-shape-1"}),
+        await alpaca.get(ORDERS, params={"status": "all"}),
+    ]
+
+    assert '"qty":1,' in submitted
+    assert '"limit_price":400.10,' in submitted  # the text sent, not a float's 400.1
+    assert '"stop_price":399.50,' in submitted
+    assert '"filled_qty":0,' in submitted
+    assert '"filled_avg_price":null' in submitted
+    assert '"commission":1.25' in submitted
+    for answer in answers:
+        assert '"limit_price":400.10,' in answer.text
+        assert '"filled_qty":1,' in answer.text  # filled without filled_qty: the whole qty
+        assert '"filled_avg_price":400.05,' in answer.text
+        assert '"notional":null' in answer.text  # alpaca-py reads notional as a string only
+    held = (await control.orders())[0]  # the control API keeps the documented shape
+    assert (held["qty"], held["limit_price"], held["filled_avg_price"]) == ("1", "400.1", "400.05")
+
+
+async def test_sdk_shapes_off_answers_the_same_orders_as_decimal_strings(
+    control: EmulatorControl, alpaca: httpx.AsyncClient
+) -> None:
+    await control.set_sdk_shapes()
+    order = await submit(alpaca, qty=2, limit_price="150.10")
+    await control.set_sdk_shapes(False)
+
+    fetched = (await alpaca.get(f"{ORDERS}/{order['id']}")).json()
+
+    assert (order["qty"], order["limit_price"]) == (2, 150.1)
+    assert (fetched["qty"], fetched["limit_price"], fetched["filled_qty"]) == ("2", "150.1", "0")
+    assert "commission" not in fetched
+
+
+async def test_order_extra_fields_never_replace_an_orders_own_members(
+    control: EmulatorControl, alpaca: httpx.AsyncClient
+) -> None:
+    await control.configure(order_extra_fields={"commission": "0", "status": "filled"})
+
+    order = await submit(alpaca)
+
+    assert (order["commission"], order["status"], order["qty"]) == ("0", "accepted", "2")
+
+
+async def test_alpaca_py_parses_orders_in_sdk_shapes(
+    emulator: EmulatorProcess, control: EmulatorControl
+) -> None:
+    await control.set_sdk_shapes(order_extra_fields={"commission": 1.25})
+    trading = TradingClient(
+        emulator.key_id, emulator.secret_key, paper=True, url_override=emulator.base_url
+    )
+    request = LimitOrderRequest(
+        symbol="AAPL",
+        qty=1,
+        side=OrderSide.BUY,
+        time_in_force=TimeInForce.DAY,
+        limit_price=300,
+        client_order_id="sdk-2",
+    )
+
+    submitted = await asyncio.to_thread(trading.submit_order, request)
+    by_id = await asyncio.to_thread(trading.get_order_by_id, str(submitted.id))
+    by_client_id = await asyncio.to_thread(trading.get_order_by_client_id, "sdk-2")
+    listed = await asyncio.to_thread(
+        trading.get_orders, GetOrdersRequest(status=QueryOrderStatus.ALL)
+    )
+
+    for order in (submitted, by_id, by_client_id, *listed):
+        assert isinstance(order, Order)  # the SDK validated the JSON numbers
+        assert (order.qty, order.limit_price, order.filled_qty) == (1, 300, 0)
+    assert [order.id for order in listed] == [submitted.id]

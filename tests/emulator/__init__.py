@@ -9,6 +9,7 @@ with ``python -m tests.emulator --port 0`` or :class:`tests.emulator.process.Emu
 drive it with :class:`tests.emulator.control.EmulatorControl`.
 
 It never invents market data: every quote, trade, bar and snapshot it answers is exactly the
-JSON a test stored. Bars are not aggregated: whatever ``timeframe`` is asked, the bars stored
-for the symbol are returned (filtered by ``start``/``end`` and paged).
+JSON a test stored, unless a test switches on the seeded random walk of latest quotes and
+trades (``random_walk.py``). Bars are not aggregated: a ``timeframe`` gets the bars stored for
+it, else the bars stored without one (filtered by ``start``/``end`` and paged).
 """

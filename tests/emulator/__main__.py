@@ -1,4 +1,7 @@
-"""``python -m tests.emulator --port N``: serve the emulator until SIGTERM or SIGINT.
+"""``python -m tests.emulator --port N [--random-walk SEED]``: serve until SIGTERM or SIGINT.
+
+``--random-walk SEED`` starts (and resets to) a configuration whose latest quotes and trades
+move: ``{"random_walk": {"seed": SEED, "step_ms": 1000}}`` (see ``random_walk.py``).
 
 Prints exactly one line to stdout, ``emulator listening on http://HOST:PORT``, once the
 socket accepts connections (with ``--port 0`` the port is the one the OS picked); logs go to
@@ -16,6 +19,7 @@ import sys
 from aiohttp import web
 
 from .app import create_app
+from .config import Config, RandomWalk
 from .state import DEFAULT_KEY_ID, DEFAULT_SECRET_KEY, Credentials
 
 _SHUTDOWN_TIMEOUT_S = 2.0
@@ -27,12 +31,19 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--key-id", default=DEFAULT_KEY_ID)
     parser.add_argument("--secret-key", default=DEFAULT_SECRET_KEY)
+    parser.add_argument(
+        "--random-walk",
+        type=int,
+        metavar="SEED",
+        help="latest quotes and trades of symbols with stored ones move (a seeded walk)",
+    )
     return parser.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> None:
     """Serve until a termination signal arrives, then shut down promptly."""
-    app = create_app(Credentials(args.key_id, args.secret_key))
+    walk = None if args.random_walk is None else RandomWalk(seed=args.random_walk)
+    app = create_app(Credentials(args.key_id, args.secret_key), Config(random_walk=walk))
     # handler_cancellation: a client that gives up on a hung request ends its handler.
     runner = web.AppRunner(
         app, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_TIMEOUT_S, access_log=None

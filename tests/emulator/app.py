@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .config import Config
 from .control_api import add_control_routes, control_errors
 from .middleware import alpaca_pipeline
 from .routes import add_alpaca_routes
 from .state import STATE_KEY, Credentials, EmulatorState
 
 
-def create_app(credentials: Credentials) -> web.Application:
+def create_app(credentials: Credentials, start_config: Config | None = None) -> web.Application:
     """The Alpaca endpoints plus the ``/_emulator`` control API, with fresh state.
+
+    ``start_config`` is the configuration at start and after every ``POST /_emulator/reset``.
 
     Serve it with ``handler_cancellation=True`` (as ``__main__`` does) so a request held by a
     ``hang`` fault ends when its client disconnects instead of waiting for a fault reset.
     """
     app = web.Application(middlewares=[alpaca_pipeline, control_errors])
-    state = EmulatorState(credentials)
+    state = EmulatorState(credentials, start_config)
     app[STATE_KEY] = state
     add_alpaca_routes(app)
     add_control_routes(app)

@@ -82,9 +82,16 @@ class EmulatorControl:
         """Store the latest trade (wire shape, kept verbatim); None removes it."""
         await self._send("PUT", f"/_emulator/trades/{_segment(symbol)}", trade)
 
-    async def set_bars(self, symbol: str, bars: Sequence[WireObject] | None) -> None:
-        """Replace the symbol's bars (each needs an RFC 3339 ``t``); None removes them."""
-        await self._send("PUT", f"/_emulator/bars/{_segment(symbol)}", bars)
+    async def set_bars(
+        self, symbol: str, bars: Sequence[WireObject] | None, *, timeframe: str | None = None
+    ) -> None:
+        """Replace the symbol's bars (each needs an RFC 3339 ``t``); None removes them.
+
+        Without ``timeframe`` they answer every timeframe; with one (``"1Min"``, ``"1Day"``)
+        only that one, and they win over the untimed bars there.
+        """
+        query = "" if timeframe is None else f"?timeframe={quote(timeframe, safe='')}"
+        await self._send("PUT", f"/_emulator/bars/{_segment(symbol)}{query}", bars)
 
     async def set_snapshot(self, symbol: str, snapshot: WireObject | None) -> None:
         """Store the snapshot (any of latestTrade ... prevDailyBar); None removes it."""
@@ -189,6 +196,8 @@ class EmulatorControl:
         plan: Literal["free", "unlimited"] | None = None,
         rate_limit_per_minute: int | None = None,
         max_page_size: int | None = None,
+        sdk_shapes: bool | None = None,
+        order_extra_fields: WireObject | None = None,
     ) -> None:
         """Change configuration; arguments left None keep their current value."""
         changes = {
@@ -196,9 +205,24 @@ class EmulatorControl:
             "plan": plan,
             "rate_limit_per_minute": rate_limit_per_minute,
             "max_page_size": max_page_size,
+            "sdk_shapes": sdk_shapes,
+            "order_extra_fields": order_extra_fields,
         }
         body = {name: value for name, value in changes.items() if value is not None}
         await self._send("PUT", "/_emulator/config", body)
+
+    async def set_sdk_shapes(
+        self, enabled: bool = True, *, order_extra_fields: WireObject | None = None
+    ) -> None:
+        """Orders with JSON-number qty/prices and contracts without ``multiplier``, as alpaca-py's
+        tests record them; ``order_extra_fields`` (e.g. ``{"commission": 1.25}``) are added to
+        every order answer."""
+        await self.configure(sdk_shapes=enabled, order_extra_fields=order_extra_fields)
+
+    async def set_random_walk(self, seed: int | None, *, step_ms: int = 1000) -> None:
+        """Latest quotes and trades walk (one step per ``step_ms``); None stops the walk."""
+        walk = None if seed is None else {"seed": seed, "step_ms": step_ms}
+        await self._send("PUT", "/_emulator/config", {"random_walk": walk})
 
     async def config(self) -> dict[str, Any]:
         """The current configuration."""

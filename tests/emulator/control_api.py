@@ -14,6 +14,7 @@ from aiohttp.typedefs import Handler
 
 from .occ import parse_occ
 from .orders import move_order
+from .params import canonical_timeframe
 from .responses import json_response
 from .state import STATE_KEY, EmulatorState, stored_bars
 from .wire_json import Json, JsonObject, WireJsonError, loads
@@ -103,9 +104,16 @@ def _put_object(setter: Setter, what: str) -> Callable[[web.Request], Awaitable[
 
 
 async def put_bars(request: web.Request) -> web.Response:
-    """PUT /_emulator/bars/{symbol}: a JSON array of wire bars (stored sorted by t) or null."""
+    """PUT /_emulator/bars/{symbol}[?timeframe=1Min]: a JSON array of wire bars (stored sorted
+    by t) or null, for every timeframe or only the one given."""
+    timeframe = request.query.get("timeframe")
+    if timeframe is not None:
+        try:
+            timeframe = canonical_timeframe(timeframe)
+        except ValueError as exc:
+            raise ControlError(str(exc)) from exc
     bars = _bars_or_null(await _body(request), "bars")
-    _state(request).set_bars(request.match_info["symbol"], bars)
+    _state(request).set_bars(request.match_info["symbol"], bars, timeframe)
     return _no_content()
 
 
@@ -218,7 +226,7 @@ async def get_config(request: web.Request) -> web.Response:
 
 
 async def put_config(request: web.Request) -> web.Response:
-    """PUT /_emulator/config: merge unknown_symbols / plan / rate_limit_per_minute."""
+    """PUT /_emulator/config: merge the members given (see :class:`config.Config`)."""
     changes = _object_or_null(await _body(request), "config") or {}
     try:
         _state(request).configure(changes)

@@ -19,6 +19,7 @@ from aiohttp import web
 from .faults import FaultKind
 from .occ import parse_occ
 from .options_data import underlying_of
+from .params import canonical_timeframe
 from .routes import AlpacaRoute, Endpoint
 from .samples import (
     default_asset,
@@ -119,16 +120,20 @@ def _trade(state: EmulatorState, symbol: str, items: Damaged) -> JsonObject:
     return trade
 
 
-def _bars(state: EmulatorState, symbol: str, items: Damaged) -> list[Json]:
-    stored = state.market.bars.get(symbol) or []
+def _bars(request: web.Request, state: EmulatorState, symbol: str, items: Damaged) -> list[Json]:
+    try:
+        timeframe: str | None = canonical_timeframe(request.query.get("timeframe", ""))
+    except ValueError:
+        timeframe = None
+    stored = state.market.bars_for(timeframe).get(symbol) or []
     bars = [copy.deepcopy(bar.wire) for bar in stored] or [sample_bar()]
     items.extend((_Item.BAR, bar) for bar in bars)
     return list[Json](bars)
 
 
 def _latest_bar(state: EmulatorState, symbol: str, items: Damaged) -> JsonObject:
-    stored = state.market.bars.get(symbol)
-    bar = copy.deepcopy(stored[-1].wire) if stored else sample_bar()
+    stored = state.market.latest_bar(symbol)
+    bar = copy.deepcopy(stored) if stored is not None else sample_bar()
     items.append((_Item.BAR, bar))
     return bar
 
@@ -166,13 +171,14 @@ def _single(member: str | None, per_symbol: PerSymbol) -> Builder:
 
 
 def _bars_multi(request: web.Request, state: EmulatorState, items: Damaged) -> Json:
-    by_symbol: JsonObject = {s: _bars(state, s, items) for s in _symbols(request)}
+    by_symbol: JsonObject = {s: _bars(request, state, s, items) for s in _symbols(request)}
     return {"bars": by_symbol, "next_page_token": None}
 
 
 def _bars_single(request: web.Request, state: EmulatorState, items: Damaged) -> Json:
     symbol = request.match_info["symbol"]
-    return {"symbol": symbol, "bars": _bars(state, symbol, items), "next_page_token": None}
+    bars = _bars(request, state, symbol, items)
+    return {"symbol": symbol, "bars": bars, "next_page_token": None}
 
 
 def _trading(item_kind: _Item, pick: Callable[[web.Request, EmulatorState], JsonObject]) -> Builder:

@@ -1,12 +1,15 @@
 """Market-data handlers: latest quotes/trades/bars, snapshots and historical bars.
 
-Answers contain exactly what tests stored. Multi-symbol maps are written with sorted keys,
-as Alpaca's Go encoder writes maps; a valid symbol with no data is left out (or sent as
-``null`` when configured), while single-symbol endpoints answer 200 with a null payload.
+Answers contain exactly what tests stored (unless ``random_walk`` is on: then latest quotes
+and trades, and those members of snapshots, come from the walk). Multi-symbol maps are written
+with sorted keys, as Alpaca's Go encoder writes maps; a valid symbol with no data is left out
+(or sent as ``null`` when configured), while single-symbol endpoints answer 200 with a null
+payload. Historical bars are those stored for the asked timeframe, else those stored without one.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from aiohttp import web
@@ -21,21 +24,40 @@ Lookup = Callable[[EmulatorState, str], JsonObject | None]
 SNAPSHOT_MEMBERS = ("latestTrade", "latestQuote", "minuteBar", "dailyBar", "prevDailyBar")
 
 
+def latest_quote_and_trade(
+    state: EmulatorState, symbol: str
+) -> tuple[JsonObject | None, JsonObject | None]:
+    """The stored latest quote and trade, or with ``random_walk`` on, where the walk is now."""
+    quote, trade = state.market.quotes.get(symbol), state.market.trades.get(symbol)
+    settings = state.config.random_walk
+    if settings is None:
+        return quote, trade
+    return state.walk.latest(settings, symbol, quote, trade, time.time_ns())
+
+
 def _quote(state: EmulatorState, symbol: str) -> JsonObject | None:
-    return state.market.quotes.get(symbol)
+    return latest_quote_and_trade(state, symbol)[0]
 
 
 def _trade(state: EmulatorState, symbol: str) -> JsonObject | None:
-    return state.market.trades.get(symbol)
+    return latest_quote_and_trade(state, symbol)[1]
 
 
 def _latest_bar(state: EmulatorState, symbol: str) -> JsonObject | None:
-    bars = state.market.bars.get(symbol)
-    return bars[-1].wire if bars else None
+    return state.market.latest_bar(symbol)
 
 
 def _snapshot(state: EmulatorState, symbol: str) -> JsonObject | None:
-    return state.market.snapshots.get(symbol)
+    """The stored snapshot; a walking symbol's latestQuote/latestTrade members walk too."""
+    stored = state.market.snapshots.get(symbol)
+    if stored is None or state.config.random_walk is None:
+        return stored
+    quote, trade = latest_quote_and_trade(state, symbol)
+    live = dict(stored)
+    for member, value in (("latestQuote", quote), ("latestTrade", trade)):
+        if isinstance(stored.get(member), dict) and value is not None:
+            live[member] = value
+    return live
 
 
 def _check_latest_feed(request: web.Request) -> None:
@@ -116,7 +138,7 @@ def _bars_page(
 ) -> tuple[dict[str, list[JsonObject]], Json]:
     """Validate the historical-bars parameters and cut the requested page."""
     query = request.query
-    params.timeframe(query)
+    timeframe = params.timeframe(query)
     window = params.time_range(query)
     limit = params.limit(query)
     params.feed(query, params.HISTORICAL_FEEDS)
@@ -129,7 +151,7 @@ def _bars_page(
         raise data_error(400, str(exc)) from exc
     max_page = request.app[STATE_KEY].config.max_page_size
     page = bar_page(
-        request.app[STATE_KEY].market.bars,
+        request.app[STATE_KEY].market.bars_for(timeframe),
         symbols,
         window,
         limit=limit if max_page is None else min(limit, max_page),

@@ -6,7 +6,8 @@ so the index is never pruned while the emulator runs (``POST /_emulator/reset`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 
 from .wire_json import JsonObject
 
@@ -20,10 +21,16 @@ ORDER_STATUSES = frozenset({
 
 @dataclass
 class StoredOrder:
-    """One order: its wire object (mutated as its status moves) and its submission time."""
+    """One order: its wire object (mutated as its status moves) and its submission time.
+
+    ``numbers`` keeps qty, filled_qty, filled_avg_price, limit_price and stop_price as they were
+    sent (their own text, ``400.10`` stays ``400.10``) for the ``sdk_shapes`` answers; ``wire``
+    holds them normalised, as Alpaca's documented answers do.
+    """
 
     submitted_ns: int
     wire: JsonObject
+    numbers: dict[str, Decimal] = field(default_factory=dict)
 
     @property
     def id(self) -> str:

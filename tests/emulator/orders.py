@@ -22,6 +22,7 @@ from .decimals import decimal_places, decimal_text, parse_decimal
 from .occ import parse_occ
 from .order_book import ORDER_STATUSES, StoredOrder
 from .responses import AlpacaError, json_response, trading_error
+from .sdk_shapes import order_answer
 from .state import STATE_KEY, EmulatorState
 from .timestamps import format_ns
 from .wire_json import Json, JsonObject, WireJsonError, loads
@@ -337,6 +338,9 @@ def _new_order(state: EmulatorState, body: JsonObject, now_ns: int) -> JsonObjec
     return wire
 
 
+_SENT_NUMBERS = ("qty", "limit_price", "stop_price")
+
+
 def _optional_text(value: Decimal | None) -> str | None:
     return None if value is None else decimal_text(value)
 
@@ -351,9 +355,13 @@ async def submit_order(request: web.Request) -> web.Response:
         raise trading_error(400, INVALID, "request body format is invalid")
     state = request.app[STATE_KEY]
     now_ns = time.time_ns()
-    order = StoredOrder(submitted_ns=now_ns, wire=_new_order(state, body, now_ns))
+    wire = _new_order(state, body, now_ns)
+    # Validated above; kept as sent (not normalised) for the sdk_shapes answers.
+    numbers = {n: parse_decimal(body[n]) for n in _SENT_NUMBERS if wire.get(n) is not None}
+    numbers["filled_qty"] = Decimal(0)
+    order = StoredOrder(submitted_ns=now_ns, wire=wire, numbers=numbers)
     state.orders.add(order)
-    return json_response(order.wire)
+    return json_response(order_answer(order, state.config))
 
 
 def _underlying(state: EmulatorState, order: StoredOrder) -> str | None:
@@ -411,7 +419,7 @@ async def list_orders(request: web.Request) -> web.Response:
         selected.append(order)
     if direction == "desc":
         selected.reverse()
-    return json_response([order.wire for order in selected[:limit]])
+    return json_response([order_answer(order, state.config) for order in selected[:limit]])
 
 
 def _order_or_404(state: EmulatorState, order_id: str) -> StoredOrder:
@@ -425,7 +433,8 @@ async def get_order(request: web.Request) -> web.Response:
     """GET /v2/orders/{order_id}"""
     tp.boolean(request.query, "nested")
     state = request.app[STATE_KEY]
-    return json_response(_order_or_404(state, request.match_info["order_id"]).wire)
+    order = _order_or_404(state, request.match_info["order_id"])
+    return json_response(order_answer(order, state.config))
 
 
 async def order_by_client_order_id(request: web.Request) -> web.Response:
@@ -433,10 +442,11 @@ async def order_by_client_order_id(request: web.Request) -> web.Response:
     client_order_id = request.query.get("client_order_id")
     if not client_order_id:
         raise _invalid("client_order_id is required")
-    order = request.app[STATE_KEY].orders.by_client_order_id(client_order_id)
+    state = request.app[STATE_KEY]
+    order = state.orders.by_client_order_id(client_order_id)
     if order is None:
         raise trading_error(404, NOT_FOUND, "order not found")
-    return json_response(order.wire)
+    return json_response(order_answer(order, state.config))
 
 
 def cancel(order: StoredOrder) -> None:
@@ -488,21 +498,27 @@ def move_order(order: StoredOrder, changes: JsonObject) -> None:
     if not isinstance(status, str) or status not in ORDER_STATUSES:
         raise ValueError(f"status must be one of {sorted(ORDER_STATUSES)}")
     update: JsonObject = {"status": status}
+    numbers = dict(order.numbers)
     for name in ("filled_qty", "filled_avg_price"):
         if name in changes:
             value = changes[name]
             if value is None and name == "filled_avg_price":
                 update[name] = None
+                numbers.pop(name, None)
                 continue
             try:
-                update[name] = decimal_text(parse_decimal(value))
+                numbers[name] = parse_decimal(value)
             except ValueError:
                 raise ValueError(f"{name} must be a decimal number or string") from None
+            update[name] = decimal_text(numbers[name])
     if status == "filled" and "filled_qty" not in update and order.wire.get("qty") is not None:
         update["filled_qty"] = order.wire["qty"]
+        if "qty" in order.numbers:
+            numbers["filled_qty"] = order.numbers["qty"]
     now = format_ns(time.time_ns())
     stamp = _STATUS_TIMESTAMPS.get(status)
     if stamp is not None:
         update[stamp] = now
     update["updated_at"] = now
     order.wire.update(update)
+    order.numbers = numbers

@@ -36,6 +36,10 @@ _UNIT_AMOUNTS: dict[str, range | tuple[int, ...]] = {
     "Month": (1, 2, 3, 4, 6, 12),
     "M": (1, 2, 3, 4, 6, 12),
 }
+_UNIT_NAMES = {
+    "Min": "Min", "T": "Min", "Hour": "Hour", "H": "Hour", "Day": "Day", "D": "Day",
+    "Week": "Week", "W": "Week", "Month": "Month", "M": "Month",
+}  # fmt: skip
 
 Query = Mapping[str, str]
 
@@ -71,15 +75,24 @@ def feed(query: Query, allowed: frozenset[str]) -> str | None:
     return value
 
 
+def canonical_timeframe(value: str) -> str:
+    """``5T`` -> ``5Min``, ``1H`` -> ``1Hour``, ``1D`` -> ``1Day`` ...; ValueError if invalid."""
+    match = _TIMEFRAME.fullmatch(value)
+    if match is None or int(match.group(1)) not in _UNIT_AMOUNTS[match.group(2)]:
+        raise ValueError(f"invalid timeframe: {value}")
+    return f"{int(match.group(1))}{_UNIT_NAMES[match.group(2)]}"
+
+
 def timeframe(query: Query) -> str:
-    """Validate ``timeframe`` (1Min, 5T, 1Hour, 1D, 1Week, 3M ...). Bars are not aggregated."""
+    """The canonical ``timeframe`` (1Min, 5T, 1Hour, 1D, 1Week, 3M ...). Bars are not
+    aggregated: the answer holds the bars stored for this timeframe, else the untimed ones."""
     value = query.get("timeframe")
     if value is None:
         raise data_error(400, "missing timeframe")
-    match = _TIMEFRAME.fullmatch(value)
-    if match is None or int(match.group(1)) not in _UNIT_AMOUNTS[match.group(2)]:
-        raise data_error(400, f"invalid timeframe: {value}")
-    return value
+    try:
+        return canonical_timeframe(value)
+    except ValueError as exc:
+        raise data_error(400, str(exc)) from None
 
 
 def limit(query: Query, *, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:

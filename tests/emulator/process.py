@@ -38,8 +38,10 @@ class EmulatorProcess:
         secret_key: str = DEFAULT_SECRET_KEY,
         host: str = "127.0.0.1",
         start_timeout_s: float = START_TIMEOUT_S,
+        random_walk_seed: int | None = None,
     ) -> None:
         self.key_id = key_id
+        self.random_walk_seed = random_walk_seed
         self.secret_key = secret_key
         self.host = host
         self._start_timeout_s = start_timeout_s
@@ -67,6 +69,8 @@ class EmulatorProcess:
         self._stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115
         argv = [sys.executable, "-m", "tests.emulator", "--port", "0", "--host", self.host]
         argv += ["--key-id", self.key_id, "--secret-key", self.secret_key]
+        if self.random_walk_seed is not None:
+            argv += ["--random-walk", str(self.random_walk_seed)]
         self._process = subprocess.Popen(
             argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=self._stderr, text=True
         )

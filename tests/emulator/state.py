@@ -7,15 +7,16 @@ it back to its initial condition without restarting the server.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Literal, cast
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from .config import Config
 from .faults import FaultRegistry
 from .occ import parse_occ
 from .order_book import OrderBook
+from .random_walk import MarketWalk
 from .ratelimit import RateLimiter
 from .samples import default_account, default_asset, default_clock, default_option_contract
 from .timestamps import rfc3339_ns
@@ -24,8 +25,8 @@ from .wire_json import Json, JsonObject
 DEFAULT_KEY_ID = "emulator-key-id"
 DEFAULT_SECRET_KEY = "emulator-secret-key"
 
-UnknownSymbols = Literal["omit", "null"]
-Plan = Literal["free", "unlimited"]
+# Alpaca's latest-bar endpoints answer the latest minute bar.
+LATEST_BAR_TIMEFRAME = "1Min"
 
 
 @dataclass(frozen=True)
@@ -34,57 +35,6 @@ class Credentials:
 
     key_id: str
     secret_key: str
-
-
-@dataclass(frozen=True)
-class Config:
-    """Behaviour switches a test may change through ``PUT /_emulator/config``.
-
-    ``unknown_symbols``: how multi-symbol latest/snapshot answers show a valid symbol with no
-    data ("omit" the key, or send ``SYM: null``). ``plan``: "free" denies ``feed=sip`` on
-    latest and snapshot endpoints, and ``feed=opra`` on option data, with 403, as Alpaca's
-    Basic plan does.
-    """
-
-    unknown_symbols: UnknownSymbols = "omit"
-    plan: Plan = "free"
-    rate_limit_per_minute: int = 10_000
-    # Alpaca may end a historical page before `limit` and hand out a token; tests of a client's
-    # pagination set this to force short pages.
-    max_page_size: int | None = None
-
-    def to_wire(self) -> JsonObject:
-        """The configuration as the control API shows it."""
-        return {
-            "unknown_symbols": self.unknown_symbols,
-            "plan": self.plan,
-            "rate_limit_per_minute": self.rate_limit_per_minute,
-            "max_page_size": self.max_page_size,
-        }
-
-    def merged(self, changes: Mapping[str, Json]) -> Config:
-        """A copy with ``changes`` applied; ValueError names the first bad key or value."""
-        config = self
-        for name, value in changes.items():
-            if name == "unknown_symbols" and value in ("omit", "null"):
-                config = replace(config, unknown_symbols=cast(UnknownSymbols, value))
-            elif name == "plan" and value in ("free", "unlimited"):
-                config = replace(config, plan=cast(Plan, value))
-            elif (
-                name == "rate_limit_per_minute"
-                and isinstance(value, int)
-                and not isinstance(value, bool)
-                and value >= 0
-            ):
-                config = replace(config, rate_limit_per_minute=value)
-            elif name == "max_page_size" and (
-                value is None
-                or (isinstance(value, int) and not isinstance(value, bool) and value > 0)
-            ):
-                config = replace(config, max_page_size=value)
-            else:
-                raise ValueError(f"invalid config {name}={value!r}")
-        return config
 
 
 @dataclass(frozen=True)
@@ -127,8 +77,21 @@ class MarketData:
 
     quotes: dict[str, JsonObject] = field(default_factory=dict)
     trades: dict[str, JsonObject] = field(default_factory=dict)
+    # Bars stored without a timeframe answer every timeframe; bars stored for one (canonical
+    # name, e.g. "1Min") answer only that one, and win over the former for their symbol.
     bars: dict[str, list[StoredBar]] = field(default_factory=dict)
+    timeframe_bars: dict[str, dict[str, list[StoredBar]]] = field(default_factory=dict)
     snapshots: dict[str, JsonObject] = field(default_factory=dict)
+
+    def bars_for(self, timeframe: str | None) -> dict[str, list[StoredBar]]:
+        """Each symbol's bars for a canonical ``timeframe``: its own if stored, else untimed."""
+        own = self.timeframe_bars.get(timeframe, {}) if timeframe is not None else {}
+        return {**self.bars, **own}
+
+    def latest_bar(self, symbol: str) -> JsonObject | None:
+        """The newest minute bar if minute bars are stored, else the newest untimed bar."""
+        bars: Sequence[StoredBar] | None = self.bars_for(LATEST_BAR_TIMEFRAME).get(symbol)
+        return bars[-1].wire if bars else None
 
 
 @dataclass
@@ -147,9 +110,10 @@ def _check_occ(occ: str) -> None:
 class EmulatorState:
     """The whole mutable state of one emulator process."""
 
-    def __init__(self, credentials: Credentials) -> None:
+    def __init__(self, credentials: Credentials, start_config: Config | None = None) -> None:
         self.credentials = credentials
-        self.config = Config()
+        self.start_config = start_config or Config()
+        self.config = self.start_config
         self.market = MarketData()
         self.options = OptionData()
         self.assets: dict[str, JsonObject] = {}
@@ -159,13 +123,14 @@ class EmulatorState:
         self.clock: JsonObject = default_clock()
         self.account: JsonObject = default_account()
         self.faults = FaultRegistry()
+        self.walk = MarketWalk()
         self.rate_limiter = RateLimiter(self.config.rate_limit_per_minute)
         self.call_counts: Counter[str] = Counter()
         self.requests: list[RequestRecord] = []
 
     def reset(self) -> None:
         """Back to the state of a freshly started process (credentials are kept)."""
-        self.config = Config()
+        self.config = self.start_config
         self.market = MarketData()
         self.options = OptionData()
         self.assets = {}
@@ -175,6 +140,7 @@ class EmulatorState:
         self.clock = default_clock()
         self.account = default_account()
         self.faults.clear()
+        self.walk.clear()
         self.rate_limiter.reconfigure(self.config.rate_limit_per_minute)
         self.clear_calls()
 
@@ -183,6 +149,8 @@ class EmulatorState:
         self.config = self.config.merged(changes)
         if "rate_limit_per_minute" in changes:
             self.rate_limiter.reconfigure(self.config.rate_limit_per_minute)
+        if "random_walk" in changes:
+            self.walk.clear()  # a walk switched on (again) starts from the stored data
 
     def record_call(self, record: RequestRecord) -> None:
         """Count and log one Alpaca-path request."""
@@ -195,23 +163,35 @@ class EmulatorState:
         self.requests.clear()
 
     def set_quote(self, symbol: str, quote: JsonObject | None) -> None:
-        """Store (or with None remove) the latest quote."""
+        """Store (or with None remove) the latest quote; a random walk re-anchors on it."""
         self._put(self.market.quotes, symbol, quote)
+        self.walk.forget(symbol)
 
     def set_trade(self, symbol: str, trade: JsonObject | None) -> None:
-        """Store (or with None remove) the latest trade."""
+        """Store (or with None remove) the latest trade; a random walk re-anchors on it."""
         self._put(self.market.trades, symbol, trade)
+        self.walk.forget(symbol)
 
     def set_snapshot(self, symbol: str, snapshot: JsonObject | None) -> None:
         """Store (or with None remove) the snapshot."""
         self._put(self.market.snapshots, symbol, snapshot)
 
-    def set_bars(self, symbol: str, bars: list[JsonObject] | None) -> None:
-        """Replace (or with None remove) the bars; ValueError if a bar has no usable ``t``."""
+    def set_bars(
+        self, symbol: str, bars: list[JsonObject] | None, timeframe: str | None = None
+    ) -> None:
+        """Replace (or with None remove) the bars, for every timeframe or one canonical one.
+
+        ValueError if a bar has no usable ``t``.
+        """
+        store = (
+            self.market.bars
+            if timeframe is None
+            else self.market.timeframe_bars.setdefault(timeframe, {})
+        )
         if bars is None:
-            self.market.bars.pop(symbol, None)
+            store.pop(symbol, None)
             return
-        self.market.bars[symbol] = stored_bars(bars)
+        store[symbol] = stored_bars(bars)
         self.register_asset(symbol)
 
     def set_asset(self, symbol: str, fields: JsonObject | None) -> None:

@@ -1,6 +1,7 @@
 """Trading-API handlers: clock, assets, account, positions and option contracts.
 
-Decimals stay strings as Alpaca sends them. Orders live in :mod:`orders`.
+Decimals stay strings as Alpaca's documents give them (``sdk_shapes`` changes option contracts:
+see :mod:`sdk_shapes`). Orders live in :mod:`orders`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from aiohttp import web
 from . import trading_params as tp
 from .decimals import parse_decimal
 from .responses import json_response, trading_error
+from .sdk_shapes import contract_answer
 from .state import STATE_KEY, EmulatorState
 from .timestamps import strict_date
 from .wire_json import Json, JsonObject
@@ -143,9 +145,9 @@ async def option_contracts(request: web.Request) -> web.Response:
             or (expiration is not None and expires != expiration)
         ):
             continue
-        listed = dict(contract)
+        listed = contract_answer(contract, state.config)
         if not show_deliverables:
-            listed.pop("deliverables", None)
+            listed = {name: value for name, value in listed.items() if name != "deliverables"}
         matching.append(listed)
     page = matching[offset : offset + limit]
     end = offset + len(page)
@@ -156,7 +158,8 @@ async def option_contracts(request: web.Request) -> web.Response:
 async def option_contract(request: web.Request) -> web.Response:
     """GET /v2/options/contracts/{symbol_or_id}: 404 40410000 names the unknown contract."""
     wanted = request.match_info["symbol_or_id"]
-    found = request.app[STATE_KEY].find_option_contract(wanted)
+    state = request.app[STATE_KEY]
+    found = state.find_option_contract(wanted)
     if found is None:
         raise trading_error(404, NOT_FOUND, f"option contract {wanted} not found")
-    return json_response(found)
+    return json_response(contract_answer(found, state.config))
