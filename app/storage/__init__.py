@@ -12,6 +12,8 @@ from app.storage.records import (
     ApiKeyRow,
     AuditStatus,
     ErrorLogEntry,
+    ErrorLogQuery,
+    ErrorLogRow,
     OrderAuditRequest,
     OrderAuditRow,
 )
@@ -24,6 +26,8 @@ __all__ = [
     "AuditStatus",
     "EmbeddedStore",
     "ErrorLogEntry",
+    "ErrorLogQuery",
+    "ErrorLogRow",
     "ErrorLogWriter",
     "OrderAuditRequest",
     "OrderAuditRow",

@@ -23,6 +23,8 @@ from app.storage.records import (
     ApiKeyRow,
     AuditStatus,
     ErrorLogEntry,
+    ErrorLogQuery,
+    ErrorLogRow,
     OrderAuditRequest,
     OrderAuditRow,
     utc_now,
@@ -200,6 +202,24 @@ class EmbeddedStore:
 
         await self._call(insert)
 
+    async def recent_error_logs(self, query: ErrorLogQuery) -> list[ErrorLogRow]:
+        statement, params = select_error_logs(query)
+        rows = await self._call(lambda c: c.execute(statement, params).fetchall())
+        return [_error_row(row) for row in rows]
+
+    async def prune_error_logs(self, *, keep_rows: int, older_than: datetime, limit: int) -> int:
+        cutoff = _text(older_than)
+
+        def prune(connection: sqlite3.Connection) -> int:
+            with _transaction(connection):
+                deleted = connection.execute(_PRUNE_OLD_ERROR_LOGS, (cutoff, limit)).rowcount
+                if deleted < limit:
+                    excess = (keep_rows, limit - deleted)
+                    deleted += connection.execute(_PRUNE_EXCESS_ERROR_LOGS, excess).rowcount
+            return deleted
+
+        return await self._call(prune)
+
     # --- API keys -----------------------------------------------------------------------------
     async def insert_api_key(self, key: ApiKeyRow) -> None:
         params = (
@@ -322,6 +342,59 @@ def _statements(script: str) -> Iterator[str]:
 
 def _only_comments(text: str) -> bool:
     return all(not line.strip() or line.strip().startswith("--") for line in text.splitlines())
+
+
+_PRUNE_OLD_ERROR_LOGS = (
+    "DELETE FROM error_logs WHERE id IN ("
+    " SELECT id FROM error_logs WHERE created_at < ? ORDER BY created_at LIMIT ?)"
+)
+# Rows more than keep_rows ids behind the newest: max(id) is one index probe, where counting
+# rows (OFFSET keep_rows) would walk the whole kept part on every check. Ids only grow, so at
+# most keep_rows rows remain (fewer if some ids were never committed).
+_PRUNE_EXCESS_ERROR_LOGS = (
+    "DELETE FROM error_logs WHERE id IN ("
+    " SELECT id FROM error_logs WHERE id <= (SELECT max(id) FROM error_logs) - ?"
+    " ORDER BY id LIMIT ?)"
+)
+
+
+def select_error_logs(query: ErrorLogQuery) -> tuple[str, list[Any]]:
+    """The statement and parameters for `recent_error_logs`. Each filter is written the way its
+    index is (0004_error_logs_lookups.sql): SQLite uses an expression index only for the
+    identical expression."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    if query.codes:
+        conditions.append(f"code IN ({', '.join('?' for _ in query.codes)})")
+        params.extend(query.codes)
+    if query.upstream is not None:
+        conditions.append("json_extract(context, '$.upstream') = ?")
+        params.append(query.upstream)
+    if query.since is not None:
+        conditions.append("created_at >= ?")
+        params.append(_text(query.since))
+    params.append(query.limit)
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    # Only the fixed fragments above are formatted in; every value is a parameter.
+    statement = (
+        "SELECT id, code, message, request_id, context, created_at FROM error_logs"  # noqa: S608
+        f"{where} ORDER BY created_at DESC, id DESC LIMIT ?"
+    )
+    return statement, params
+
+
+def _error_row(row: sqlite3.Row) -> ErrorLogRow:
+    created_at = _time(row["created_at"])
+    if created_at is None:
+        raise ValueError(f"error log row {row['id']} has no created_at")
+    return ErrorLogRow(
+        id=row["id"],
+        code=row["code"],
+        message=row["message"],
+        request_id=row["request_id"],
+        context=load_json(row["context"]),
+        created_at=created_at,
+    )
 
 
 def _audit_row(row: sqlite3.Row) -> OrderAuditRow:

@@ -23,6 +23,8 @@ from app.storage.records import (
     ApiKeyRow,
     AuditStatus,
     ErrorLogEntry,
+    ErrorLogQuery,
+    ErrorLogRow,
     OrderAuditRequest,
     OrderAuditRow,
     utc_now,
@@ -47,6 +49,8 @@ _UNAVAILABLE = (
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.exceptions.ReadOnlySQLTransactionError,
     asyncpg.InterfaceError,
+    # What a connection the server closed mid-protocol (`pg_ctl -m fast stop`) raises.
+    asyncpg.exceptions.InternalClientError,
     OSError,
     TimeoutError,
 )
@@ -240,6 +244,24 @@ class PostgresStore:
                 ],
             )
 
+    async def recent_error_logs(self, query: ErrorLogQuery) -> list[ErrorLogRow]:
+        statement, params = select_error_logs(query)
+        async with self._connection() as connection:
+            records = await connection.fetch(statement, *params)
+        return [_error_row(record) for record in records]
+
+    async def prune_error_logs(self, *, keep_rows: int, older_than: datetime, limit: int) -> int:
+        async with self._connection() as connection:
+            # Each DELETE is bounded by `limit`, so it fits well inside the statement timeout.
+            result = await connection.execute(_PRUNE_OLD_ERROR_LOGS, older_than, limit)
+            deleted = _deleted(result)
+            if deleted < limit:
+                result = await connection.execute(
+                    _PRUNE_EXCESS_ERROR_LOGS, keep_rows, limit - deleted
+                )
+                deleted += _deleted(result)
+        return deleted
+
     # --- API keys -----------------------------------------------------------------------------
     async def insert_api_key(self, key: ApiKeyRow) -> None:
         async with self._connection() as connection:
@@ -323,6 +345,60 @@ class PostgresStore:
                 key_id,
                 when,
             )
+
+
+_PRUNE_OLD_ERROR_LOGS = (
+    "DELETE FROM error_logs WHERE id IN ("
+    " SELECT id FROM error_logs WHERE created_at < $1 ORDER BY created_at LIMIT $2)"
+)
+# Rows more than keep_rows ids behind the newest: max(id) is one index probe, where counting
+# rows (OFFSET keep_rows) would walk the whole kept part on every check. Ids only grow, so at
+# most keep_rows rows remain (fewer if some ids were never committed).
+_PRUNE_EXCESS_ERROR_LOGS = (
+    "DELETE FROM error_logs WHERE id IN ("
+    " SELECT id FROM error_logs WHERE id <= (SELECT max(id) FROM error_logs) - $1"
+    " ORDER BY id LIMIT $2)"
+)
+
+
+def select_error_logs(query: ErrorLogQuery) -> tuple[str, list[Any]]:
+    """The statement and parameters for `recent_error_logs`. Each filter is written the way its
+    index is (0004_error_logs_lookups.sql), so the planner can use it."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    if query.codes:
+        params.append(list(query.codes))
+        conditions.append(f"code = ANY(${len(params)}::text[])")
+    if query.upstream is not None:
+        params.append(query.upstream)
+        conditions.append(f"(context ->> 'upstream') = ${len(params)}")
+    if query.since is not None:
+        params.append(query.since)
+        conditions.append(f"created_at >= ${len(params)}")
+    params.append(query.limit)
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    # Only the fixed fragments above are formatted in; every value is a parameter.
+    statement = (
+        "SELECT id, code, message, request_id, context, created_at FROM error_logs"  # noqa: S608
+        f"{where} ORDER BY created_at DESC, id DESC LIMIT ${len(params)}"
+    )
+    return statement, params
+
+
+def _deleted(status: str) -> int:
+    # asyncpg returns the command tag, e.g. "DELETE 42".
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _error_row(record: asyncpg.Record) -> ErrorLogRow:
+    return ErrorLogRow(
+        id=record["id"],
+        code=record["code"],
+        message=record["message"],
+        request_id=record["request_id"],
+        context=load_json(record["context"]),
+        created_at=record["created_at"],
+    )
 
 
 def _audit_row(record: asyncpg.Record) -> OrderAuditRow:

@@ -58,6 +58,47 @@ class ErrorLogEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class ErrorLogRow:
+    """A stored error-log entry, exactly as written: `context` is the stored JSON object."""
+
+    id: int
+    code: str
+    message: str
+    request_id: str | None
+    context: dict[str, Any]
+    created_at: datetime
+
+    @property
+    def upstream(self) -> str | None:
+        return _text_or_none(self.context.get("upstream"))
+
+    @property
+    def symbol(self) -> str | None:
+        return _text_or_none(self.context.get("symbol"))
+
+
+def _text_or_none(value: object) -> str | None:
+    # Context values are whatever was logged; only text is shown as text.
+    return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorLogQuery:
+    """Which error-log rows to read, newest first: every filter given must match."""
+
+    codes: tuple[str, ...] = ()
+    upstream: str | None = None
+    since: datetime | None = None
+    limit: int = 50
+
+    def __post_init__(self) -> None:
+        if self.limit < 1:
+            raise ValueError("limit must be at least 1")
+        if self.since is not None and self.since.tzinfo is None:
+            raise ValueError("since must be timezone-aware")
+
+
+@dataclass(frozen=True, slots=True)
 class ApiKeyRow:
     """A stored API key: `id` is the public key_id; only the secret's hash is ever stored."""
 

@@ -17,6 +17,8 @@ from app.storage.records import (
     ApiKeyRow,
     AuditStatus,
     ErrorLogEntry,
+    ErrorLogQuery,
+    ErrorLogRow,
     OrderAuditRequest,
     OrderAuditRow,
 )
@@ -71,6 +73,17 @@ class Store(Protocol):
 
     # --- error log ----------------------------------------------------------------------------
     async def insert_error_logs(self, entries: Sequence[ErrorLogEntry]) -> None: ...
+
+    async def recent_error_logs(self, query: ErrorLogQuery) -> list[ErrorLogRow]:
+        """The newest rows matching `query` (created_at, then id, descending), at most
+        `query.limit`. `upstream` matches the `upstream` recorded in the row's context."""
+        ...
+
+    async def prune_error_logs(self, *, keep_rows: int, older_than: datetime, limit: int) -> int:
+        """Delete at most `limit` rows: first those created before `older_than`, then those
+        more than `keep_rows` ids behind the newest row, so at most `keep_rows` remain. Return
+        how many were deleted; `limit` deleted means more may be due."""
+        ...
 
     # --- API keys -----------------------------------------------------------------------------
     async def insert_api_key(self, key: ApiKeyRow) -> None:

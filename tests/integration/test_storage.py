@@ -30,11 +30,14 @@ from app.storage import (
     ApiKeyRow,
     EmbeddedStore,
     ErrorLogEntry,
+    ErrorLogQuery,
     ErrorLogWriter,
     OrderAuditRequest,
     PostgresStore,
     Store,
     StoreUnavailable,
+    embedded,
+    postgres,
 )
 from app.storage.schema import Dialect, load_migrations
 from tests.conftest import PrivatePostgres, free_port
@@ -96,6 +99,7 @@ def postgres_database(postgres_server: str) -> Iterator[str]:
 
 # --- one fixture, two backends ----------------------------------------------------------------
 RawRows = Callable[[str], Awaitable[list[dict[str, Any]]]]
+Explain = Callable[[ErrorLogQuery], Awaitable[str]]
 
 
 @dataclass
@@ -104,6 +108,7 @@ class Backend:
     store: Store
     rows: RawRows  # every column of every row of a table, read around the store
     reopen: Callable[[], Awaitable[Store]]  # a second store on the same database
+    explain: Explain  # the query plan of recent_error_logs(query)
 
 
 async def open_backend(kind: str, target: str) -> Backend:
@@ -119,7 +124,18 @@ async def open_backend(kind: str, target: str) -> Backend:
             finally:
                 await connection.close()
 
-        return Backend(kind, await open_postgres(), pg_rows, open_postgres)
+        async def pg_explain(query: ErrorLogQuery) -> str:
+            statement, params = postgres.select_error_logs(query)
+            connection = await asyncpg.connect(target, timeout=5)
+            try:
+                # A near-empty table is cheapest to scan whole: ask whether an index is usable.
+                await connection.execute("SET enable_seqscan = off")
+                plan = await connection.fetch(f"EXPLAIN {statement}", *params)
+            finally:
+                await connection.close()
+            return "\n".join(r[0] for r in plan)
+
+        return Backend(kind, await open_postgres(), pg_rows, open_postgres, pg_explain)
 
     async def open_embedded() -> Store:
         return await EmbeddedStore.open(target)
@@ -132,7 +148,16 @@ async def open_backend(kind: str, target: str) -> Backend:
         finally:
             connection.close()
 
-    return Backend(kind, await open_embedded(), sqlite_rows, open_embedded)
+    async def sqlite_explain(query: ErrorLogQuery) -> str:
+        statement, params = embedded.select_error_logs(query)
+        connection = sqlite3.connect(target)
+        try:
+            plan = connection.execute(f"EXPLAIN QUERY PLAN {statement}", params).fetchall()
+        finally:
+            connection.close()
+        return "\n".join(r[-1] for r in plan)
+
+    return Backend(kind, await open_embedded(), sqlite_rows, open_embedded, sqlite_explain)
 
 
 @pytest.fixture(params=["postgres", "embedded"])
@@ -328,6 +353,106 @@ async def test_error_logs_are_inserted_as_one_batch(backend: Backend) -> None:
         ("UPSTREAM_TIMEOUT", f"timeout {i}", f"req-{i}") for i in range(5)
     ]
     assert '"attempt":4' in rows[4]["context"]
+
+
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def failure(
+    i: int, code: str = "UPSTREAM_TIMEOUT", upstream: str | None = "data", **changes: Any
+) -> ErrorLogEntry:
+    """What problems.py records for a failed request; created i seconds after T0."""
+    values: dict[str, Any] = {
+        "code": code,
+        "message": f"failure {i}",
+        "request_id": f"req-{i}",
+        "context": {"path": "/v1/stocks/AAPL/quote", "upstream": upstream, "symbol": "AAPL"},
+        "created_at": T0 + timedelta(seconds=i),
+    }
+    values.update(changes)
+    return ErrorLogEntry(**values)
+
+
+async def test_recent_error_logs_are_newest_first_by_time_not_by_id(backend: Backend) -> None:
+    # Written out of time order (two gateways' batches interleave): time decides.
+    await backend.store.insert_error_logs([failure(i) for i in (2, 0, 4, 1, 3)])
+
+    rows = await backend.store.recent_error_logs(ErrorLogQuery(limit=3))
+    assert [r.message for r in rows] == ["failure 4", "failure 3", "failure 2"]
+    newest = rows[0]
+    assert (newest.code, newest.request_id, newest.created_at) == (
+        "UPSTREAM_TIMEOUT",
+        "req-4",
+        T0 + timedelta(seconds=4),
+    )
+    assert newest.context == {
+        "path": "/v1/stocks/AAPL/quote",
+        "upstream": "data",
+        "symbol": "AAPL",
+    }
+    assert (newest.upstream, newest.symbol) == ("data", "AAPL")
+
+
+async def test_recent_error_logs_filters_each_narrow_the_rows(backend: Backend) -> None:
+    await backend.store.insert_error_logs(
+        [
+            failure(0, "UPSTREAM_TIMEOUT", "data"),
+            failure(1, "INTERNAL", None),
+            failure(2, "UPSTREAM_UNAVAILABLE", "trading"),
+            failure(3, "UPSTREAM_TIMEOUT", "options"),
+            failure(4, "UPSTREAM_UNAVAILABLE", "data"),
+        ]
+    )
+
+    async def ids(**filters: Any) -> list[int]:
+        rows = await backend.store.recent_error_logs(ErrorLogQuery(**filters))
+        return [int(r.message.split()[-1]) for r in rows]
+
+    assert await ids() == [4, 3, 2, 1, 0]
+    assert await ids(codes=("UPSTREAM_TIMEOUT",)) == [3, 0]
+    assert await ids(codes=("INTERNAL", "UPSTREAM_UNAVAILABLE")) == [4, 2, 1]
+    assert await ids(upstream="data") == [4, 0]
+    assert await ids(since=T0 + timedelta(seconds=3)) == [4, 3]  # at or after
+    assert await ids(codes=("UPSTREAM_UNAVAILABLE",), upstream="data") == [4]
+    assert await ids(upstream="trading", since=T0 + timedelta(seconds=3)) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "index"),
+    [
+        (ErrorLogQuery(), "error_logs_created_at_idx"),
+        (ErrorLogQuery(since=T0), "error_logs_created_at_idx"),
+        (ErrorLogQuery(codes=("INTERNAL",)), "error_logs_code_created_at_idx"),
+        (ErrorLogQuery(upstream="trading"), "error_logs_upstream_created_at_idx"),
+    ],
+)
+async def test_error_log_queries_can_use_their_index(
+    backend: Backend, query: ErrorLogQuery, index: str
+) -> None:
+    assert index in await backend.explain(query)
+
+
+async def test_prune_deletes_expired_rows_then_the_oldest_beyond_the_cap(backend: Backend) -> None:
+    store = backend.store
+    await store.insert_error_logs([failure(i) for i in range(30)])
+
+    # Rows 0-4 are past the age limit; of the other 25, the newest 10 are kept.
+    prune = {"keep_rows": 10, "older_than": T0 + timedelta(seconds=5), "limit": 8}
+    assert [await store.prune_error_logs(**prune) for _ in range(4)] == [8, 8, 4, 0]
+
+    rows = await store.recent_error_logs(ErrorLogQuery(limit=100))
+    assert [r.message for r in rows] == [f"failure {i}" for i in range(29, 19, -1)]
+
+
+async def test_prune_by_age_alone_keeps_every_recent_row(backend: Backend) -> None:
+    store = backend.store
+    await store.insert_error_logs([failure(i) for i in range(6)])
+
+    deleted = await store.prune_error_logs(
+        keep_rows=100, older_than=T0 + timedelta(seconds=2), limit=100
+    )
+    assert deleted == 2
+    assert len(await backend.rows("error_logs")) == 4
 
 
 # --- API keys ---------------------------------------------------------------------------------
