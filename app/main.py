@@ -42,7 +42,7 @@ from app.quotas import MemoryQuotas, Quotas, RedisQuotas
 from app.read_through import ReadThrough, Served
 from app.settings import Settings, load_settings
 from app.state import GatewayState
-from app.storage import EmbeddedStore, ErrorLogWriter, PostgresStore, Store
+from app.storage import EmbeddedStore, ErrorLogRetention, ErrorLogWriter, PostgresStore, Store
 
 VERSION = "0.1.0"
 
@@ -193,7 +193,13 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
     store = await _open_store(settings)
     stack.push_async_callback(store.close)
     error_log = ErrorLogWriter(
-        store, max_queue=settings.error_log_queue_size, on_drop=metrics.error_log_dropped.inc
+        store,
+        max_queue=settings.error_log_queue_size,
+        on_drop=metrics.error_log_dropped.inc,
+        retention=ErrorLogRetention(
+            max_rows=settings.error_log_max_rows,
+            max_age_s=settings.error_log_retention_days * 86_400,
+        ),
     )
     error_log.start()
     stack.push_async_callback(error_log.aclose)

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     order_reconcile_attempts: int = Field(default=4, ge=1, le=20)
     order_reconcile_first_wait_s: float = Field(default=0.25, gt=0)
     error_log_queue_size: int = Field(default=1000, ge=1)
+    # error_logs keeps the newest ERROR_LOG_MAX_ROWS rows, none older than the retention.
+    error_log_max_rows: int = Field(default=100_000, ge=1)
+    error_log_retention_days: float = Field(default=7.0, gt=0)
 
     # --- Upstream timeouts (seconds): total bounds the whole call, body included ---------------
     data_timeout_s: float = Field(default=2.0, gt=0)

@@ -5,7 +5,7 @@ nothing connects at import time.
 """
 
 from app.storage.embedded import EmbeddedStore
-from app.storage.error_log import ErrorLogWriter
+from app.storage.error_log import ErrorLogRetention, ErrorLogWriter
 from app.storage.postgres import PostgresStore
 from app.storage.records import (
     AUDIT_STATUSES,
@@ -27,6 +27,7 @@ __all__ = [
     "EmbeddedStore",
     "ErrorLogEntry",
     "ErrorLogQuery",
+    "ErrorLogRetention",
     "ErrorLogRow",
     "ErrorLogWriter",
     "OrderAuditRequest",

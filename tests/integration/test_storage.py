@@ -31,6 +31,7 @@ from app.storage import (
     EmbeddedStore,
     ErrorLogEntry,
     ErrorLogQuery,
+    ErrorLogRetention,
     ErrorLogWriter,
     OrderAuditRequest,
     PostgresStore,
@@ -638,3 +639,53 @@ async def test_writer_drops_and_logs_once_while_the_store_is_down(backend: Backe
         logger.remove(sink)
     assert len(drops) == 5
     assert len([m for m in messages if "error log not recorded" in m]) == 1
+
+
+async def test_writer_keeps_the_table_within_max_rows(backend: Backend) -> None:
+    """One client sending garbage fast must not fill the disk through error_logs."""
+    retention = ErrorLogRetention(
+        max_rows=20, max_age_s=86_400, check_every_rows=5, delete_chunk_rows=10
+    )
+    writer = ErrorLogWriter(backend.store, batch=5, on_drop=lambda: None, retention=retention)
+    writer.start()
+    most_rows = 0
+    for i in range(150):  # 7.5 times the cap
+        writer.submit(entry(i))
+        if i % 10 == 9:
+            await asyncio.sleep(0.01)  # let the writer keep up, as it does between requests
+            most_rows = max(most_rows, len(await backend.rows("error_logs")))
+    await writer.aclose()
+
+    rows = await backend.rows("error_logs")
+    # Between checks the table may pass the cap by about check_every_rows (plus one batch).
+    assert most_rows <= 20 + 5 + 5
+    assert sorted(r["message"] for r in rows) == sorted(f"failure {i}" for i in range(130, 150))
+
+
+async def test_writer_refuses_a_retention_that_could_never_catch_up(backend: Backend) -> None:
+    retention = ErrorLogRetention(max_rows=100, max_age_s=60, delete_chunk_rows=100)
+    with pytest.raises(ValueError, match="larger than batch"):
+        ErrorLogWriter(backend.store, batch=100, on_drop=lambda: None, retention=retention)
+
+
+async def test_writer_deletes_expired_rows_even_when_nothing_fails(backend: Backend) -> None:
+    now = datetime.now(UTC)
+    await backend.store.insert_error_logs(
+        [entry(i) for i in range(3)]
+        + [
+            ErrorLogEntry(code="INTERNAL", message=f"old {i}", created_at=now - timedelta(days=8))
+            for i in range(4)
+        ]
+    )
+    retention = ErrorLogRetention(max_rows=100, max_age_s=7 * 86_400, check_interval_s=0.05)
+    writer = ErrorLogWriter(backend.store, on_drop=lambda: None, retention=retention)
+    writer.start()
+    try:
+        for _ in range(100):  # no entry is submitted: only the timer can trigger the check
+            if len(await backend.rows("error_logs")) == 3:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await writer.aclose()
+    rows = await backend.rows("error_logs")
+    assert sorted(r["message"] for r in rows) == ["failure 0", "failure 1", "failure 2"]
