@@ -1,24 +1,30 @@
-"""The emulator against Alpaca's own OpenAPI documents.
+"""The emulator against Alpaca's own OpenAPI documents, through the facts taken from them.
 
 Every endpoint the emulator serves must exist in Alpaca's documents with the same path, method
 and query parameters, and its 200 answers must validate against the documented response
 schema. The data stored for each call is the document's own example payload, so the test also
 shows that the emulator hands such payloads back unchanged.
+
+Alpaca's documents are not in this repository: ``alpaca_facts.json`` beside this module holds
+what these tests use of them (paths, parameters, response schemas as self-contained JSON
+Schema, the example payloads), written by ``python -m tests.contract.extract_alpaca_facts``.
+Where the documents are available, ``test_facts_file_is_what_alpaca_documents_give`` checks
+that the committed file is still what they give.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import difflib
 import json
 import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
+from datetime import date
 from typing import Any, Literal
-from urllib.parse import quote
 
 import httpx
 import pytest
@@ -30,12 +36,11 @@ from alpaca.data.timeframe import TimeFrame
 from alpaca.trading.client import TradingClient
 from alpaca.trading.models import Asset, Clock, TradeAccount
 from jsonschema import Draft4Validator, FormatChecker
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT4
 
+from tests.contract import extract_alpaca_facts as extractor
 from tests.emulator import params
 from tests.emulator.control import EmulatorControl, shared_ssl_context
-from tests.emulator.process import REPO_ROOT, EmulatorProcess
+from tests.emulator.process import EmulatorProcess
 from tests.emulator.responses import ApiFamily
 from tests.emulator.routes import ROUTES, AlpacaRoute
 from tests.emulator.samples import sample_bar, sample_quote
@@ -43,12 +48,9 @@ from tests.emulator.timestamps import rfc3339_ns
 
 pytestmark = pytest.mark.contract
 
-DOCUMENTS = {
-    ApiFamily.MARKET_DATA: "market-data-api.json",
-    ApiFamily.TRADING: "trading-api.json",
-}
 RATE_LIMIT_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 _PATH_PARAM = re.compile(r"{(\w+)}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 # The samples hold Decimals (the emulator's exact numbers); the SDK test sends plain floats.
 SAMPLE_QUOTE = json.loads(json.dumps(sample_quote(), default=float))
 SAMPLE_BAR = json.loads(json.dumps(sample_bar(), default=float))
@@ -56,62 +58,41 @@ SAMPLE_BAR = json.loads(json.dumps(sample_bar(), default=float))
 Json = Any  # parsed JSON documents and answers
 
 
-def _openapi_dir() -> Path:
-    configured = os.environ.get("ALPACA_OPENAPI_DIR")
-    return Path(configured) if configured else (REPO_ROOT / ".." / "shared" / "alpaca-openapi")
-
-
 @dataclass(frozen=True)
 class Document:
-    """One OpenAPI document plus a validator factory that resolves its $refs."""
+    """What the facts file knows of one of Alpaca's documents."""
 
-    uri: str
-    spec: dict[str, Json]
-    registry: Registry[Json] = field(repr=False)
+    facts: dict[str, Json]
+
+    def is_documented(self, path: str, method: str) -> bool:
+        return method.lower() in self.facts["documented"].get(path, [])
 
     def operation(self, path: str, method: str) -> dict[str, Json]:
-        operation: dict[str, Json] = self.spec["paths"][path][method.lower()]
-        return operation
+        key = f"{method.upper()} {path}"
+        operations: dict[str, dict[str, Json]] = self.facts["operations"]
+        assert key in operations, (
+            f"{key} has no facts in {extractor.FACTS_PATH.name}: run "
+            "python -m tests.contract.extract_alpaca_facts with Alpaca's documents"
+        )
+        return operations[key]
 
     def parameters(self, path: str, method: str) -> list[dict[str, Json]]:
-        """Path-level and operation-level parameters, $refs resolved."""
-        declared = [*self.spec["paths"][path].get("parameters", [])]
-        declared += self.operation(path, method).get("parameters", [])
-        return [self._resolve(parameter) for parameter in declared]
+        """Path-level and operation-level parameters."""
+        parameters: list[dict[str, Json]] = self.operation(path, method)["parameters"]
+        return parameters
 
     def ok_response(self, path: str, method: str) -> dict[str, Json]:
-        response: dict[str, Json] = self._resolve(self.operation(path, method)["responses"]["200"])
+        response: dict[str, Json] = self.operation(path, method)["ok"]
         return response
 
     def validate_ok_body(self, path: str, method: str, body: Json) -> None:
-        pointer = "/".join(
-            segment.replace("~", "~0").replace("/", "~1")
-            for segment in ("paths", path, method.lower(), "responses", "200", "content")
-        )
-        ref = f"{self.uri}#/{quote(pointer)}/application~1json/schema"
-        validator = Draft4Validator({"$ref": ref}, registry=self.registry, format_checker=_FORMATS)
+        schema = self.ok_response(path, method)["schema"]
+        validator = Draft4Validator(schema, format_checker=_FORMATS)
         errors = sorted(validator.iter_errors(body), key=lambda error: list(error.path))
         assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
 
-    def _resolve(self, node: dict[str, Json]) -> dict[str, Json]:
-        while "$ref" in node:
-            target: Json = self.spec
-            for part in node["$ref"].removeprefix("#/").split("/"):
-                target = target[part.replace("~1", "/").replace("~0", "~")]
-            node = target
-        return node
-
-
-def _with_nullable(node: Json) -> Json:
-    """OpenAPI 3.0 ``nullable: true`` as JSON Schema: ``null`` joins the allowed types."""
-    if isinstance(node, list):
-        return [_with_nullable(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    converted = {key: _with_nullable(value) for key, value in node.items()}
-    if converted.get("nullable") is True and isinstance(converted.get("type"), str):
-        converted["type"] = [converted["type"], "null"]
-    return converted
+    def schema_example(self, name: str) -> Json:
+        return copy.deepcopy(self.facts["schema_examples"][name])
 
 
 _FORMATS = FormatChecker(formats=())
@@ -133,26 +114,13 @@ def _is_uuid(value: object) -> bool:
 
 
 @pytest.fixture(scope="module")
-def documents() -> dict[ApiFamily, Document]:
-    directory = _openapi_dir()
-    missing = [name for name in DOCUMENTS.values() if not (directory / name).is_file()]
-    if missing:
-        # Never a skip: without the documents this contract is simply unchecked.
-        pytest.fail(
-            f"Alpaca's OpenAPI documents {missing} are not in {directory}. Set "
-            "ALPACA_OPENAPI_DIR to the directory holding market-data-api.json and "
-            "trading-api.json (default: ../shared/alpaca-openapi beside the repository).",
-            pytrace=False,
-        )
-    loaded: dict[ApiFamily, Document] = {}
-    for family, name in DOCUMENTS.items():
-        spec = _with_nullable(json.loads((directory / name).read_text(encoding="utf-8")))
-        uri = f"urn:alpaca-openapi:{family.value}"
-        registry: Registry[Json] = Registry().with_resource(
-            uri, Resource.from_contents(spec, default_specification=DRAFT4)
-        )
-        loaded[family] = Document(uri, spec, registry)
-    return loaded
+def facts() -> dict[str, Json]:
+    return extractor.load_facts()
+
+
+@pytest.fixture(scope="module")
+def documents(facts: dict[str, Json]) -> dict[ApiFamily, Document]:
+    return {family: Document(facts[family.value]) for family in ApiFamily}
 
 
 @pytest.fixture(scope="module")
@@ -179,10 +147,64 @@ async def alpaca(emulator: EmulatorProcess) -> AsyncIterator[httpx.AsyncClient]:
 
 def _example(document: Document, path: str) -> Json:
     """The first example value of the documented 200 answer."""
-    content = document.ok_response(path, "GET")["content"]["application/json"]
-    if "example" in content:
-        return copy.deepcopy(content["example"])
-    return copy.deepcopy(next(iter(content["examples"].values()))["value"])
+    return copy.deepcopy(document.ok_response(path, "GET")["example"])
+
+
+# --- the facts file ---------------------------------------------------------------------------
+
+
+def test_facts_file_is_what_alpaca_documents_give(facts: dict[str, Json]) -> None:
+    """alpaca_facts.json is well-formed and, where Alpaca's documents are at hand, up to date.
+
+    The file alone is always checked: its provenance names both documents (title, version,
+    sha256) and the origin commit, every operation it describes is a documented one, and every
+    response and parameter schema is a valid draft-4 JSON Schema. Where the documents are
+    available (ALPACA_OPENAPI_DIR, else the shared docs beside the repository) the extraction
+    also runs again in memory and must give the committed facts, the date aside: a changed
+    document, a changed route table or a hand edit fails here. Without them (a fresh clone)
+    nothing says the facts are current, and a pass means "well-formed" only; the test never
+    skips. ALPACA_OPENAPI_DIR set to a directory without the documents is a failure.
+    """
+    about = facts["about"]
+    date.fromisoformat(about["extracted_on"])
+    assert re.fullmatch(r"[0-9a-f]{40}", about["origin"]["commit"])
+    for family, name in extractor.DOCUMENTS.items():
+        source = about["documents"][family]
+        assert source["file"] == name
+        assert _SHA256.fullmatch(source["sha256"]), source
+        assert source["title"]
+        assert source["version"]
+        for key, operation in facts[family]["operations"].items():
+            method, path = key.split(" ", 1)
+            assert Document(facts[family]).is_documented(path, method), key
+            for parameter in operation["parameters"]:
+                assert parameter["in"] in ("path", "query", "header", "cookie"), key
+                assert isinstance(parameter["required"], bool), key
+                Draft4Validator.check_schema(parameter["schema"])
+            if "ok" in operation:
+                Draft4Validator.check_schema(operation["ok"]["schema"])
+
+    directory = extractor.openapi_dir()
+    if not extractor.documents_present(directory):
+        assert extractor.OPENAPI_DIR_VARIABLE not in os.environ, (
+            f"{extractor.OPENAPI_DIR_VARIABLE}={directory} does not hold Alpaca's documents"
+        )
+        return  # no source to compare with: well-formed is all that can be said
+    fresh = extractor.render(extractor.without_date(extractor.extract(directory, "")))
+    committed = extractor.render(extractor.without_date(facts))
+    if fresh != committed:
+        diff = difflib.unified_diff(
+            committed.splitlines(keepends=True),
+            fresh.splitlines(keepends=True),
+            "committed",
+            f"from {directory}",
+        )
+        pytest.fail(
+            f"{extractor.FACTS_PATH.name} is not what Alpaca's documents give: run "
+            f"python -m tests.contract.extract_alpaca_facts --openapi-dir {directory}\n"
+            + "".join(list(diff)[:80]),
+            pytrace=False,
+        )
 
 
 # --- the table of served endpoints ------------------------------------------------------------
@@ -192,9 +214,11 @@ def test_every_served_path_and_method_is_documented(
     documents: dict[ApiFamily, Document],
 ) -> None:
     for route in ROUTES:
-        paths = documents[route.family].spec["paths"]
+        paths = documents[route.family].facts["documented"]
         assert route.path in paths, f"{route.path} is not in the {route.family.value} document"
-        assert route.method.lower() in paths[route.path], f"{route.method} {route.path}"
+        assert documents[route.family].is_documented(route.path, route.method), (
+            f"{route.method} {route.path}"
+        )
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=lambda route: f"{route.method} {route.path}")
@@ -370,21 +394,15 @@ async def _prepare(
 
 def _documented_example(documents: dict[ApiFamily, Document], route: AlpacaRoute) -> Json:
     document = documents[route.family]
-    schemas = document.spec["components"]["schemas"]
     if route.endpoint.value == "clock":  # the clock's example sits on its schema
-        return copy.deepcopy(schemas["legacy_clock"]["example"])
+        return document.schema_example("legacy_clock")
     if route.endpoint.value == "asset":  # and the asset's in the schema's x-examples
-        return copy.deepcopy(schemas["Assets"]["x-examples"]["example-1"])
+        return document.schema_example("Assets")
     if route.endpoint.value in ("positions", "position"):
-        return copy.deepcopy(schemas["Position"]["x-examples"]["example-2"])
+        return document.schema_example("Position")
     if route.endpoint.value in ("option_contracts", "option_contract"):
         # No response example: the schema's per-property examples make one contract.
-        properties = schemas["OptionContract"]["properties"]
-        return {
-            name: copy.deepcopy(prop["example"])
-            for name, prop in properties.items()
-            if "example" in prop
-        }
+        return document.schema_example("OptionContract")
     if route.path.startswith("/v2/orders"):
         return None  # orders are submitted, not stored
     return _example(document, route.path)
@@ -415,7 +433,7 @@ async def test_answer_validates_against_the_documented_schema(
     assert response.status_code == 200, response.text
     body = response.json()
     document.validate_ok_body(route.path, route.method, body)
-    for header in document.ok_response(route.path, route.method).get("headers", {}):
+    for header in document.ok_response(route.path, route.method)["headers"]:
         assert response.headers[header].isdigit(), header
     if route.path in ("/v2/stocks/bars", "/v2/stocks/{symbol}/bars"):
         # The example's next_page_token points at data the example does not show.
@@ -484,10 +502,10 @@ async def test_schema_faults_break_the_documented_schema(
 
 
 def test_accepted_feeds_are_the_documented_ones(documents: dict[ApiFamily, Document]) -> None:
-    schemas = documents[ApiFamily.MARKET_DATA].spec["components"]["schemas"]
+    enums = documents[ApiFamily.MARKET_DATA].facts["schema_enums"]
 
-    assert set(schemas["stock_latest_feed"]["enum"]) == params.LATEST_FEEDS
-    assert set(schemas["stock_historical_feed"]["enum"]) == params.HISTORICAL_FEEDS
+    assert set(enums["stock_latest_feed"]) == params.LATEST_FEEDS
+    assert set(enums["stock_historical_feed"]) == params.HISTORICAL_FEEDS
 
 
 async def test_alpaca_py_reads_every_kind_of_answer(

@@ -1,7 +1,8 @@
 """Alpaca's wire format -> our models, checked on Alpaca's own published examples.
 
-The payloads come from Alpaca's OpenAPI documents (ALPACA_OPENAPI_DIR, default
-`../shared/alpaca-openapi`), never from our emulator or our code. The field names are the ones
+The payloads are Alpaca's examples from its OpenAPI documents, as kept in
+`tests/contract/alpaca_facts.json` (see `tests/contract/extract_alpaca_facts.py`), never from our
+emulator or our code. The field names are the ones
 alpaca-py's `alpaca/data/mappings.py` uses; the values must be exactly the ones Alpaca sent.
 """
 
@@ -9,9 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,8 +30,7 @@ from app.alpaca.trading import parse_asset_reply, parse_clock
 from app.alpaca.transport import Reply
 from app.errors import ErrorCode, GatewayError
 from app.market_data import time_bound, timeframe_seconds
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.contract.extract_alpaca_facts import load_facts
 
 # alpaca-py's names for Alpaca's one-letter wire keys (alpaca/data/mappings.py).
 QUOTE_FIELDS = {
@@ -74,42 +72,27 @@ SNAPSHOT_MEMBERS = {
 }
 
 
-# --- Alpaca's documents -----------------------------------------------------------------------
-def _openapi_dir() -> Path:
-    return Path(os.environ.get("ALPACA_OPENAPI_DIR", REPO.parent / "shared" / "alpaca-openapi"))
-
-
-def _load(name: str) -> dict[str, Any]:
-    path = _openapi_dir() / name
-    if not path.is_file():
-        pytest.fail(
-            f"Alpaca's OpenAPI document {path} is missing: the parser tests need Alpaca's own "
-            "examples. Set ALPACA_OPENAPI_DIR to the directory holding market-data-api.json "
-            "and trading-api.json.",
-            pytrace=False,
-        )
-    document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return document
-
-
+# --- Alpaca's documents, through the facts taken from them ----------------------------------
 @pytest.fixture(scope="module")
 def market_data_api() -> dict[str, Any]:
-    return _load("market-data-api.json")
+    facts: dict[str, Any] = load_facts()["market-data"]
+    return facts
 
 
 @pytest.fixture(scope="module")
 def trading_api() -> dict[str, Any]:
-    return _load("trading-api.json")
+    facts: dict[str, Any] = load_facts()["trading"]
+    return facts
 
 
 def schema_example(document: dict[str, Any], schema: str) -> dict[str, Any]:
-    example: dict[str, Any] = document["components"]["schemas"][schema]["example"]
+    example: dict[str, Any] = document["schema_examples"][schema]
     return copy.deepcopy(example)
 
 
-def response_example(document: dict[str, Any], path: str, name: str) -> Any:
-    content = document["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
-    return copy.deepcopy(content["examples"][name]["value"])
+def response_example(document: dict[str, Any], path: str) -> Any:
+    """The documented example of the 200 answer to GET ``path``."""
+    return copy.deepcopy(document["operations"][f"GET {path}"]["ok"]["example"])
 
 
 @pytest.fixture
@@ -152,7 +135,7 @@ def test_stock_quote_example_maps_every_field_to_alpaca_py_names(
 
 
 def test_latest_quotes_example_maps_each_symbol(market_data_api: dict[str, Any]) -> None:
-    payload = response_example(market_data_api, "/v2/stocks/quotes/latest", "quotes")
+    payload = response_example(market_data_api, "/v2/stocks/quotes/latest")
 
     quotes = parse_latest_quotes(payload, ["AAPL", "TSLA"])
 
@@ -164,7 +147,7 @@ def test_latest_quotes_example_maps_each_symbol(market_data_api: dict[str, Any])
 
 
 def test_nanosecond_timestamp_text_is_kept_verbatim(market_data_api: dict[str, Any]) -> None:
-    payload = response_example(market_data_api, "/v2/stocks/quotes/latest", "quotes")
+    payload = response_example(market_data_api, "/v2/stocks/quotes/latest")
     assert payload["quotes"]["AAPL"]["t"] == "2022-08-17T10:07:40.286587431Z"  # the document
 
     quotes = parse_latest_quotes(payload, ["AAPL"])
@@ -289,7 +272,7 @@ def test_unknown_extra_fields_are_tolerated(quote_wire: dict[str, Any]) -> None:
 def test_omitted_and_null_symbols_are_none_in_latest_quotes(
     market_data_api: dict[str, Any],
 ) -> None:
-    payload = response_example(market_data_api, "/v2/stocks/quotes/latest", "quotes")
+    payload = response_example(market_data_api, "/v2/stocks/quotes/latest")
     payload["quotes"]["MSFT"] = None  # alpaca-py drops `SYM: null`, so Alpaca may send it
 
     quotes = parse_latest_quotes(payload, ["AAPL", "MSFT", "ZZZZ"])
@@ -305,7 +288,7 @@ def test_empty_quotes_map_means_no_value_for_any_symbol() -> None:
 
 
 def test_latest_quotes_currency_member_is_tolerated(market_data_api: dict[str, Any]) -> None:
-    payload = response_example(market_data_api, "/v2/stocks/quotes/latest", "quotes")
+    payload = response_example(market_data_api, "/v2/stocks/quotes/latest")
     payload["currency"] = "USD"
 
     assert parse_latest_quotes(payload, ["TSLA"])["TSLA"] is not None
@@ -330,7 +313,7 @@ def test_latest_quotes_in_another_shape_is_a_bad_response(payload: Any) -> None:
 
 
 def test_one_malformed_quote_in_a_batch_fails_the_answer(market_data_api: dict[str, Any]) -> None:
-    payload = response_example(market_data_api, "/v2/stocks/quotes/latest", "quotes")
+    payload = response_example(market_data_api, "/v2/stocks/quotes/latest")
     payload["quotes"]["TSLA"]["ap"] = "911.6"
 
     with pytest.raises(GatewayError) as exc_info:
@@ -351,7 +334,7 @@ def test_stock_trade_example_maps_every_field_to_alpaca_py_names(
 
 
 def test_latest_trades_example_maps_each_symbol(market_data_api: dict[str, Any]) -> None:
-    payload = response_example(market_data_api, "/v2/stocks/trades/latest", "trades")
+    payload = response_example(market_data_api, "/v2/stocks/trades/latest")
 
     trades = parse_latest_trades(payload, ["AAPL", "TSLA"])
 
@@ -419,14 +402,14 @@ def test_stock_bar_example_maps_every_field_to_alpaca_py_names(bar_wire: dict[st
 
 
 def test_latest_bars_example_maps_each_symbol(market_data_api: dict[str, Any]) -> None:
-    payload = response_example(market_data_api, "/v2/stocks/bars/latest", "bars")
+    payload = response_example(market_data_api, "/v2/stocks/bars/latest")
 
     for symbol, wire_bar in payload["bars"].items():
         assert_maps_exactly(parse_bar(symbol, wire_bar), wire_bar, BAR_FIELDS)
 
 
 def test_bars_page_keeps_bars_and_the_opaque_page_token(market_data_api: dict[str, Any]) -> None:
-    payload = response_example(market_data_api, "/v2/stocks/bars", "bars")
+    payload = response_example(market_data_api, "/v2/stocks/bars")
 
     bars, token = parse_bars_page(payload, "AAPL")
 
@@ -436,7 +419,7 @@ def test_bars_page_keeps_bars_and_the_opaque_page_token(market_data_api: dict[st
 
 
 def test_last_bars_page_has_no_token(market_data_api: dict[str, Any]) -> None:
-    payload = response_example(market_data_api, "/v2/stocks/bars", "bars")
+    payload = response_example(market_data_api, "/v2/stocks/bars")
     payload["next_page_token"] = None
 
     bars, token = parse_bars_page(payload, "AAPL")
@@ -450,7 +433,7 @@ def test_bars_page_without_the_symbol_is_empty_not_invented() -> None:
 
 
 def test_bars_page_for_other_symbols_only_keeps_the_token(market_data_api: dict[str, Any]) -> None:
-    payload = response_example(market_data_api, "/v2/stocks/bars", "bars")
+    payload = response_example(market_data_api, "/v2/stocks/bars")
 
     bars, token = parse_bars_page(payload, "TSLA")
 
@@ -461,7 +444,7 @@ def test_bars_page_for_other_symbols_only_keeps_the_token(market_data_api: dict[
 @pytest.mark.parametrize("symbol", ["AAPL", "TSLA"], ids=["with-bars", "without-bars"])
 def test_empty_page_token_ends_pagination(market_data_api: dict[str, Any], symbol: str) -> None:
     # Only null is documented as "no more pages"; an empty token must not read as "ask again".
-    payload = response_example(market_data_api, "/v2/stocks/bars", "bars")
+    payload = response_example(market_data_api, "/v2/stocks/bars")
     payload["next_page_token"] = ""
 
     _, token = parse_bars_page(payload, symbol)
@@ -508,7 +491,7 @@ def test_bar_with_fractional_trade_count_is_a_bad_response(bar_wire: dict[str, A
 
 # --- snapshots --------------------------------------------------------------------------------
 def test_snapshots_root_map_example_maps_every_member(market_data_api: dict[str, Any]) -> None:
-    payload = response_example(market_data_api, "/v2/stocks/snapshots", "snapshots")
+    payload = response_example(market_data_api, "/v2/stocks/snapshots")
 
     snapshots = parse_snapshots(payload, ["AAPL", "TSLA"])
 
@@ -525,7 +508,7 @@ def test_snapshots_root_map_example_maps_every_member(market_data_api: dict[str,
 
 
 def test_snapshot_of_omitted_or_null_symbol_is_none(market_data_api: dict[str, Any]) -> None:
-    payload = response_example(market_data_api, "/v2/stocks/snapshots", "snapshots")
+    payload = response_example(market_data_api, "/v2/stocks/snapshots")
     payload["MSFT"] = None
 
     snapshots = parse_snapshots(payload, ["AAPL", "MSFT", "ZZZZ"])
@@ -560,7 +543,7 @@ def test_snapshot_with_only_a_trade_keeps_the_trade_and_nulls_the_rest(
 def test_snapshot_quote_without_bid_or_ask_is_not_dressed_as_data(
     market_data_api: dict[str, Any],
 ) -> None:
-    payload = response_example(market_data_api, "/v2/stocks/snapshots", "snapshots")
+    payload = response_example(market_data_api, "/v2/stocks/snapshots")
     payload["AAPL"]["latestQuote"].update(bp=0, bs=0, ap=0, **{"as": 0})
 
     snapshot = parse_snapshots(payload, ["AAPL"])["AAPL"]
@@ -581,7 +564,7 @@ def test_snapshot_quote_without_bid_or_ask_is_not_dressed_as_data(
 def test_snapshot_with_a_malformed_member_is_a_bad_response(
     market_data_api: dict[str, Any], member: str, value: Any
 ) -> None:
-    payload = response_example(market_data_api, "/v2/stocks/snapshots", "snapshots")
+    payload = response_example(market_data_api, "/v2/stocks/snapshots")
     payload["AAPL"][member] = value
 
     with pytest.raises(GatewayError) as exc_info:
@@ -601,16 +584,14 @@ def test_snapshots_root_that_is_not_a_map_is_a_bad_response(payload: Any) -> Non
 # --- assets and clock (trading API) -----------------------------------------------------------
 @pytest.fixture
 def asset_wire(trading_api: dict[str, Any]) -> dict[str, Any]:
-    examples = trading_api["components"]["schemas"]["Assets"]["x-examples"]
-    return copy.deepcopy(examples["example-1"])
+    return schema_example(trading_api, "Assets")
 
 
 @pytest.fixture
 def alpaca_not_found_code(trading_api: dict[str, Any]) -> int:
     """Alpaca's own not-found code, from the one 404 example its trading document gives."""
-    responses = trading_api["paths"]["/v2/options/contracts/{symbol_or_id}"]["get"]["responses"]
-    example = responses["404"]["content"]["application/json"]["examples"]["Contract Not Found"]
-    code: int = example["value"]["code"]
+    operation = trading_api["operations"]["GET /v2/options/contracts/{symbol_or_id}"]
+    code: int = operation["error_examples"]["404"]["code"]
     return code
 
 
