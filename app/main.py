@@ -30,7 +30,7 @@ from app.alpaca.transport import (
 from app.api import clock, options, stocks, system, trading
 from app.api.middleware import RequestContextMiddleware
 from app.api.openapi import problem_openapi
-from app.api.problems import add_exception_handlers, internal_response
+from app.api.problems import add_exception_handlers, internal_response, problem_response
 from app.cache import Cache, MemoryCache, RedisCache
 from app.keys import KeyRing
 from app.logs import logger_level_no, setup_logging
@@ -117,7 +117,9 @@ def create_app(settings: Settings) -> FastAPI:
             "or a typed problem+json error. Nothing is fabricated."
         ),
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
+        # A trailing slash is not our path: a typed 404, never a redirect (the framework built
+        # the redirect's Location from the Host header, an open redirect).
+        redirect_slashes=False,
     )
     add_exception_handlers(app)
     app.include_router(stocks.router)
@@ -130,6 +132,8 @@ def create_app(settings: Settings) -> FastAPI:
         RequestContextMiddleware,
         metrics=metrics,
         on_unhandled=internal_response,
+        on_error=problem_response,
+        max_body_bytes=settings.max_body_bytes,
         access_log=access_log,
     )
     app.openapi = problem_openapi(app)  # type: ignore[method-assign]
@@ -188,7 +192,23 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
         timeouts=options_timeouts,
     )
     trading = AlpacaTransport(
-        "trading", settings.trading_base_url, trading_session, breakers["trading"], metrics
+        "trading",
+        settings.trading_base_url,
+        trading_session,
+        breakers["trading"],
+        metrics,
+        exact_numbers=True,
+    )
+    # Reference data the read path consults (assets, contracts, clock) shares the trading host
+    # but not its breaker: a flood of unknown symbols must not open the door orders go through.
+    reference = AlpacaTransport(
+        "reference",
+        settings.trading_base_url,
+        trading_session,
+        breakers["reference"],
+        metrics,
+        timeouts=Timeouts(settings.reference_timeout_s, settings.reference_connect_timeout_s),
+        exact_numbers=True,
     )
     store = await _open_store(settings)
     stack.push_async_callback(store.close)
@@ -229,10 +249,11 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
         metrics,
         negative_ttl_s=settings.cache_negative_ttl_s,
         stale_retention_s=settings.cache_stale_retention_s,
+        clock_skew_tolerance_s=settings.clock_skew_tolerance_ms / 1000,
     )
-    reads = StockReads(StockDataClient(data), TradingClient(trading), read_through, settings)
+    reads = StockReads(StockDataClient(data), TradingClient(reference), read_through, settings)
     option_reads = OptionReads(
-        OptionDataClient(options), OptionContractsClient(trading), reads, read_through, settings
+        OptionDataClient(options), OptionContractsClient(reference), reads, read_through, settings
     )
     return GatewayState(
         settings=settings,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -58,6 +58,23 @@ def time_bound(name: str, value: str) -> float:
         return datetime.fromisoformat(text).timestamp()
     except ValueError as exc:
         raise _invalid(name, f"{name} is not a real date") from exc
+
+
+def latest_time(value: Mapping[str, Any]) -> Iterable[str]:
+    """A quote's or trade's observation time."""
+    return (value["timestamp"],)
+
+
+SNAPSHOT_MEMBERS = ("latest_trade", "latest_quote", "minute_bar", "daily_bar", "prev_daily_bar")
+
+
+def snapshot_times(value: Mapping[str, Any]) -> Iterable[str]:
+    """The observation times of a snapshot's members (stock or option)."""
+    return (value[m]["timestamp"] for m in SNAPSHOT_MEMBERS if value.get(m) is not None)
+
+
+def bar_times(value: Mapping[str, Any]) -> Iterable[str]:
+    return (bar["timestamp"] for bar in value["bars"])
 
 
 def _invalid(name: str, detail: str) -> GatewayError:
@@ -140,6 +157,7 @@ class StockReads:
             chunk_size=self._settings.data_symbols_per_call,
             stale_if_error_s=stale_if_error_s,
             refusal=self._refusal("quotes_latest"),
+            observed=latest_time,
         )
 
     async def trade(self, symbol: str, feed: str, stale_if_error_s: float | None) -> Outcome:
@@ -156,6 +174,7 @@ class StockReads:
             chunk_size=1,
             stale_if_error_s=stale_if_error_s,
             refusal=self._refusal("trades_latest"),
+            observed=latest_time,
         )
         return outcomes[symbol]
 
@@ -173,6 +192,7 @@ class StockReads:
             chunk_size=1,
             stale_if_error_s=stale_if_error_s,
             refusal=self._refusal("snapshots"),
+            observed=snapshot_times,
         )
         return outcomes[symbol]
 
@@ -222,6 +242,7 @@ class StockReads:
             chunk_size=1,
             stale_if_error_s=stale_if_error_s,
             refusal=self._refusal("bars"),
+            observed=bar_times,
         )
         return outcomes[query.symbol]
 
@@ -284,7 +305,7 @@ class StockReads:
             return GatewayError(
                 ErrorCode.UPSTREAM_RATE_LIMITED,
                 f"Too many unknown symbols to look up now; {symbol} could not be classified",
-                upstream="trading",
+                upstream="reference",
                 symbol=symbol,
                 retry_after_s=max(1, int(wait_s + 0.999)),
             )
@@ -296,7 +317,7 @@ class StockReads:
             return GatewayError(
                 ErrorCode.SYMBOL_NOT_FOUND,
                 f"Alpaca does not know the symbol {symbol}",
-                upstream="trading",
+                upstream="reference",
                 symbol=symbol,
             )
         return asset.model_dump()

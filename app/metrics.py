@@ -15,7 +15,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.errors import ErrorCode
 
-UPSTREAMS = ("data", "options", "trading")
+UPSTREAMS = ("data", "options", "trading", "reference")
 UPSTREAM_OUTCOMES = (
     "ok",
     "no_data",
@@ -38,9 +38,10 @@ UPSTREAM_ENDPOINTS = {
     "data": ("quotes_latest", "trades_latest", "snapshots", "bars"),
     "options": ("option_quotes_latest", "option_chain"),
     "trading": (
-        *("asset", "clock", "option_contracts", "option_contract", "account", "positions"),
-        *("orders", "order", "order_by_client_id", "submit_order", "cancel_order"),
+        *("account", "positions", "orders", "order", "order_by_client_id"),
+        *("submit_order", "cancel_order"),
     ),
+    "reference": ("asset", "clock", "option_contracts", "option_contract"),
 }
 
 HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)

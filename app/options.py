@@ -5,15 +5,19 @@ volatility are passed on as Alpaca sent them, or null; nothing is computed here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from app.alpaca.options import OptionContractsClient, OptionDataClient, option_quote_is_empty
 from app.cache import cache_key
 from app.errors import ErrorCode, GatewayError
-from app.market_data import StockReads
+from app.market_data import StockReads, latest_time, snapshot_times
 from app.read_through import Outcome, ReadThrough, Result, Served
 from app.settings import Settings
+
+
+def chain_times(value: Mapping[str, Any]) -> Iterable[str]:
+    return (t for snapshot in value["snapshots"].values() for t in snapshot_times(snapshot))
 
 
 class OptionReads:
@@ -47,6 +51,7 @@ class OptionReads:
             chunk_size=1,
             stale_if_error_s=stale_if_error_s,
             refusal=lambda: self._data.transport.refusal("option_quotes_latest"),
+            observed=latest_time,
         )
         return outcomes[contract]
 
@@ -78,6 +83,7 @@ class OptionReads:
             chunk_size=1,
             stale_if_error_s=stale_if_error_s,
             refusal=lambda: self._data.transport.refusal("option_chain"),
+            observed=chain_times,
         )
         return outcomes[underlying]
 
@@ -137,7 +143,7 @@ class OptionReads:
             return GatewayError(
                 ErrorCode.CONTRACT_NOT_FOUND,
                 f"Alpaca does not know the option contract {contract}",
-                upstream="trading",
+                upstream="reference",
                 symbol=contract,
             )
         return found

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -36,11 +37,45 @@ _NOT_SENT = frozenset(
 )
 
 
+# Hashes of the order's meaning carry this prefix; rows written before it hold a hash of the
+# body as sent (`_legacy_body_hash`), still honoured so an upgrade breaks no retry.
+_MEANING = "m1:"
+# Alpaca's "not found" code: any other 404 (a proxy, a wrong base URL) says nothing of the order.
+_ORDER_NOT_FOUND_CODE = 40410000
+
+
 def body_hash(order: OrderRequest) -> str:
+    """The Idempotency-Key's fingerprint of an order: its meaning, not its spelling."""
+    canonical = json.dumps(order.meaning(), sort_keys=True, separators=(",", ":"))
+    return _MEANING + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _legacy_body_hash(order: OrderRequest) -> str:
     canonical = json.dumps(
         order.model_dump(exclude_none=True), sort_keys=True, separators=(",", ":")
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def same_body(recorded_hash: str, order: OrderRequest) -> bool:
+    if recorded_hash.startswith(_MEANING):
+        return recorded_hash == body_hash(order)
+    return recorded_hash == _legacy_body_hash(order)
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """The order Alpaca holds under the key; `replayed` when an earlier request placed it."""
+
+    order: Order
+    replayed: bool
+
+
+class _NotFound:
+    """Alpaca answered that it holds no order under the key."""
+
+
+NOT_FOUND = _NotFound()
 
 
 class OrderDesk:
@@ -58,17 +93,18 @@ class OrderDesk:
         self._attempts = reconcile_attempts
         self._first_wait_s = reconcile_first_wait_s
         self._sleep = sleep
-        self._in_flight: dict[str, tuple[str, asyncio.Task[Order]]] = {}
+        self._in_flight: dict[str, tuple[str, asyncio.Task[Placed]]] = {}
 
     async def submit(
         self, key: str, order: OrderRequest, *, request_id: str, api_key_id: str | None
-    ) -> Order:
+    ) -> Placed:
         digest = body_hash(order)
         joined = self._in_flight.get(key)
         if joined is not None:
             if joined[0] != digest:
                 raise _conflict(key)
-            return await asyncio.shield(joined[1])
+            # A concurrent repeat shares the attempt under way: for it, the answer is a replay.
+            return Placed((await asyncio.shield(joined[1])).order, replayed=True)
         task = asyncio.ensure_future(self._submit_once(key, order, digest, request_id, api_key_id))
         self._in_flight[key] = (digest, task)
         task.add_done_callback(lambda _: self._in_flight.pop(key, None))
@@ -77,20 +113,23 @@ class OrderDesk:
 
     async def _submit_once(
         self, key: str, order: OrderRequest, digest: str, request_id: str, api_key_id: str | None
-    ) -> Order:
+    ) -> Placed:
         previous = await self._audits(key)
         if previous:
-            if previous[0].body_hash != digest:
+            if not same_body(previous[0].body_hash, order):
                 raise _conflict(key)
             settled = _settled(previous, key)
             if settled is not None:
-                return settled
+                return Placed(settled, replayed=True)
         audit_id = await self._record(key, order, digest, request_id, api_key_id)
         if previous:
-            # An earlier attempt's fate is unknown: ask Alpaca before anything else.
+            # An earlier attempt's fate is unknown: ask Alpaca before anything else, and send
+            # nothing unless Alpaca itself says it holds no order under the key.
             found = await self._lookup(key)
-            if found is not None:
-                return await self._reconciled(audit_id, key, order, found)
+            if isinstance(found, GatewayError):
+                raise await self._unknown(audit_id, key, found)
+            if not isinstance(found, _NotFound):
+                return Placed(await self._reconciled(audit_id, key, order, found), replayed=True)
         try:
             answer = await self._trading.submit(order.wire(key))
         except GatewayError as exc:
@@ -103,34 +142,48 @@ class OrderDesk:
                 # Alpaca already holds an order with this key (another instance, an earlier
                 # attempt): that order is the answer.
                 duplicate = GatewayError(ErrorCode.ORDER_STATE_UNKNOWN, answer.message)
-                return await self._resolve_unknown(audit_id, key, order, duplicate)
+                return await self._resolve_unknown(audit_id, key, order, duplicate, replayed=True)
             rejected = _rejected(answer)
             await self._complete(audit_id, "rejected", error=rejected)
             raise rejected
         await self._complete(audit_id, "submitted", order=answer)
-        return answer
+        return Placed(answer, replayed=False)
 
     async def _resolve_unknown(
-        self, audit_id: int, key: str, order: OrderRequest, cause: GatewayError
-    ) -> Order:
+        self,
+        audit_id: int,
+        key: str,
+        order: OrderRequest,
+        cause: GatewayError,
+        *,
+        replayed: bool = False,
+    ) -> Placed:
         wait_s = self._first_wait_s
+        last: GatewayError = cause
         for attempt in range(self._attempts):
             found = await self._lookup(key)
-            if found is not None:
-                return await self._reconciled(audit_id, key, order, found)
+            if isinstance(found, GatewayError):
+                last = found  # could not ask: still unknown, never "not there"
+            elif not isinstance(found, _NotFound):
+                return Placed(await self._reconciled(audit_id, key, order, found), replayed)
             if attempt + 1 < self._attempts:
                 await self._sleep(wait_s)
                 wait_s *= 2
+        raise await self._unknown(audit_id, key, last)
+
+    async def _unknown(self, audit_id: int, key: str, cause: GatewayError) -> GatewayError:
+        """ORDER_STATE_UNKNOWN, recorded: the client must look the order up, not resend it."""
         unknown = GatewayError(
             ErrorCode.ORDER_STATE_UNKNOWN,
-            f"Alpaca did not confirm the order ({cause.code.name}) and it was not found by its "
-            "client_order_id yet; look it up before sending it again",
+            f"Alpaca did not confirm the order ({cause.code.name}) and it could not be found by "
+            "its client_order_id yet; look it up before sending it again",
             upstream="trading",
             retry_after_s=1,
             extensions={"client_order_id": key},
         )
+        unknown.__cause__ = cause
         await self._complete(audit_id, "unknown", error=unknown)
-        raise unknown from cause
+        return unknown
 
     async def _reconciled(
         self, audit_id: int, key: str, order: OrderRequest, found: Order
@@ -151,12 +204,26 @@ class OrderDesk:
         if pending:
             await asyncio.wait(pending, timeout=timeout_s)
 
-    async def _lookup(self, key: str) -> Order | None:
+    async def _lookup(self, key: str) -> Order | _NotFound | GatewayError:
+        """The order Alpaca holds under the key; NOT_FOUND only on Alpaca's own "not found".
+
+        Any other failure (timeout, 5xx, an answer we cannot read, a bare 404) means we could
+        not ask, which is not the same as "there is no order": reading it as absence would
+        invite a second order.
+        """
         try:
             found = await self._trading.order_by_client_id(key)
-        except GatewayError:
-            return None  # still unknown; the caller decides how long to keep asking
-        return None if isinstance(found, Refusal) else found
+        except GatewayError as exc:
+            return exc
+        if not isinstance(found, Refusal):
+            return found
+        if found.status == 404 and found.code == _ORDER_NOT_FOUND_CODE:
+            return NOT_FOUND
+        return GatewayError(
+            ErrorCode.UPSTREAM_BAD_RESPONSE,
+            f"order lookup: HTTP {found.status} without Alpaca's not-found body",
+            upstream="trading",
+        )
 
     async def _audits(self, key: str) -> list[OrderAuditRow]:
         try:
@@ -198,10 +265,12 @@ class OrderDesk:
                 error_code=None if error is None else error.code.name,
                 error_detail=detail,
             )
-        except StoreUnavailable:
-            # Alpaca has answered; losing the answer to the client would be worse than a
-            # pending audit row. The row stays `pending` and says so.
-            logger.bind(dependency="store", audit_id=audit_id).error(
+        except Exception:
+            # Alpaca has answered: whatever the store raised (unavailable, or a failure of a
+            # kind we did not foresee), the client gets Alpaca's answer. A 500 here would tell
+            # a bot "failed" about an order that exists, and invite a second one. The row
+            # stays `pending` and the log says so, with the traceback.
+            logger.bind(dependency="store", audit_id=audit_id).opt(exception=True).error(
                 "order audit {} could not record its outcome ({})", audit_id, status
             )
 
@@ -213,10 +282,12 @@ def _settled(previous: list[OrderAuditRow], key: str) -> Order | None:
             return row.alpaca_order
         if row.status == "rejected":
             kept = json.loads(row.error_detail or "{}")
+            # Rejected by Alpaca, or refused here because the key belongs to another order.
+            code = ErrorCode.__members__.get(row.error_code or "", ErrorCode.ORDER_REJECTED)
             raise GatewayError(
-                ErrorCode.ORDER_REJECTED,
+                code,
                 str(kept.pop("detail", "Alpaca rejected the order")),
-                upstream="trading",
+                upstream="trading" if code is ErrorCode.ORDER_REJECTED else None,
                 extensions={**kept, "client_order_id": key},
             )
     return None

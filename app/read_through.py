@@ -7,10 +7,11 @@ fetched, or (only when the client opted in with `stale_if_error_ms`) served stal
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from app.alpaca.wire import epoch_seconds
 from app.cache import Cache, CachedValue
 from app.coalesce import SingleFlight, await_flight
 from app.errors import ErrorCode, GatewayError
@@ -20,6 +21,8 @@ from app.models.provenance import CacheState
 # A fetch answers each requested item with a real value (JSON-ready) or a typed failure.
 Result = Any
 Fetch = Callable[[list[str]], Awaitable[Mapping[str, Result]]]
+# The observation times (Alpaca's RFC 3339 text) a value carries, checked against our clock.
+ObservedTimes = Callable[[Result], Iterable[str]]
 
 # Failures that say "Alpaca could not answer": a stale value may stand in if the client asked.
 STALE_ELIGIBLE = frozenset(
@@ -47,6 +50,8 @@ class Served:
 
 
 Outcome = Served | GatewayError
+# How an item was looked up: a value or failure from cache, a call of our own, or one joined.
+Lookup = Literal["hit", "negative", "miss", "shared"]
 
 
 class ReadThrough:
@@ -57,12 +62,14 @@ class ReadThrough:
         *,
         negative_ttl_s: float,
         stale_retention_s: float,
+        clock_skew_tolerance_s: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.cache = cache
         self._metrics = metrics
         self._negative_ttl_s = negative_ttl_s
         self._stale_retention_s = stale_retention_s
+        self._skew_s = clock_skew_tolerance_s
         self._clock = clock
         self._flights: SingleFlight[CachedValue] = SingleFlight()
 
@@ -76,16 +83,19 @@ class ReadThrough:
         chunk_size: int,
         stale_if_error_s: float | None = None,
         refusal: Callable[[], GatewayError | None] | None = None,
+        observed: ObservedTimes | None = None,
     ) -> dict[str, Outcome]:
         """Outcome per item of `keys` (item -> cache key), fetching only what is not fresh.
 
         `refusal` says whether the upstream would refuse a call right now (breaker open, rate
         limit, no credentials); if so the misses are answered at once, without a flight.
+        `observed` names a fetched value's observation times: one ahead of our clock by more
+        than the skew tolerance is refused (UPSTREAM_BAD_RESPONSE), never cached or served.
         """
         now = self._clock()
         cached = await self.cache.get_many(list(keys.values()))
         outcomes: dict[str, Outcome] = {}
-        waiting: list[tuple[str, CacheState, Any]] = []
+        waiting: list[tuple[str, Lookup, Any]] = []
         to_fetch: list[str] = []
         for item, key in keys.items():
             entry = cached.get(key)
@@ -98,7 +108,6 @@ class ReadThrough:
         refused = refusal() if to_fetch and refusal is not None else None
         if refused is not None:
             for item in to_fetch:
-                self._metrics.cache_result(kind, "miss")
                 failed = CachedValue(None, 0.0, 0.0, refused)
                 before = cached.get(keys[item])
                 outcomes[item] = self._settle(kind, failed, "miss", before, now, stale_if_error_s)
@@ -106,12 +115,11 @@ class ReadThrough:
         for start in range(0, len(to_fetch), chunk_size):
             chunk = to_fetch[start : start + chunk_size]
             previous = {keys[i]: cached.get(keys[i]) for i in chunk}
-            work = self._fly(chunk, keys, fetch, fresh_ttl_s, previous)
+            work = self._fly(chunk, keys, fetch, fresh_ttl_s, previous, observed)
             flight = self._flights.start([keys[i] for i in chunk], work)
             waiting.extend((item, "miss", flight) for item in chunk)
         for item, state, flight in waiting:
             entry = (await await_flight(flight))[keys[item]]
-            self._metrics.cache_result(kind, state)
             outcomes[item] = self._settle(
                 kind, entry, state, cached.get(keys[item]), now, stale_if_error_s
             )
@@ -121,9 +129,8 @@ class ReadThrough:
         self, kind: str, entry: CachedValue, now: float, stale_if_error_s: float | None
     ) -> Outcome:
         if entry.error is not None:
-            self._metrics.cache_result(kind, "negative")
             # A remembered failure is still a failure: the client's stale opt-in applies.
-            return self._settle(kind, entry, "hit", None, now, stale_if_error_s)
+            return self._settle(kind, entry, "negative", None, now, stale_if_error_s)
         self._metrics.cache_result(kind, "hit")
         return Served(entry.value, entry.fetched_at, "hit")
 
@@ -131,14 +138,17 @@ class ReadThrough:
         self,
         kind: str,
         entry: CachedValue,
-        state: CacheState,
+        state: Lookup,
         before: CachedValue | None,
         now: float,
         stale_if_error_s: float | None,
     ) -> Outcome:
+        """The answer for one looked-up item, counted once under the result it ended with."""
         error = entry.error
         if error is None:
-            return Served(entry.value, entry.fetched_at, state)
+            served_as: CacheState = "hit" if state == "negative" else state
+            self._metrics.cache_result(kind, served_as)
+            return Served(entry.value, entry.fetched_at, served_as)
         if stale_if_error_s is not None and error.code in STALE_ELIGIBLE:
             # The newest real value we hold, with its true fetch time; never a made-up one.
             for candidate in (entry, before):
@@ -149,7 +159,9 @@ class ReadThrough:
                 ):
                     self._metrics.cache_result(kind, "stale")
                     return Served(candidate.value, candidate.fetched_at, "stale")
-        return error
+        self._metrics.cache_result(kind, state)
+        # A copy per answer: the remembered failure is shared by every request that meets it.
+        return error.fresh()
 
     async def _fly(
         self,
@@ -158,6 +170,7 @@ class ReadThrough:
         fetch: Fetch,
         fresh_ttl_s: float,
         previous: Mapping[str, CachedValue | None],
+        observed: ObservedTimes | None,
     ) -> dict[str, CachedValue]:
         try:
             results: Mapping[str, Result] = await fetch(chunk)
@@ -168,6 +181,8 @@ class ReadThrough:
         writes: list[tuple[str, CachedValue, float]] = []
         for item in chunk:
             key, result = keys[item], results[item]
+            if observed is not None and not isinstance(result, GatewayError):
+                result = self._ahead_of_clock(item, result, observed, fetched_at) or result
             if isinstance(result, GatewayError):
                 entry, keep_s = self._negative(result, previous.get(key), fetched_at, fresh_ttl_s)
                 if result.code not in _LOCAL:
@@ -179,6 +194,27 @@ class ReadThrough:
         await self.cache.put_many(writes)
         return entries
 
+    def _ahead_of_clock(
+        self, item: str, value: Result, observed: ObservedTimes, fetched_at: float
+    ) -> GatewayError | None:
+        """A value observed in our future cannot be given a true age, so it is not data.
+
+        Exchange and Alpaca clocks differ from ours by a little; past the tolerance the time is
+        wrong (theirs or ours) and an age computed from it would be a fiction (negative, and
+        passing any max_age_ms).
+        """
+        newest = max((epoch_seconds(t) for t in observed(value)), default=None)
+        if newest is None or newest - fetched_at <= self._skew_s:
+            return None
+        ahead_ms = int((newest - fetched_at) * 1000)
+        return GatewayError(
+            ErrorCode.UPSTREAM_BAD_RESPONSE,
+            f"Alpaca's value for {item} is observed {ahead_ms} ms after the gateway's clock "
+            f"(tolerance {int(self._skew_s * 1000)} ms); not served as data",
+            symbol=item,
+            extensions={"ahead_ms": ahead_ms},
+        )
+
     def _negative(
         self, error: GatewayError, before: CachedValue | None, now: float, fresh_ttl_s: float
     ) -> tuple[CachedValue, float]:
@@ -186,4 +222,5 @@ class ReadThrough:
         # Keep the last real value beside the failure: stale_if_error may still ask for it.
         value, fetched_at = (before.value, before.fetched_at) if before else (None, 0.0)
         keep_s = ttl_s + (self._stale_retention_s if value is not None else 0.0)
-        return CachedValue(value, fetched_at, now + ttl_s, error), keep_s
+        # Remembered without the traceback of the call that failed: it may live for an hour.
+        return CachedValue(value, fetched_at, now + ttl_s, error.fresh()), keep_s

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     options_connect_timeout_s: float = Field(default=0.5, gt=0)
     trading_timeout_s: float = Field(default=5.0, gt=0)
     trading_connect_timeout_s: float = Field(default=1.0, gt=0)
+    reference_timeout_s: float = Field(default=2.0, gt=0)
+    reference_connect_timeout_s: float = Field(default=0.5, gt=0)
 
     # --- Circuit breakers (one per upstream, same defaults) -----------------------------------
     breaker_window_size: int = Field(default=20, ge=1)
@@ -103,6 +105,7 @@ class Settings(BaseSettings):
 
     # --- Request policy ------------------------------------------------------------------------
     default_max_age_ms: int | None = Field(default=None, ge=0)
+    clock_skew_tolerance_ms: int = Field(default=1000, ge=0, le=60_000)
     quotes_max_symbols: int = Field(default=100, ge=1, le=1000)
     data_symbols_per_call: int = Field(default=50, ge=1, le=1000)
     bars_max_pages: int = Field(default=20, ge=1)

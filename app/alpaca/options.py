@@ -21,6 +21,8 @@ _CONTRACT_TEXT = (
     *("underlying_symbol", "underlying_asset_id", "type", "style"),
 )
 _CONTRACT_DECIMALS = ("strike_price", "multiplier", "size", "open_interest", "close_price")
+# alpaca-py's OptionContract has no `multiplier`, and Alpaca's answers may leave it out.
+_CONTRACT_REQUIRED_DECIMALS = ("strike_price", "size")
 
 
 def parse_option_quote(symbol: str, raw: Any) -> OptionQuoteData:
@@ -127,18 +129,17 @@ def parse_snapshots_page(payload: Any) -> tuple[dict[str, OptionSnapshotData], s
 
 
 def parse_contract(raw: Any) -> dict[str, Any]:
-    """An option contract, checked field by field and passed on as Alpaca sent it (strings stay
-    strings: a float strike could change the value)."""
+    """An option contract, checked field by field and passed on as Alpaca sent it; its decimals
+    (strike, size, multiplier...) as the exact text Alpaca wrote, string or number."""
     what = "option contract"
     c = wire.mapping(raw, what, "trading")
     for key in _CONTRACT_TEXT:
         wire.text(c, key, what, "trading")
     wire.boolean(c, "tradable", what, "trading")
-    for key in _CONTRACT_DECIMALS:
-        required = key in ("strike_price", "multiplier", "size")
-        if wire.decimal_text(c, key, what) is None and required:
+    for key in _CONTRACT_REQUIRED_DECIMALS:
+        if c.get(key) is None:
             raise wire.bad_response(f"{what}: `{key}` is missing", "trading")
-    return dict(c)
+    return wire.with_decimals(c, _CONTRACT_DECIMALS, what)
 
 
 def parse_contracts_page(payload: Any) -> tuple[list[dict[str, Any]], str | None]:

@@ -6,8 +6,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from loguru import logger
+
 from app.alpaca import wire
 from app.alpaca.transport import NOT_FOUND, AlpacaTransport, Reply
+from app.errors import GatewayError
 from app.models.market_data import AssetData, ClockData
 
 ASSET_NOT_FOUND_CODE = 40410000
@@ -73,7 +76,26 @@ class TradingClient:
 ORDERS = ("v2", "orders")
 BY_CLIENT_ORDER_ID = ("v2", "orders:by_client_order_id")  # the colon is literal in Alpaca's path
 DUPLICATE_CLIENT_ORDER_ID = 40010001
-_ORDER_TEXT = ("id", "client_order_id", "symbol", "status", "side", "type", "time_in_force")
+# What alpaca-py's models require and we rely on; everything else may be absent or null (an
+# mleg order leaves symbol, side and type out, or sends them as "").
+_ORDER_TEXT = ("id", "client_order_id", "status", "time_in_force")
+_ORDER_OPTIONAL_TEXT = ("symbol", "side", "type", "order_type", "order_class")
+ORDER_DECIMALS = (
+    *("qty", "notional", "filled_qty", "filled_avg_price", "limit_price", "stop_price"),
+    *("trail_price", "trail_percent", "hwm", "ratio_qty"),
+)
+ACCOUNT_DECIMALS = (
+    *("cash", "equity", "last_equity", "buying_power", "regt_buying_power"),
+    *("daytrading_buying_power", "non_marginable_buying_power", "options_buying_power"),
+    *("portfolio_value", "long_market_value", "short_market_value", "accrued_fees"),
+    *("pending_transfer_in", "pending_transfer_out", "initial_margin", "maintenance_margin"),
+    *("last_maintenance_margin", "sma", "multiplier"),
+)
+POSITION_DECIMALS = (
+    *("qty", "qty_available", "avg_entry_price", "market_value", "cost_basis"),
+    *("unrealized_pl", "unrealized_plpc", "unrealized_intraday_pl", "unrealized_intraday_plpc"),
+    *("current_price", "lastday_price", "change_today", "swap_rate", "avg_entry_swap_rate"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,33 +108,55 @@ class Refusal:
 
 
 def parse_account(raw: Any) -> dict[str, Any]:
+    """The account as Alpaca returned it; its decimals as the exact text Alpaca wrote."""
     what = "account"
     a = wire.mapping(raw, what, "trading")
     wire.text(a, "id", what, "trading")
     wire.text(a, "status", what, "trading")
-    for key in ("cash", "equity", "buying_power", "portfolio_value"):
-        wire.decimal_text(a, key, what)
-    return dict(a)
+    return wire.with_decimals(a, ACCOUNT_DECIMALS, what)
 
 
 def parse_order(raw: Any) -> dict[str, Any]:
-    """An order as Alpaca returned it; decimals stay strings (checked, never converted)."""
+    """An order as Alpaca returned it; its decimals as the exact text Alpaca wrote, whether it
+    wrote a string (`"400.10"`) or a number (`400.10`). Legs are orders too."""
     what = "order"
     o = wire.mapping(raw, what, "trading")
     for key in _ORDER_TEXT:
         wire.text(o, key, what, "trading")
-    for key in ("qty", "notional", "filled_qty", "filled_avg_price", "limit_price", "stop_price"):
-        wire.decimal_text(o, key, what)
-    return dict(o)
+    for key in _ORDER_OPTIONAL_TEXT:
+        wire.optional_text(o, key, what, "trading")
+    order = wire.with_decimals(o, ORDER_DECIMALS, what)
+    legs = o.get("legs")
+    if legs is not None:
+        if not isinstance(legs, list):
+            raise wire.bad_response(f"{what}: `legs` is not a list", "trading")
+        order["legs"] = [parse_order(leg) for leg in legs]
+    return order
+
+
+def parse_placed_order(raw: Any) -> dict[str, Any]:
+    """The answer to an accepted submit (2xx): the order, even if other members break the schema.
+
+    Alpaca has placed the order by now. Refusing its answer would tell the client "unknown" and
+    invite a second order under a new key, so only the order id must be readable.
+    """
+    try:
+        return parse_order(raw)
+    except GatewayError as exc:
+        if not (isinstance(raw, dict) and isinstance(raw.get("id"), str) and raw["id"]):
+            raise
+        logger.bind(upstream="trading", order_id=raw["id"]).warning(
+            "order {} accepted by Alpaca; its answer breaks the schema: {}", raw["id"], exc.detail
+        )
+        result: dict[str, Any] = wire.plain_numbers(raw)
+        return result
 
 
 def parse_position(raw: Any) -> dict[str, Any]:
     what = "position"
     p = wire.mapping(raw, what, "trading")
     wire.text(p, "symbol", what, "trading")
-    for key in ("qty", "avg_entry_price", "market_value", "cost_basis", "unrealized_pl"):
-        wire.decimal_text(p, key, what)
-    return dict(p)
+    return wire.with_decimals(p, POSITION_DECIMALS, what)
 
 
 def parse_list(raw: Any, item: Callable[[Any], dict[str, Any]], what: str) -> list[dict[str, Any]]:
@@ -134,6 +178,10 @@ def refusal(reply: Reply) -> Refusal:
 
 def order_or_refusal(reply: Reply) -> dict[str, Any] | Refusal:
     return parse_order(reply.payload) if reply.status == 200 else refusal(reply)
+
+
+def placed_or_refusal(reply: Reply) -> dict[str, Any] | Refusal:
+    return parse_placed_order(reply.payload) if 200 <= reply.status < 300 else refusal(reply)
 
 
 def cancel_result(reply: Reply) -> Refusal | None:
@@ -193,7 +241,7 @@ class TradingAccountClient:
             self.transport.url(*ORDERS),
             {},
             endpoint="submit_order",
-            parse=order_or_refusal,
+            parse=placed_or_refusal,
             expect=frozenset({403, 422}),
             method="POST",
             json_body=body,

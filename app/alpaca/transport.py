@@ -8,7 +8,6 @@ upstream's circuit breaker.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -20,6 +19,7 @@ import aiohttp
 from yarl import URL
 
 from app.alpaca.breaker import CallNotPermitted, CircuitBreaker, Permit
+from app.alpaca.wire import decode_exact, decode_json
 from app.errors import ErrorCode, GatewayError, Upstream
 from app.metrics import Metrics
 
@@ -48,15 +48,6 @@ class Reply:
     payload: Any
 
 
-def _reject_constant(name: str) -> Any:
-    # json.loads accepts NaN/Infinity by default; Alpaca's schema has no such numbers.
-    raise ValueError(f"non-JSON number {name}")
-
-
-def decode_json(body: bytes) -> Any:
-    return json.loads(body, parse_constant=_reject_constant)
-
-
 def _error_message(body: bytes) -> str | None:
     """Alpaca's `message` member if the body is Alpaca-shaped JSON, else None (e.g. proxy HTML)."""
     try:
@@ -80,9 +71,13 @@ class AlpacaTransport:
         metrics: Metrics,
         *,
         timeouts: Timeouts | None = None,
+        exact_numbers: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`exact_numbers`: decode non-integer JSON numbers as their text (the trading API,
+        whose decimals must pass on exactly) instead of as floats (market data)."""
         self.upstream: Upstream = upstream
+        self._decode = decode_exact if exact_numbers else decode_json
         self._base_url = URL(base_url)
         self._session = session
         self.breaker = breaker
@@ -236,10 +231,16 @@ class AlpacaTransport:
         self._note_budget(headers)
         if 200 <= status < 300 or status in expect:
             try:
-                payload = decode_json(body) if body else None
+                payload = self._decode(body) if body else None
             except ValueError as exc:
                 raise self._bad(f"Alpaca sent invalid JSON (HTTP {status})") from exc
-            return parse(Reply(status, payload))
+            try:
+                return parse(Reply(status, payload))
+            except GatewayError as exc:
+                # Parsers are shared by upstreams (the trading host serves two): the answer is
+                # about the one that was called.
+                exc.upstream = self.upstream
+                raise
         raise self._status_error(status, body, headers)
 
     def _status_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:

@@ -5,18 +5,36 @@ Nothing here defaults, coerces or patches a value: a wrong shape raises UPSTREAM
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from app.errors import ErrorCode, GatewayError, Upstream
+from app.models.numbers import NumberText
 
 # RFC 3339 as Alpaca writes it: seconds required, up to nanoseconds, Z or an offset.
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
 
 Number = int | float
-_DECIMAL = re.compile(r"-?\d+(\.\d+)?")
+_DECIMAL = re.compile(r"-?\d+(\.\d+)?", re.ASCII)
+
+
+def decode_json(body: bytes | str) -> Any:
+    """Market data: JSON numbers as Python reads them (Alpaca writes the shortest text of a
+    float64, which reads back exactly); NaN/Infinity refused."""
+    return json.loads(body, parse_constant=_reject_constant)
+
+
+def decode_exact(body: bytes | str) -> Any:
+    """JSON with every non-integer number as `NumberText`; NaN/Infinity refused."""
+    return json.loads(body, parse_float=NumberText, parse_constant=_reject_constant)
+
+
+def _reject_constant(name: str) -> Any:
+    # json.loads accepts NaN/Infinity by default; no JSON schema of Alpaca's (or ours) has them.
+    raise ValueError(f"non-JSON number {name}")
 
 
 def bad_response(detail: str, upstream: Upstream = "data") -> GatewayError:
@@ -84,11 +102,48 @@ def text(wire: Mapping[str, Any], key: str, what: str, upstream: Upstream = "dat
 def decimal_text(
     wire: Mapping[str, Any], key: str, what: str, upstream: Upstream = "trading"
 ) -> str | None:
-    """A trading-API decimal string (strike, size, qty...): kept as the exact text Alpaca sent."""
-    value = optional_text(wire, key, what, upstream)
-    if value is not None and not _DECIMAL.fullmatch(value):
-        raise bad_response(f"{what}: `{key}` is not a decimal string", upstream)
+    """A trading-API decimal (strike, size, qty...) as the exact text Alpaca sent: a decimal
+    string as it is, a JSON number as the text it was written in. Absent or null is None."""
+    value = wire.get(key)
+    if value is None:
+        return None
+    if isinstance(value, NumberText):
+        return str(value)  # the JSON grammar already guarantees a number
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        # Only from a decoder that kept no text; repr is the shortest text of the same value.
+        return repr(value)
+    if not isinstance(value, str) or not _DECIMAL.fullmatch(value):
+        raise bad_response(f"{what}: `{key}` is not a decimal", upstream)
     return value
+
+
+def plain_numbers(value: Any) -> Any:
+    """The same JSON value with every `NumberText` back to a JSON number, as Python reads it.
+
+    For the members of a trading object that are not declared decimals (an extra `commission`,
+    an asset's `min_order_size`): their type is kept; only declared decimals become text.
+    """
+    if isinstance(value, NumberText):
+        return float(value)
+    if isinstance(value, dict):
+        return {key: plain_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain_numbers(item) for item in value]
+    return value
+
+
+def with_decimals(wire: Mapping[str, Any], decimals: tuple[str, ...], what: str) -> dict[str, Any]:
+    """A trading object as Alpaca sent it, its declared decimals as exact text (strings).
+
+    A decimal Alpaca left out stays out; one it sent as null stays null.
+    """
+    result: dict[str, Any] = plain_numbers(dict(wire))
+    for key in decimals:
+        if key in wire:
+            result[key] = decimal_text(wire, key, what)
+    return result
 
 
 def boolean(wire: Mapping[str, Any], key: str, what: str, upstream: Upstream = "data") -> bool:

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import ErrorCode, GatewayError
 from app.metrics import Metrics
 
 _request_id: ContextVar[str] = ContextVar("request_id", default="-")
@@ -45,6 +46,8 @@ class RequestContextMiddleware:
         metrics: Metrics,
         *,
         on_unhandled: Callable[[Request], Awaitable[Response]] | None = None,
+        on_error: Callable[[Request, GatewayError], Response] | None = None,
+        max_body_bytes: int | None = None,
         access_log: bool = True,
     ) -> None:
         self.app = app
@@ -52,6 +55,9 @@ class RequestContextMiddleware:
         # Renders INTERNAL while the request id is still set (the framework's own last-resort
         # handler runs outside this middleware, after the id is gone).
         self.on_unhandled = on_unhandled
+        # Renders a refusal made here, before the app (a body announced over the limit).
+        self.on_error = on_error
+        self.max_body_bytes = max_body_bytes
         # Decided once: building a bound record per request costs even when the level drops it.
         self.access_log = access_log
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -68,6 +74,10 @@ class RequestContextMiddleware:
         status = 500
         responded = False
         started = time.perf_counter()
+        method = scope["method"]
+        if method == "HEAD":
+            # HEAD is GET without the body (RFC 9110 §9.3.2): same route, same headers.
+            scope = {**scope, "method": "GET"}
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, responded
@@ -77,12 +87,20 @@ class RequestContextMiddleware:
                     *(h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"),
                     header,
                 ]
+            elif method == "HEAD" and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
             await send(message)
 
         try:
             with logger.contextualize(request_id=request_id):
                 try:
-                    await self.app(scope, receive, send_with_id)
+                    too_large = self._announced_too_large(scope)
+                    if too_large is not None and self.on_error is not None:
+                        # Refused before the body is read or any route runs.
+                        response = self.on_error(Request(scope), too_large)
+                        await response(scope, receive, send_with_id)
+                        return
+                    await self.app(scope, self._limited(receive), send_with_id)
                 except Exception as exc:
                     # A bug. The log line carries the request id and the traceback; the body
                     # carries the id and neither the traceback nor the message.
@@ -94,16 +112,44 @@ class RequestContextMiddleware:
                     response = await self.on_unhandled(Request(scope))
                     await response(scope, receive, send_with_id)
                 finally:
-                    self._observe(scope, status, time.perf_counter() - started, outcome)
+                    self._observe(scope, method, status, time.perf_counter() - started, outcome)
         finally:
             _outcome.reset(outcome_token)
             _request_id.reset(token)
 
+    def _announced_too_large(self, scope: Scope) -> GatewayError | None:
+        if self.max_body_bytes is None:
+            return None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                # The server has already refused a malformed Content-Length.
+                if value.isdigit() and int(value) > self.max_body_bytes:
+                    return _too_large(self.max_body_bytes)
+                return None
+        return None
+
+    def _limited(self, receive: Receive) -> Receive:
+        """`receive` that refuses a (chunked) body once it passes the limit."""
+        limit = self.max_body_bytes
+        if limit is None:
+            return receive
+        received = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _too_large(limit)
+            return message
+
+        return receive_within_limit
+
     def _observe(
-        self, scope: Scope, status: int, duration_s: float, outcome: dict[str, str]
+        self, scope: Scope, method: str, status: int, duration_s: float, outcome: dict[str, str]
     ) -> None:
         route = getattr(scope.get("route"), "path", None) or _UNMATCHED
-        method = scope["method"]
         if route != "/metrics":
             key = (method, route, status)
             children = self._children.get(key)
@@ -126,6 +172,14 @@ class RequestContextMiddleware:
             duration_ms=round(duration_s * 1000, 3),
             **outcome,
         ).info("{} {} {}", method, route, status)
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        f"The request body is larger than {limit} bytes (MAX_BODY_BYTES)",
+        extensions={"max_body_bytes": limit},
+    )
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

@@ -41,6 +41,11 @@ class Param:
     required: bool = False
     example: Any = None
 
+    def __post_init__(self) -> None:
+        # An unbounded number is a way in: 312 digits once overflowed a float division (500).
+        if self.schema.get("type") == "integer" and "maximum" not in self.schema:
+            raise ValueError(f"integer parameter {self.name} needs a maximum")
+
     def openapi(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "name": self.name,
@@ -62,10 +67,14 @@ class Param:
             return None
         if len(value) > self.schema.get("maxLength", 1024):
             raise invalid(self.name, "is too long")
+        if not value.isascii():
+            # Every parameter of ours is ASCII; anything else could only be misread (`\d`
+            # matches Arabic-Indic digits, Unicode case maps the long s to S).
+            raise invalid(self.name, "must be ASCII")
         if "enum" in self.schema and value not in self.schema["enum"]:
             raise invalid(self.name, f"must be one of {', '.join(self.schema['enum'])}")
         pattern = self.schema.get("pattern")
-        if pattern is not None and not re.fullmatch(pattern, value):
+        if pattern is not None and not re.fullmatch(pattern, value, re.ASCII):
             raise invalid(self.name, f"must match {pattern}")
         return value
 
@@ -73,13 +82,11 @@ class Param:
         value = self.text(request)
         if value is None:
             return None
-        if not value.isascii() or not value.isdigit():
-            raise invalid(self.name, "must be a non-negative integer")
-        number = int(value)
-        low, high = self.schema.get("minimum", 0), self.schema.get("maximum")
-        if number < low or (high is not None and number > high):
-            raise invalid(self.name, f"must be between {low} and {high}" if high else f">= {low}")
-        return number
+        low, high = self.schema.get("minimum", 0), self.schema["maximum"]
+        # Length first: no need to turn a thousand digits into a number to refuse them.
+        if not value.isdigit() or len(value) > len(str(high)) or not low <= int(value) <= high:
+            raise invalid(self.name, f"must be an integer from {low} to {high}")
+        return int(value)
 
 
 def documented(*params: Param) -> dict[str, Any]:
@@ -99,16 +106,18 @@ FEED = Param(
     "Alpaca feed; default from ALPACA_DATA_FEED. Always sent to Alpaca explicitly.",
     {"type": "string", "enum": list(STOCK_FEEDS)},
 )
+# A year, in ms: past any sensible age bound, far below where arithmetic on it could overflow.
+MAX_MS = 31_536_000_000
 MAX_AGE_MS = Param(
     "max_age_ms",
     "Answer DATA_STALE instead of a value older than this (ms); default DEFAULT_MAX_AGE_MS",
-    {"type": "integer", "minimum": 0},
+    {"type": "integer", "minimum": 0, "maximum": MAX_MS},
 )
 STALE_IF_ERROR_MS = Param(
     "stale_if_error_ms",
     "Opt-in: if Alpaca fails, serve a cached real value fetched at most this long ago,"
     " marked cache=stale",
-    {"type": "integer", "minimum": 0},
+    {"type": "integer", "minimum": 0, "maximum": MAX_MS},
 )
 
 

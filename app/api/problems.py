@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from loguru import logger
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.api.middleware import current_request_id, note_problem
 from app.errors import ErrorCode, GatewayError
@@ -122,6 +123,23 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return problem_response(request, error)
 
 
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path, asked of the router itself (its own 405
+    names only the first route that matched the path: `DELETE /v1/orders` said `Allow: GET`)."""
+    routes = request.app.router.routes
+    methods = {
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    }
+    if "GET" in methods:
+        methods.add("HEAD")  # served by the request middleware as GET without a body
+    return ", ".join(sorted(methods | {"OPTIONS"}))
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, StarletteHTTPException):  # registered for this type only
         raise exc
@@ -129,8 +147,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if code is None:
         code = ErrorCode.VALIDATION_ERROR if 400 <= exc.status_code < 500 else ErrorCode.INTERNAL
     extensions: dict[str, Any] = {}
-    if exc.headers and "Allow" in exc.headers:
-        extensions["allow"] = exc.headers["Allow"]
+    if code is ErrorCode.METHOD_NOT_ALLOWED:
+        allow = allowed_methods(request)
+        if request.method == "OPTIONS":
+            # The path exists: say what it takes (no CORS: browsers are not our clients).
+            return Response(status_code=204, headers={"Allow": allow})
+        extensions["allow"] = allow
+    path = request.url.path
+    if code is ErrorCode.ROUTE_NOT_FOUND and path.endswith("/") and len(path) > 1:
+        routes, without = request.app.router.routes, {**request.scope, "path": path.rstrip("/")}
+        if any(r.matches(without)[0] is not Match.NONE for r in routes):
+            extensions["hint"] = "no trailing slash: the gateway's paths do not end in /"
     detail = {
         ErrorCode.ROUTE_NOT_FOUND: f"No route {request.method} {request.url.path}",
         ErrorCode.METHOD_NOT_ALLOWED: f"{request.method} is not allowed on {request.url.path}",

@@ -36,7 +36,9 @@ def rfc3339(epoch_s: float) -> str:
 
 
 def age_ms(observed_at: str, now: float) -> int:
-    return int((now - _observed_epoch(observed_at)) * 1000)
+    """Milliseconds since Alpaca observed the value; 0 for a time just ahead of our clock
+    (within CLOCK_SKEW_TOLERANCE_MS: the read path refuses values further ahead)."""
+    return max(0, int((now - _observed_epoch(observed_at)) * 1000))
 
 
 def provenance(

@@ -19,6 +19,7 @@ from app.api.params import Param, documented, gateway_of, invalid
 from app.api.problems import PROBLEM_RESPONSES
 from app.errors import ErrorCode, GatewayError
 from app.keys import Scope
+from app.models.numbers import NumberText
 from app.models.trading import OrderRequest
 from app.symbols import option_contract, stock_symbol
 
@@ -29,6 +30,7 @@ _ORDER_ID = re.compile(
 )
 # Printable ASCII without spaces: the key is echoed into logs and Alpaca's client_order_id.
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
+REPLAYED_HEADER = "Idempotent-Replayed"
 ORDER_ID = Param("order_id", "Alpaca order id (UUID)", {"type": "string", "format": "uuid"}, "path")
 STATUS = Param(
     "status", "open, closed or all", {"type": "string", "enum": ["open", "closed", "all"]}
@@ -64,11 +66,12 @@ def _json(body: Any) -> Response:
     return render.json_response(body)
 
 
-def _refused(answer: Refusal, what: str) -> GatewayError:
-    code = ErrorCode.ROUTE_NOT_FOUND if answer.status == 404 else ErrorCode.ORDER_REJECTED
+def _refused(answer: Refusal, refusal: ErrorCode) -> GatewayError:
+    """Alpaca's refusal of a request about one order: no such order, or `refusal`."""
+    code = ErrorCode.ORDER_NOT_FOUND if answer.status == 404 else refusal
     return GatewayError(
         code,
-        f"{what}: {answer.message}",
+        f"Alpaca: {answer.message}",
         upstream="trading",
         extensions={"alpaca_code": answer.code, "upstream_status": answer.status},
     )
@@ -104,7 +107,7 @@ async def order(request: Request) -> Response:
     await authorize(request, Scope.TRADING_READ)
     answer = await gateway_of(request).trading.order(_order_id(request))
     if isinstance(answer, Refusal):
-        raise _refused(answer, "Alpaca has no such order")
+        raise _refused(answer, ErrorCode.ORDER_NOT_FOUND)
     return _json(answer)
 
 
@@ -128,7 +131,11 @@ async def submit_order(request: Request) -> Response:
         request_id=current_request_id(),
         api_key_id=None if key_row is None else key_row.id,
     )
-    return _json(placed)
+    response = _json(placed.order)
+    # As Stripe and the IETF idempotency draft do: a bot can tell a replayed answer (an earlier
+    # request with this key placed the order) from the order its own request placed.
+    response.headers[REPLAYED_HEADER] = "true" if placed.replayed else "false"
+    return response
 
 
 @router.delete(
@@ -141,14 +148,26 @@ async def cancel_order(request: Request) -> Response:
     await authorize(request, Scope.TRADING_WRITE)
     refusal = await gateway_of(request).trading.cancel(_order_id(request))
     if refusal is not None:
-        raise _refused(refusal, "Alpaca did not cancel the order")
+        # Alpaca answers 422 "order is not cancelable" for an order that is already final.
+        raise _refused(refusal, ErrorCode.ORDER_NOT_CANCELABLE)
     return Response(status_code=204)
 
 
+def _require_json(request: Request) -> None:
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise GatewayError(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            f"Send the order as application/json (got {media_type[:64] or 'no Content-Type'})",
+        )
+
+
 async def _order_body(request: Request) -> OrderRequest:
+    _require_json(request)
     try:
-        raw = json.loads(await request.body())
-    except ValueError as exc:
+        # Numbers as their own text: a float could round a long quantity or price.
+        raw = json.loads(await request.body(), parse_float=NumberText)
+    except (ValueError, RecursionError) as exc:  # RecursionError: [[[[... nested too deep
         raise invalid("body", "must be a JSON object") from exc
     if not isinstance(raw, dict):
         raise invalid("body", "must be a JSON object")

@@ -108,7 +108,7 @@ class OptionContract(BaseModel):
     type: str
     style: str
     strike_price: str
-    multiplier: str
+    multiplier: str | None = Field(default=None, description="absent when Alpaca leaves it out")
     size: str
     open_interest: str | None = None
     open_interest_date: str | None = None

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
+from app.models.numbers import NumberText
+
 _DECIMAL = re.compile(r"\d{1,12}(\.\d{1,9})?")
 
 
@@ -19,6 +21,10 @@ def _decimal_text(value: Any) -> str:
         raise ValueError("a number is required, not a boolean")
     if isinstance(value, int):
         value = str(value)
+    elif isinstance(value, NumberText):
+        # A JSON number read as its own text (never through a float, which could round a long
+        # decimal): 1e2 and 1E-05 forms are written out exactly, digit for digit.
+        value = format(Decimal(value), "f")
     elif isinstance(value, float):
         # repr is the shortest text that reads back as this float; 'f' avoids 1e-05 forms.
         value = format(Decimal(repr(value)), "f")
@@ -29,7 +35,28 @@ def _decimal_text(value: Any) -> str:
     return value
 
 
+def _same_value(text: str) -> str:
+    """One spelling per decimal value (`400.10`, `400.1` -> `400.1`; `2.0` -> `2`)."""
+    return format(Decimal(text).normalize(), "f")
+
+
 DecimalText = Annotated[str, BeforeValidator(_decimal_text)]
+_DECIMAL_FIELDS = frozenset(
+    {"qty", "notional", "limit_price", "stop_price", "trail_price", "trail_percent"} | {"ratio_qty"}
+)
+
+
+def _canonical(value: Any, name: str = "") -> Any:
+    """Decimals by value and no null members, all the way down (legs, take_profit...)."""
+    if isinstance(value, dict):
+        return {k: _canonical(v, k) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_canonical(item) for item in value]
+    if name in _DECIMAL_FIELDS and isinstance(value, str):
+        return _same_value(value)
+    return value
+
+
 _FORBID = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -92,6 +119,18 @@ class OrderRequest(BaseModel):
         if self.legs is not None and len(self.legs) > 4:
             raise ValueError("at most 4 legs")
         return self
+
+    def meaning(self) -> dict[str, Any]:
+        """What the order asks of Alpaca, one spelling each: decimals by value, Alpaca's
+        defaults applied (`extended_hours` false, `order_class` simple), the id left out.
+
+        Two bodies with the same meaning are the same order for the Idempotency-Key.
+        """
+        body = self.model_dump(exclude={"client_order_id"})
+        body["extended_hours"] = bool(self.extended_hours)
+        body["order_class"] = self.order_class or "simple"
+        meaning: dict[str, Any] = _canonical(body)
+        return meaning
 
     def wire(self, client_order_id: str) -> dict[str, Any]:
         """The JSON sent to Alpaca: only the fields the client set, plus the client_order_id."""

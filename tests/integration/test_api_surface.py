@@ -1,13 +1,12 @@
 """The gateway's HTTP surface: problem+json everywhere, request ids, health, metrics, OpenAPI.
 
-The closed list of error codes is parsed from the API contract at test time, so the OpenAPI
+The closed list of error codes is parsed from the README's table at test time, so the OpenAPI
 document and the problem bodies are checked against the contract, not against app code.
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,10 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import GatewayFactory
 from tests.emulator.control import EmulatorControl
+from tests.support.contract import error_table
 
 pytestmark = pytest.mark.integration
 
-CONTRACT = Path("/work/shared/api-contract.md")
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_MEMBERS = {
     "type",
@@ -61,13 +60,8 @@ BAR_FIELDS = {"timestamp", "open", "high", "low", "close", "volume", "trade_coun
 
 
 def contract_error_table() -> dict[str, tuple[int, bool]]:
-    """code -> (status, retryable), from the contract's error-code table."""
-    if not CONTRACT.is_file():
-        pytest.fail(f"the API contract is missing at {CONTRACT}", pytrace=False)
-    row = re.compile(r"^\| `([A-Z_]+)` \| (\d{3}) \| (yes|no) \|", re.MULTILINE)
-    table = {m[1]: (int(m[2]), m[3] == "yes") for m in row.finditer(CONTRACT.read_text())}
-    assert len(table) > 20, "could not parse the contract's error table"
-    return table
+    """code -> (status, retryable), from the README's error-code table."""
+    return {code: (row.status, row.retryable) for code, row in error_table().items()}
 
 
 def assert_contract_problem(response: httpx.Response, code: str) -> dict[str, Any]:
@@ -201,6 +195,7 @@ async def test_ready_reports_each_breaker_closed_and_the_cache_backend(
         "data": "closed",
         "options": "closed",
         "trading": "closed",
+        "reference": "closed",
     }
     assert body["dependencies"]["cache"]["backend"] == "memory"
 

@@ -317,7 +317,7 @@ async def test_failed_asset_lookup_is_the_missing_symbols_error(
 
     single = await gateway.get("/v1/stocks/AAPL/quote")
 
-    assert_problem(single, status=status, code=code, retryable=True, upstream="trading")
+    assert_problem(single, status=status, code=code, retryable=True, upstream="reference")
 
     gateway = await make_gateway()  # no negative cache from the first request
     await emulator.add_fault(ASSETS_PATTERN, kind)
@@ -330,7 +330,7 @@ async def test_failed_asset_lookup_is_the_missing_symbols_error(
     problem = body["errors"]["AAPL"]
     assert problem["code"] == code
     assert problem["status"] == status
-    assert problem["upstream"] == "trading"
+    assert problem["upstream"] == "reference"
     assert problem["symbol"] == "AAPL"
     assert problem["retryable"] is True
 
@@ -339,13 +339,13 @@ async def test_asset_lookup_rate_limited_and_hang(
     emulator: EmulatorControl, make_gateway: GatewayFactory
 ) -> None:
     await emulator.set_state(assets=["AAPL", "MSFT"])
-    gateway = await make_gateway(trading_timeout_s=0.3)
+    gateway = await make_gateway(reference_timeout_s=0.3)
     await emulator.add_fault(ASSETS_PATTERN, "hang", count=1)
 
     started = time.monotonic()
     hung = await gateway.get("/v1/stocks/AAPL/quote")
 
-    assert_problem(hung, status=504, code="UPSTREAM_TIMEOUT", retryable=True, upstream="trading")
+    assert_problem(hung, status=504, code="UPSTREAM_TIMEOUT", retryable=True, upstream="reference")
     assert time.monotonic() - started < 1.0
 
     await emulator.add_fault(ASSETS_PATTERN, "rate_limited", retry_after_s=5)
@@ -356,7 +356,7 @@ async def test_asset_lookup_rate_limited_and_hang(
         status=503,
         code="UPSTREAM_RATE_LIMITED",
         retryable=True,
-        upstream="trading",
+        upstream="reference",
         symbol="MSFT",
     )
     assert 4 <= int(limited.headers["Retry-After"]) <= 5
@@ -379,6 +379,6 @@ async def test_asset_lookup_without_fault_tells_unknown_from_empty(
         status=404,
         code="SYMBOL_NOT_FOUND",
         retryable=False,
-        upstream="trading",
+        upstream="reference",
         symbol="ZZZZ",
     )

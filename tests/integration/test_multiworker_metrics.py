@@ -54,7 +54,7 @@ async def test_two_workers_report_every_request_in_every_scrape(
         for scrape in scrapes:  # merged gauges: one series per upstream, no pid label
             states = re.findall(r"^gateway_circuit_breaker_state\{(.*)\} ", scrape, re.M)
             assert sorted(states) == sorted(
-                f'upstream="{u}"' for u in ("data", "options", "trading")
+                f'upstream="{u}"' for u in ("data", "options", "trading", "reference")
             )
 
 

@@ -290,10 +290,13 @@ async def test_orders_list_get_and_cancel(
     assert [o["id"] for o in listed.json()] == [placed["id"]]
     assert one.json() == placed
     assert cancel.status_code == 204
-    assert again.status_code == 422
-    assert again.json()["code"] == "ORDER_REJECTED"
+    assert again.status_code == 409
+    assert again.json()["code"] == "ORDER_NOT_CANCELABLE"
+    assert again.json()["alpaca_code"] == 42210000  # Alpaca's own refusal, kept
     assert unknown.status_code == 404
+    assert unknown.json()["code"] == "ORDER_NOT_FOUND"
     assert malformed.status_code == 422
+    assert malformed.json()["code"] == "VALIDATION_ERROR"
 
 
 async def test_account_and_positions_pass_decimal_strings_through(

@@ -36,5 +36,5 @@ async def test_outcomes_separate_values_no_data_and_unknown_symbols(
 
     assert _count(exposition, "data", "quotes_latest", "ok") == 1
     assert _count(exposition, "data", "quotes_latest", "no_data") == 2
-    assert _count(exposition, "trading", "asset", "ok") == 1
-    assert _count(exposition, "trading", "asset", "not_found") == 1
+    assert _count(exposition, "reference", "asset", "ok") == 1
+    assert _count(exposition, "reference", "asset", "not_found") == 1

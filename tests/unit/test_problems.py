@@ -1,15 +1,12 @@
 """Every error is problem+json with the contract's code, status and retryable flag.
 
-The expectations are read at test time from the contract's own table (api-contract.md, "Error
-codes"), so this fails if either the table or `ErrorCode` drifts from the other.
+The expectations are read at test time from the project's own contract, the README's "Error
+codes" table, so this fails if either the table or `ErrorCode` drifts from the other.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ from app.api.middleware import RequestContextMiddleware
 from app.api.problems import add_exception_handlers, problem
 from app.errors import ErrorCode, GatewayError
 from app.metrics import Metrics
+from tests.support.contract import ContractRow, error_table
 
 REPO = Path(__file__).resolve().parents[2]
 REQUIRED_MEMBERS = {
@@ -33,42 +31,11 @@ REQUIRED_MEMBERS = {
     "request_id",
     "retryable",
 }
-_ROW = re.compile(
-    r"^\|\s*`(?P<code>[A-Z_]+)`\s*\|\s*(?P<status>\d{3})\s*\|\s*(?P<retry>yes|no)\s*\|"
-)
-
-
-@dataclass(frozen=True)
-class ContractRow:
-    status: int
-    retryable: bool
-
-
-def _contract_path() -> Path:
-    default = REPO.parent / "shared" / "api-contract.md"
-    return Path(os.environ.get("API_CONTRACT_PATH", default))
 
 
 @pytest.fixture(scope="module")
 def contract_codes() -> dict[str, ContractRow]:
-    path = _contract_path()
-    if not path.is_file():
-        pytest.fail(
-            f"The API contract {path} is missing; set API_CONTRACT_PATH to api-contract.md.",
-            pytrace=False,
-        )
-    text = path.read_text(encoding="utf-8")
-    section = text.split("## Error codes", 1)
-    if len(section) != 2:
-        pytest.fail(f"{path} has no '## Error codes' section", pytrace=False)
-    body = section[1].split("\n## ", 1)[0]
-    rows: dict[str, ContractRow] = {}
-    for line in body.splitlines():
-        if match := _ROW.match(line.strip()):
-            rows[match["code"]] = ContractRow(int(match["status"]), match["retry"] == "yes")
-    if len(rows) < 10:
-        pytest.fail(f"could not read the error-code table from {path}", pytrace=False)
-    return rows
+    return error_table()
 
 
 def test_error_codes_are_exactly_the_contract_list(contract_codes: dict[str, ContractRow]) -> None:
