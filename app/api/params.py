@@ -40,6 +40,9 @@ class Param:
     location: Literal["path", "query"] = "query"
     required: bool = False
     example: Any = None
+    # False only for a list whose items are validated one by one (a batch's symbols: one bad
+    # item fails alone, as the contract says).
+    ascii_only: bool = True
 
     def __post_init__(self) -> None:
         # An unbounded number is a way in: 312 digits once overflowed a float division (500).
@@ -67,7 +70,7 @@ class Param:
             return None
         if len(value) > self.schema.get("maxLength", 1024):
             raise invalid(self.name, "is too long")
-        if not value.isascii():
+        if self.ascii_only and not value.isascii():
             # Every parameter of ours is ASCII; anything else could only be misread (`\d`
             # matches Arabic-Indic digits, Unicode case maps the long s to S).
             raise invalid(self.name, "must be ASCII")

@@ -40,6 +40,7 @@ SYMBOLS = Param(
     {"type": "string", "maxLength": 2048},
     required=True,
     example="AAPL,MSFT",
+    ascii_only=False,  # each symbol is checked (ASCII first) on its own
 )
 TIMEFRAME = Param(
     "timeframe",

@@ -7,7 +7,9 @@ symbols) and counts how often it was asked. Time is a fake clock shared by cache
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -291,6 +293,18 @@ async def test_stale_if_error_serves_the_original_value_and_fetch_time(
     assert harness.cache_count("stale") == 1
 
 
+async def test_a_stale_answer_is_counted_once_as_stale(harness: Harness) -> None:
+    await fetched_then_failing(harness, age_s=2.0)
+    counted_before = {r: harness.cache_count(r) or 0 for r in ("hit", "miss", "negative")}
+
+    await harness.read_one(stale_if_error_s=5.0)  # a miss that failed, served stale
+    await harness.read_one(stale_if_error_s=5.0)  # the remembered failure, served stale
+
+    assert harness.cache_count("stale") == 2
+    # One lookup, one count: neither lookup is counted as a miss or negative hit as well.
+    assert {r: harness.cache_count(r) or 0 for r in counted_before} == counted_before
+
+
 async def test_stale_if_error_too_short_gives_the_error(harness: Harness) -> None:
     await fetched_then_failing(harness, age_s=2.0)
 
@@ -342,6 +356,75 @@ async def test_stale_if_error_still_serves_while_the_failure_is_negative_cached(
     outcome = await harness.read_one(stale_if_error_s=5.0)
 
     assert outcome == Served(quote("AAPL"), fetched_at, "stale")
+
+
+# --- remembered failures are values, not shared exception objects ------------------------------
+async def test_a_remembered_failure_is_a_new_exception_for_every_reader(
+    harness: Harness,
+) -> None:
+    harness.alpaca.failure = unavailable()
+    readers = await asyncio.gather(*(harness.read_one() for _ in range(3)))  # one flight
+    later = [await harness.read_one() for _ in range(3)]  # negative cache hits
+
+    errors = [*readers, *later]
+    assert all(isinstance(e, GatewayError) for e in errors)
+    assert len({id(e) for e in errors}) == len(errors)
+    assert harness.alpaca.failure not in errors
+    # Raised by a route many times, a shared object would carry every raise's frames.
+    for error in errors:
+        with contextlib.suppress(GatewayError):
+            raise error
+    again = await harness.read_one()
+    assert isinstance(again, GatewayError)
+    assert again.__traceback__ is None
+    assert again.__context__ is None
+    assert again.__cause__ is None
+
+
+# --- observation times ahead of our clock --------------------------------------------------------
+def _quote_at(symbol: str, epoch_s: float) -> dict[str, Any]:
+    moment = datetime.fromtimestamp(epoch_s, UTC).isoformat().replace("+00:00", "Z")
+    return {**quote(symbol), "timestamp": moment}
+
+
+async def _read_observed(harness: Harness, symbol: str = "AAPL") -> Any:
+    outcomes = await harness.reads.read(
+        "quote",
+        {symbol: cache_key("quote", "iex", symbol)},
+        harness.alpaca.fetch,
+        fresh_ttl_s=FRESH_TTL_S,
+        chunk_size=1,
+        observed=lambda value: (value["timestamp"],),
+    )
+    return outcomes[symbol]
+
+
+@pytest.mark.parametrize("ahead_s", [1.5, 3600.0, 31_000_000_000 - 1_700_000_000])
+async def test_a_value_from_the_future_is_refused_and_not_cached(
+    harness: Harness, ahead_s: float
+) -> None:
+    harness.alpaca.answers["AAPL"] = _quote_at("AAPL", harness.clock.now + ahead_s)
+
+    first = await _read_observed(harness)
+    second = await _read_observed(harness)  # what the cache kept: the failure, not the value
+
+    assert isinstance(first, GatewayError)
+    assert first.code is ErrorCode.UPSTREAM_BAD_RESPONSE
+    assert first.extensions["ahead_ms"] >= 1500
+    assert isinstance(second, GatewayError)
+    assert second.code is ErrorCode.UPSTREAM_BAD_RESPONSE
+    assert len(harness.alpaca.calls) == 1
+
+
+async def test_a_value_just_ahead_within_the_skew_tolerance_is_served(
+    harness: Harness,
+) -> None:
+    value = _quote_at("AAPL", harness.clock.now + 0.5)  # the tolerance is 1 s by default
+    harness.alpaca.answers["AAPL"] = value
+
+    outcome = await _read_observed(harness)
+
+    assert outcome == Served(value, harness.clock.now, "miss")
 
 
 # --- chunking ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from app.alpaca.breaker import BreakerConfig, CircuitBreaker
 from app.alpaca.transport import AlpacaTransport
 from app.errors import ErrorCode, GatewayError
 from app.metrics import Metrics
-from app.symbols import stock_symbol
+from app.symbols import option_contract, stock_symbol
 
 # Copied from the contract (api-contract.md, "Endpoints"), not from app/symbols.py.
 CONTRACT_SYMBOL = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
@@ -99,6 +99,46 @@ def test_anything_accepted_has_the_contract_shape(raw: str) -> None:
     assert not any(c in symbol for c in FORBIDDEN_CHARACTERS)
     assert not any(c.isspace() for c in symbol)
     assert symbol.isascii()
+    # The symbol asked for is the symbol answered: only ASCII case changes, nothing else.
+    assert raw.isascii()
+    assert symbol == raw.strip().upper()
+
+
+# Unicode case mapping makes ASCII out of other letters: each of these once reached Alpaca as
+# the instrument on the right, and `\u017fpy` was answered with SPY's quote.
+@pytest.mark.parametrize(
+    ("raw", "would_have_meant"),
+    [
+        ("\u017fpy", "SPY"),  # LATIN SMALL LETTER LONG S
+        ("\ufb01", "FI"),  # LATIN SMALL LIGATURE FI
+        ("a\u00df", "ASS"),  # LATIN SMALL LETTER SHARP S
+        ("\u0131bm", "IBM"),  # LATIN SMALL LETTER DOTLESS I
+    ],
+)
+def test_non_ascii_never_becomes_another_symbol(raw: str, would_have_meant: str) -> None:
+    assert raw.upper() == would_have_meant  # what Python's upper() makes of it
+    with pytest.raises(GatewayError) as stock:
+        stock_symbol(raw)
+    with pytest.raises(GatewayError) as option:
+        option_contract(raw + "250117C00200000")
+
+    assert stock.value.code is ErrorCode.VALIDATION_ERROR
+    assert option.value.code is ErrorCode.VALIDATION_ERROR
+
+
+@given(st.text(max_size=24))
+def test_an_accepted_option_contract_is_the_ascii_text_asked_for(raw: str) -> None:
+    try:
+        contract = option_contract(raw)
+    except GatewayError as exc:
+        rejection: ErrorCode | None = exc.code
+    else:
+        rejection = None
+    if rejection is not None:
+        assert rejection is ErrorCode.VALIDATION_ERROR
+        return
+    assert raw.isascii()
+    assert contract == raw.strip().upper()
 
 
 # Listed-symbol shapes: a root, then share-class or when-issued suffixes (BRK.B, BF-B, GOOG.WI).
