@@ -18,7 +18,12 @@ from typing import Any
 
 from loguru import logger
 
-from app.alpaca.trading import DUPLICATE_CLIENT_ORDER_ID, Refusal, TradingAccountClient
+from app.alpaca.trading import (
+    DUPLICATE_CLIENT_ORDER_ID,
+    ORDER_NOT_FOUND_CODE,
+    Refusal,
+    TradingAccountClient,
+)
 from app.errors import ErrorCode, GatewayError
 from app.models.trading import OrderRequest
 from app.storage.records import AuditStatus, OrderAuditRequest, OrderAuditRow
@@ -40,8 +45,6 @@ _NOT_SENT = frozenset(
 # Hashes of the order's meaning carry this prefix; rows written before it hold a hash of the
 # body as sent (`_legacy_body_hash`), still honoured so an upgrade breaks no retry.
 _MEANING = "m1:"
-# Alpaca's "not found" code: any other 404 (a proxy, a wrong base URL) says nothing of the order.
-_ORDER_NOT_FOUND_CODE = 40410000
 
 
 def body_hash(order: OrderRequest) -> str:
@@ -217,7 +220,7 @@ class OrderDesk:
             return exc
         if not isinstance(found, Refusal):
             return found
-        if found.status == 404 and found.code == _ORDER_NOT_FOUND_CODE:
+        if found.status == 404 and found.code == ORDER_NOT_FOUND_CODE:
             return NOT_FOUND
         return GatewayError(
             ErrorCode.UPSTREAM_BAD_RESPONSE,
@@ -294,7 +297,10 @@ def _settled(previous: list[OrderAuditRow], key: str) -> Order | None:
 
 
 def _same_order(order: OrderRequest, found: Order) -> bool:
-    """Alpaca's order matches the request on what defines it (decimals compared by value)."""
+    """Alpaca's order matches the request on what defines it (decimals compared by value): the
+    instrument, side, type, time in force, size, extended hours and every price the request set.
+    Prices it did not set are not compared: Alpaca fills in some itself (a trailing stop's
+    stop_price and hwm)."""
 
     def same_decimal(ours: str | None, theirs: Any) -> bool:
         if ours is None or theirs is None:
@@ -304,12 +310,23 @@ def _same_order(order: OrderRequest, found: Order) -> bool:
         except ArithmeticError:
             return False
 
+    prices = {
+        "limit_price": order.limit_price,
+        "stop_price": order.stop_price,
+        "trail_price": order.trail_price,
+        "trail_percent": order.trail_percent,
+    }
     return (
         found.get("symbol") == order.symbol
         and found.get("side") == order.side
         and found.get("type", found.get("order_type")) == order.type
+        and found.get("time_in_force") == order.time_in_force
+        and bool(found.get("extended_hours")) == bool(order.extended_hours)
         and same_decimal(order.qty, found.get("qty"))
         and same_decimal(order.notional, found.get("notional"))
+        and all(
+            ours is None or same_decimal(ours, found.get(name)) for name, ours in prices.items()
+        )
     )
 
 

@@ -76,6 +76,7 @@ class TradingClient:
 ORDERS = ("v2", "orders")
 BY_CLIENT_ORDER_ID = ("v2", "orders:by_client_order_id")  # the colon is literal in Alpaca's path
 DUPLICATE_CLIENT_ORDER_ID = 40010001
+ORDER_NOT_FOUND_CODE = 40410000  # Alpaca's one not-found code, for orders as for assets
 # What alpaca-py's models require and we rely on; everything else may be absent or null (an
 # mleg order leaves symbol, side and type out, or sends them as "").
 _ORDER_TEXT = ("id", "client_order_id", "status", "time_in_force")
@@ -125,12 +126,13 @@ def parse_order(raw: Any) -> dict[str, Any]:
         wire.text(o, key, what, "trading")
     for key in _ORDER_OPTIONAL_TEXT:
         wire.optional_text(o, key, what, "trading")
-    order = wire.with_decimals(o, ORDER_DECIMALS, what)
     legs = o.get("legs")
-    if legs is not None:
-        if not isinstance(legs, list):
-            raise wire.bad_response(f"{what}: `legs` is not a list", "trading")
-        order["legs"] = [parse_order(leg) for leg in legs]
+    if legs is None:
+        return wire.with_decimals(o, ORDER_DECIMALS, what)
+    if not isinstance(legs, list):
+        raise wire.bad_response(f"{what}: `legs` is not a list", "trading")
+    order = wire.with_decimals({**o, "legs": None}, ORDER_DECIMALS, what)  # legs keep their place
+    order["legs"] = [parse_order(leg) for leg in legs]
     return order
 
 
@@ -148,8 +150,24 @@ def parse_placed_order(raw: Any) -> dict[str, Any]:
         logger.bind(upstream="trading", order_id=raw["id"]).warning(
             "order {} accepted by Alpaca; its answer breaks the schema: {}", raw["id"], exc.detail
         )
-        result: dict[str, Any] = wire.plain_numbers(raw)
-        return result
+        return _as_sent(raw)
+
+
+def _as_sent(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """An order answer that breaks the schema, passed on all the same: its readable decimals as
+    their exact text, as `parse_order` gives them; everything else as Alpaca sent it."""
+    result: dict[str, Any] = {}
+    for key, item in raw.items():
+        decimal = _readable_decimal(raw, key) if key in ORDER_DECIMALS else None
+        result[key] = decimal if decimal is not None else wire.plain_numbers(item, lenient=True)
+    return result
+
+
+def _readable_decimal(raw: Mapping[str, Any], key: str) -> str | None:
+    try:
+        return wire.decimal_text(raw, key, "order")
+    except GatewayError:
+        return None  # not a decimal: the caller keeps it as sent
 
 
 def parse_position(raw: Any) -> dict[str, Any]:
@@ -176,8 +194,18 @@ def refusal(reply: Reply) -> Refusal:
     )
 
 
+def order_refusal(reply: Reply) -> Refusal:
+    """Alpaca's refusal of a request about one order. A 404 is Alpaca's "no such order" only
+    with its own not-found body; a bare one (a proxy, a wrong base URL) says nothing of the order
+    and must never be read as "not found"."""
+    answer = refusal(reply)
+    if answer.status == NOT_FOUND and answer.code != ORDER_NOT_FOUND_CODE:
+        raise wire.bad_response("order: HTTP 404 without Alpaca's not-found body", "trading")
+    return answer
+
+
 def order_or_refusal(reply: Reply) -> dict[str, Any] | Refusal:
-    return parse_order(reply.payload) if reply.status == 200 else refusal(reply)
+    return parse_order(reply.payload) if reply.status == 200 else order_refusal(reply)
 
 
 def placed_or_refusal(reply: Reply) -> dict[str, Any] | Refusal:
@@ -185,7 +213,7 @@ def placed_or_refusal(reply: Reply) -> dict[str, Any] | Refusal:
 
 
 def cancel_result(reply: Reply) -> Refusal | None:
-    return None if reply.status == 204 else refusal(reply)
+    return None if reply.status == 204 else order_refusal(reply)
 
 
 class TradingAccountClient:

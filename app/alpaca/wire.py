@@ -6,6 +6,7 @@ Nothing here defaults, coerces or patches a value: a wrong shape raises UPSTREAM
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -23,13 +24,25 @@ _DECIMAL = re.compile(r"-?\d+(\.\d+)?", re.ASCII)
 
 def decode_json(body: bytes | str) -> Any:
     """Market data: JSON numbers as Python reads them (Alpaca writes the shortest text of a
-    float64, which reads back exactly); NaN/Infinity refused."""
-    return json.loads(body, parse_constant=_reject_constant)
+    float64, which reads back exactly); NaN/Infinity refused, and so is a number no float64
+    holds (Alpaca's encoder cannot write one)."""
+    return json.loads(body, parse_float=_float64, parse_constant=_reject_constant)
 
 
 def decode_exact(body: bytes | str) -> Any:
     """JSON with every non-integer number as `NumberText`; NaN/Infinity refused."""
     return json.loads(body, parse_float=NumberText, parse_constant=_reject_constant)
+
+
+def _float64(text: str) -> float:
+    """A JSON number's text as a float; ValueError when no float64 holds it. Read anyway, 1e400
+    would become infinity (no JSON can carry it on: a 500) and 1e-400 a zero (a price that is
+    "not there")."""
+    number = float(text)
+    mantissa = text.lower().partition("e")[0]
+    if math.isinf(number) or (number == 0 and any(d in mantissa for d in "123456789")):
+        raise ValueError(f"the number {text[:40]} does not fit a float64")
+    return number
 
 
 def _reject_constant(name: str) -> Any:
@@ -119,18 +132,25 @@ def decimal_text(
     return value
 
 
-def plain_numbers(value: Any) -> Any:
+def plain_numbers(value: Any, *, lenient: bool = False) -> Any:
     """The same JSON value with every `NumberText` back to a JSON number, as Python reads it.
 
     For the members of a trading object that are not declared decimals (an extra `commission`,
-    an asset's `min_order_size`): their type is kept; only declared decimals become text.
+    an asset's `min_order_size`): their type is kept; only declared decimals become text. A
+    number no float64 holds is a bad response; with `lenient` (an answer that must be passed on
+    all the same: an accepted order) it stays the exact text Alpaca wrote.
     """
     if isinstance(value, NumberText):
-        return float(value)
+        try:
+            return _float64(value)
+        except ValueError as exc:
+            if lenient:
+                return str(value)
+            raise bad_response(str(exc), "trading") from exc
     if isinstance(value, dict):
-        return {key: plain_numbers(item) for key, item in value.items()}
+        return {key: plain_numbers(item, lenient=lenient) for key, item in value.items()}
     if isinstance(value, list):
-        return [plain_numbers(item) for item in value]
+        return [plain_numbers(item, lenient=lenient) for item in value]
     return value
 
 
@@ -139,11 +159,10 @@ def with_decimals(wire: Mapping[str, Any], decimals: tuple[str, ...], what: str)
 
     A decimal Alpaca left out stays out; one it sent as null stays null.
     """
-    result: dict[str, Any] = plain_numbers(dict(wire))
-    for key in decimals:
-        if key in wire:
-            result[key] = decimal_text(wire, key, what)
-    return result
+    return {
+        key: decimal_text(wire, key, what) if key in decimals else plain_numbers(item)
+        for key, item in wire.items()
+    }
 
 
 def boolean(wire: Mapping[str, Any], key: str, what: str, upstream: Upstream = "data") -> bool:
