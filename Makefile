@@ -22,7 +22,7 @@ help:
 	@echo "make run        run the gateway on GATEWAY_HOST:GATEWAY_PORT (127.0.0.1:8000)"
 	@echo "make test       ruff format --check, ruff check, mypy, then pytest with real services"
 	@echo "make demo       the gateway in front of the Alpaca emulator, with curl commands"
-	@echo "make bench      benchmarks (tests/performance); never part of make test"
+	@echo "make bench      gateway vs bare app vs nginx (SERVER=uvicorn|granian|both, ROUNDS=n, LOAD=aio)"
 	@echo "make lint       ruff format --check and ruff check"
 	@echo "make typecheck  mypy --strict on app/ and tests/emulator/"
 	@echo "make fmt        ruff format and ruff check --fix"
@@ -49,8 +49,12 @@ run: venv
 demo: venv
 	$(BIN)/python -m tests.demo
 
+# tests/performance: never part of make test. wrk and nginx come from Debian (installed when root,
+# else the one command to run); LOAD=aio swaps wrk for the slower asyncio generator, by name only.
 bench: venv
-	$(BIN)/python -m tests.performance
+	tests/performance/ensure-tools.sh $(if $(filter aio,$(LOAD)),nginx,wrk nginx)
+	$(BIN)/python -m tests.performance --server $(or $(SERVER),uvicorn) --load $(or $(LOAD),wrk) \
+		$(if $(ROUNDS),--rounds $(ROUNDS))
 
 # --- checks -----------------------------------------------------------------------------------
 

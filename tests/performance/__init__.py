@@ -1,6 +1,6 @@
 """Benchmarks of the gateway (`make bench` = `python -m tests.performance`); never run by pytest.
 
-One run on the local machine: the gateway as one pinned uvicorn worker in front of the Alpaca
-emulator, loaded over loopback by wrk (hey for fixed-rate runs), or by the bounded asyncio
-generator in :mod:`tests.performance.aioload` when those are not installed.
+The gateway against the same bytes from a bare Starlette app on the same server, and against
+nginx proxy_cache over the same upstream (the emulator), in one run of alternating rounds:
+wrk for throughput, `paced` (ours, open loop) for latency at a fixed rate. See bench.py.
 """

@@ -1,34 +1,30 @@
-"""Load generators behind one interface: wrk / hey when installed, else ``aioload``.
+"""Load generators behind one interface, chosen explicitly (LOAD=wrk or LOAD=aio), never by
+whatever happens to be installed.
 
-``closed_loop`` measures throughput (wrk, or the asyncio generator). ``fixed_rate`` measures
-latency below saturation (hey with ``-q``, or the asyncio generator on a fixed schedule).
-Every run is a child process with a hard timeout, pinned to the load core when possible, and
-aimed at 127.0.0.1 only.
+``closed_loop`` measures throughput: wrk (Debian's package), or with ``LOAD=aio`` the asyncio
+generator in ``aioload`` (about 2.5k req/s at most, so it caps every row it measures).
+``fixed_rate`` measures latency below saturation with ``paced``, our open-loop generator.
+Every run is a child process with a hard timeout, pinned to the load core, aimed at 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
-import io
 import json
-import math
 import os
 import shutil
 import sys
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.performance.aioload import percentile
-
 PCT_LUA = Path(__file__).with_name("pct.lua")
 REPO_ROOT = Path(__file__).resolve().parents[2]
-INSTALL_HINT = "apt-get install -y wrk hey"
+LOADS = ("wrk", "aio")
+INSTALL_HINT = "apt-get install -y wrk nginx"
 RUN_GRACE_S = 20.0  # a load run is killed this long after its planned end
 
 
@@ -45,6 +41,7 @@ class LoadResult:
     status_errors: int  # answers outside 2xx/3xx
     socket_errors: int  # connect/read/write errors and timeouts
     statuses: Mapping[str, int] = field(default_factory=dict)  # when the tool reports them
+    send_lag_p99_ms: float | None = None  # paced only: how late the generator itself sent
 
     @property
     def errors(self) -> int:
@@ -53,7 +50,7 @@ class LoadResult:
 
 @dataclass(frozen=True)
 class Cores:
-    """Where the gateway and the load run; empty prefixes when pinning is not possible."""
+    """Where the servers under test and the load run; empty prefixes when pinning is impossible."""
 
     gateway: int | None
     load: int | None
@@ -74,41 +71,38 @@ class Cores:
     def describe(self) -> str:
         if self.gateway is None:
             return "not pinned (needs taskset and 2 cores)"
-        return f"gateway on core {self.gateway}, load generator on core {self.load}"
+        return (
+            f"servers under test (gateway, bare app, nginx) on core {self.gateway};"
+            f" load generator, emulator and this script on core {self.load}"
+        )
 
 
 class Tools:
-    """Which generators are installed; decided once per run."""
-
-    def __init__(self, cores: Cores) -> None:
+    def __init__(self, cores: Cores, load: str) -> None:
+        if load not in LOADS:
+            raise ValueError(f"LOAD={load!r}: one of {', '.join(LOADS)}")
         self.cores = cores
+        self.load = load
         self.wrk = shutil.which("wrk")
-        self.hey = shutil.which("hey")
-
-    def missing_notice(self) -> str | None:
-        missing = [name for name in ("wrk", "hey") if getattr(self, name) is None]
-        if not missing:
-            return None
-        return (
-            f"{' and '.join(missing)} not installed: install with `{INSTALL_HINT}`;"
-            " falling back to the asyncio/aiohttp generator (tests.performance.aioload),"
-            " which is slower than the gateway and may understate its throughput"
-        )
+        if load == "wrk" and self.wrk is None:
+            raise SystemExit(
+                f"wrk is not installed. Install it (and nginx) with: {INSTALL_HINT}\n"
+                "or measure with the slower asyncio generator, named: make bench LOAD=aio"
+            )
 
     def describe(self) -> str:
-        closed = "wrk" if self.wrk else "aioload (asyncio)"
-        rate = "hey -q" if self.hey else "aioload fixed schedule"
-        return f"closed loop: {closed}; fixed rate: {rate}"
+        closed = "wrk -t1" if self.load == "wrk" else "aioload (asyncio; LOAD=aio, ~2.5k req/s cap)"
+        return f"closed loop: {closed}; fixed rate: paced (open loop, latency from due time)"
 
-    async def closed_loop(self, url: str, duration_s: int, connections: int = 16) -> LoadResult:
+    async def closed_loop(self, url: str, duration_s: float, connections: int) -> LoadResult:
         _loopback_only(url)
         pin = self.cores.prefix(self.cores.load)
-        if self.wrk is not None:
-            argv = [*pin, self.wrk, "-t1", f"-c{connections}", f"-d{duration_s}s"]
+        if self.wrk is not None and self.load == "wrk":
+            argv = [*pin, self.wrk, "-t1", f"-c{connections}", f"-d{duration_s:g}s"]
             argv += ["--timeout", "5s", "-s", str(PCT_LUA), url]
             out = await run_command(argv, duration_s + RUN_GRACE_S)
             return _from_json("wrk", _last_json_line(out))
-        argv = [*pin, *_aioload(url), "--duration", str(duration_s)]
+        argv = [*pin, *_module("aioload"), "--url", url, "--duration", f"{duration_s:g}"]
         argv += ["--connections", str(connections)]
         out = await run_command(argv, duration_s + RUN_GRACE_S)
         return _from_json("aioload", _last_json_line(out))
@@ -118,31 +112,24 @@ class Tools:
         url: str,
         rate: float,
         *,
-        duration_s: int | None = None,
+        duration_s: float | None = None,
         requests: int | None = None,
-        workers: int = 4,
     ) -> LoadResult:
-        """``rate`` requests/s in total, for ``duration_s`` or until ``requests`` are sent."""
+        """``rate`` requests/s, for ``duration_s`` or until ``requests`` are sent."""
         _loopback_only(url)
         if (duration_s is None) == (requests is None):
             raise ValueError("give exactly one of duration_s and requests")
         planned_s = duration_s if duration_s is not None else (requests or 0) / rate
-        pin = self.cores.prefix(self.cores.load)
-        if self.hey is not None:
-            argv = [*pin, self.hey, "-c", str(workers), "-q", f"{rate / workers:.2f}"]
-            argv += ["-z", f"{duration_s}s"] if duration_s is not None else ["-n", str(requests)]
-            argv += ["-t", "5", "-o", "csv", "-cpus", "1", url]
-            out = await run_command(argv, planned_s + RUN_GRACE_S)
-            return _from_hey_csv(out, expected=requests)
-        argv = [*pin, *_aioload(url), "--rate", f"{rate:.2f}"]
-        argv += ["--duration", str(duration_s)] if duration_s is not None else []
+        argv = [*self.cores.prefix(self.cores.load), *_module("paced"), "--url", url]
+        argv += ["--rate", f"{rate:.2f}"]
+        argv += ["--duration", f"{duration_s:g}"] if duration_s is not None else []
         argv += ["--requests", str(requests)] if requests is not None else []
         out = await run_command(argv, planned_s + RUN_GRACE_S)
-        return _from_json("aioload", _last_json_line(out))
+        return _from_json("paced", _last_json_line(out))
 
 
-def _aioload(url: str) -> list[str]:
-    return [sys.executable, "-m", "tests.performance.aioload", "--url", url]
+def _module(name: str) -> list[str]:
+    return [sys.executable, "-m", f"tests.performance.{name}"]
 
 
 def _loopback_only(url: str) -> None:
@@ -181,6 +168,7 @@ def _last_json_line(output: str) -> dict[str, Any]:
 
 
 def _from_json(tool: str, doc: Mapping[str, Any]) -> LoadResult:
+    lag = doc.get("send_lag_p99_ms")
     return LoadResult(
         tool=tool,
         requests=int(doc["requests"]),
@@ -193,28 +181,5 @@ def _from_json(tool: str, doc: Mapping[str, Any]) -> LoadResult:
         status_errors=int(doc["status_errors"]),
         socket_errors=int(doc["socket_errors"]),
         statuses=dict(doc.get("statuses", {})),
-    )
-
-
-def _from_hey_csv(output: str, *, expected: int | None) -> LoadResult:
-    """hey ``-o csv``: one row per answered request (failed ones are left out)."""
-    rows = list(csv.DictReader(io.StringIO(output)))
-    latencies = sorted(float(row["response-time"]) for row in rows)
-    statuses = Counter(row["status-code"] for row in rows)
-    ends = [float(row["offset"]) + float(row["response-time"]) for row in rows]
-    duration = max(ends, default=0.0)
-    status_errors = sum(n for code, n in statuses.items() if not 200 <= int(code) < 400)
-    missing = max(0, expected - len(rows)) if expected is not None else 0
-    return LoadResult(
-        tool="hey",
-        requests=len(rows),
-        rps=len(rows) / duration if duration > 0 else 0.0,
-        p50_ms=percentile(latencies, 50) * 1000,
-        p90_ms=percentile(latencies, 90) * 1000,
-        p99_ms=percentile(latencies, 99) * 1000,
-        max_ms=(latencies[-1] if latencies else math.nan) * 1000,
-        duration_s=duration,
-        status_errors=status_errors,
-        socket_errors=missing,
-        statuses=dict(sorted(statuses.items())),
+        send_lag_p99_ms=None if lag is None else float(lag),
     )
