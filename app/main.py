@@ -29,7 +29,7 @@ from app.alpaca.transport import (
 )
 from app.api import clock, options, stocks, system, trading
 from app.api.middleware import RequestContextMiddleware
-from app.api.openapi import problem_openapi
+from app.api.openapi import operation_id, problem_openapi
 from app.api.problems import add_exception_handlers, internal_response, problem_response
 from app.cache import Cache, MemoryCache, RedisCache
 from app.keys import KeyRing
@@ -117,6 +117,7 @@ def create_app(settings: Settings) -> FastAPI:
             "or a typed problem+json error. Nothing is fabricated."
         ),
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
         # A trailing slash is not our path: a typed 404, never a redirect (the framework built
         # the redirect's Location from the Host header, an open redirect).
         redirect_slashes=False,
@@ -136,7 +137,7 @@ def create_app(settings: Settings) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         access_log=access_log,
     )
-    app.openapi = problem_openapi(app)  # type: ignore[method-assign]
+    app.openapi = problem_openapi(app, settings)  # type: ignore[method-assign]
     return app
 
 

@@ -9,19 +9,33 @@ from fastapi.responses import Response
 
 from app.api import params, render
 from app.api.auth import authorize
-from app.api.params import MAX_AGE_MS, STALE_IF_ERROR_MS, Param, documented, gateway_of, invalid
-from app.api.problems import PROBLEM_RESPONSES
-from app.errors import GatewayError
+from app.api.operation import MARKET_DATA, UPSTREAM, Operation
+from app.api.params import (
+    MAX_AGE_MS,
+    STALE_IF_ERROR_MS,
+    SYMBOL,
+    Param,
+    gateway_of,
+    invalid,
+)
+from app.errors import ErrorCode, GatewayError
 from app.keys import Scope
 from app.metrics import Metrics
 from app.models.options import OptionChain, OptionContracts, OptionQuote
+from app.models.patterns import (
+    DATE_PATTERN,
+    OCC_PATTERN,
+    PAGE_TOKEN_PATTERN,
+    ROOT_SYMBOL_PATTERN,
+    STRIKE_PATTERN,
+)
 from app.read_through import Served
-from app.symbols import OCC_PATTERN, option_contract, stock_symbol
+from app.symbols import option_contract, stock_symbol
 
-router = APIRouter(prefix="/v1/options", tags=["options"], responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix="/v1/options", tags=["options"])
 
-_DATE = {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
-_STRIKE = {"type": "string", "pattern": r"^\d{1,6}(\.\d{1,4})?$"}
+_DATE = {"type": "string", "format": "date", "maxLength": 10, "pattern": DATE_PATTERN}
+_STRIKE = {"type": "string", "maxLength": 11, "pattern": STRIKE_PATTERN}
 OPTION_FEED = Param(
     "feed",
     "Options feed; default from ALPACA_OPTIONS_FEED (`indicative` is delayed/modified by Alpaca)",
@@ -29,32 +43,31 @@ OPTION_FEED = Param(
 )
 CONTRACT = Param(
     "contract",
-    "OCC option symbol",
-    {"type": "string", "pattern": OCC_PATTERN},
+    "OCC option symbol: ROOT + YYMMDD (a calendar date) + C|P + strike x 1000 (8 digits);"
+    " upper-cased",
+    {"type": "string", "maxLength": 21, "pattern": OCC_PATTERN},
     "path",
     example="AAPL250117C00200000",
 )
 UNDERLYING_PATH = Param(
-    "underlying",
-    "Underlying stock symbol",
-    {"type": "string", "maxLength": 10},
-    "path",
-    example="AAPL",
+    "underlying", "Underlying stock symbol", SYMBOL.schema, "path", example="AAPL"
 )
 UNDERLYING = Param(
-    "underlying",
-    "Underlying stock symbol",
-    {"type": "string", "maxLength": 10},
-    required=True,
-    example="AAPL",
+    "underlying", "Underlying stock symbol", SYMBOL.schema, required=True, example="AAPL"
 )
 TYPE = Param("type", "call or put", {"type": "string", "enum": ["call", "put"]})
 EXPIRATION = Param("expiration_date", "YYYY-MM-DD", _DATE)
 EXPIRATION_GTE = Param("expiration_date_gte", "YYYY-MM-DD", _DATE)
 EXPIRATION_LTE = Param("expiration_date_lte", "YYYY-MM-DD", _DATE)
-STRIKE_GTE = Param("strike_price_gte", "Decimal string", _STRIKE)
+STRIKE_GTE = Param(
+    "strike_price_gte", "Decimal string; for a chain, not above strike_price_lte", _STRIKE
+)
 STRIKE_LTE = Param("strike_price_lte", "Decimal string", _STRIKE)
-ROOT = Param("root_symbol", "OCC root symbol", {"type": "string", "pattern": r"^[A-Z]{1,6}$"})
+ROOT = Param(
+    "root_symbol",
+    "OCC root symbol",
+    {"type": "string", "maxLength": 6, "pattern": ROOT_SYMBOL_PATTERN},
+)
 CONTRACTS_LIMIT = Param(
     "limit",
     "Contracts per page (Alpaca's limit)",
@@ -63,9 +76,27 @@ CONTRACTS_LIMIT = Param(
 PAGE_TOKEN = Param(
     "page_token",
     "A `next_page_token` from an earlier answer, to continue",
-    {"type": "string", "pattern": r"^[A-Za-z0-9+/=_\-]{1,512}$"},
+    {"type": "string", "maxLength": 512, "pattern": PAGE_TOKEN_PATTERN},
 )
 FILTERS = (TYPE, EXPIRATION, EXPIRATION_GTE, EXPIRATION_LTE, STRIKE_GTE, STRIKE_LTE)
+CONTRACTS = Operation(
+    Scope.DATA_READ,
+    (UNDERLYING, *FILTERS, ROOT, CONTRACTS_LIMIT, PAGE_TOKEN),
+    UPSTREAM,
+    success_headers=("Cache-Status",),
+)
+QUOTE = Operation(
+    Scope.DATA_READ,
+    (CONTRACT, OPTION_FEED, MAX_AGE_MS, STALE_IF_ERROR_MS),
+    MARKET_DATA | {ErrorCode.CONTRACT_NOT_FOUND, ErrorCode.DATA_STALE},
+    success_headers=("Cache-Status",),
+)
+CHAIN = Operation(
+    Scope.DATA_READ,
+    (UNDERLYING_PATH, OPTION_FEED, *FILTERS, ROOT, PAGE_TOKEN, STALE_IF_ERROR_MS),
+    MARKET_DATA,
+    success_headers=("Cache-Status",),
+)
 
 
 def _feed(request: Request) -> str:
@@ -80,10 +111,10 @@ def _filters(request: Request, chosen: tuple[Param, ...]) -> dict[str, str]:
     "/contracts",
     response_model=OptionContracts,
     summary="Option contracts for an underlying (Alpaca's /v2/options/contracts)",
-    openapi_extra=documented(UNDERLYING, *FILTERS, ROOT, CONTRACTS_LIMIT, PAGE_TOKEN),
+    openapi_extra=CONTRACTS.openapi_extra(),
 )
 async def contracts(request: Request) -> Response:
-    await authorize(request, Scope.DATA_READ)
+    await authorize(request, CONTRACTS.scope)
     gateway = gateway_of(request)
     underlying = stock_symbol(UNDERLYING.text(request) or "")
     query = {"underlying_symbols": underlying, "status": "active"}
@@ -107,12 +138,12 @@ async def contracts(request: Request) -> Response:
     "/{contract}/quote",
     response_model=OptionQuote,
     summary="Latest option quote",
-    openapi_extra=documented(CONTRACT, OPTION_FEED, MAX_AGE_MS, STALE_IF_ERROR_MS),
+    openapi_extra=QUOTE.openapi_extra(),
 )
 async def option_quote(request: Request) -> Response:
-    await authorize(request, Scope.DATA_READ)
+    await authorize(request, QUOTE.scope)
     gateway = gateway_of(request)
-    contract = option_contract(request.path_params["contract"])
+    contract = option_contract(CONTRACT.text(request) or "")
     feed, max_age_ms = _feed(request), MAX_AGE_MS.integer(request)
     max_age_ms = max_age_ms if max_age_ms is not None else gateway.settings.default_max_age_ms
     outcome = await gateway.options.quote(contract, feed, params.stale_if_error_s(request))
@@ -134,14 +165,12 @@ _MEMBERS = {
     "/chain/{underlying}",
     response_model=OptionChain,
     summary="Option chain snapshots (greeks and IV exactly as Alpaca sent them, or null)",
-    openapi_extra=documented(
-        UNDERLYING_PATH, OPTION_FEED, *FILTERS, ROOT, PAGE_TOKEN, STALE_IF_ERROR_MS
-    ),
+    openapi_extra=CHAIN.openapi_extra(),
 )
 async def chain(request: Request) -> Response:
-    await authorize(request, Scope.DATA_READ)
+    await authorize(request, CHAIN.scope)
     gateway = gateway_of(request)
-    underlying = stock_symbol(request.path_params["underlying"])
+    underlying = stock_symbol(UNDERLYING_PATH.text(request) or "")
     feed = _feed(request)
     query = {"feed": feed} | _filters(request, (*FILTERS, ROOT))
     strike_low, strike_high = query.get("strike_price_gte"), query.get("strike_price_lte")

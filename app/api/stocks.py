@@ -9,48 +9,58 @@ from fastapi.responses import Response
 
 from app.api import params, render
 from app.api.auth import authorize
+from app.api.operation import MARKET_DATA, Operation
 from app.api.params import (
     FEED,
     MAX_AGE_MS,
     STALE_IF_ERROR_MS,
     SYMBOL,
     Param,
-    documented,
     gateway_of,
     invalid,
 )
-from app.api.problems import PROBLEM_RESPONSES, problem
-from app.errors import GatewayError
+from app.api.problems import problem
+from app.errors import ErrorCode, GatewayError
 from app.keys import Scope
 from app.market_data import BarsQuery
 from app.models.market_data import BarSeries, Quote, QuoteBatch, Snapshot, Trade
+from app.models.patterns import PAGE_TOKEN_PATTERN, TIME_BOUND_PATTERN, TIMEFRAME_PATTERN
 from app.read_through import Served
 from app.state import GatewayState
 from app.symbols import stock_symbol
 
-router = APIRouter(prefix="/v1/stocks", tags=["stocks"], responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix="/v1/stocks", tags=["stocks"])
 
 HISTORICAL_FEEDS = ("iex", "sip", "otc", "boats")
 ADJUSTMENTS = ("raw", "split", "dividend", "spin-off", "all")
-LATEST = (SYMBOL, FEED, MAX_AGE_MS, STALE_IF_ERROR_MS)
+# The settings' ceiling for QUOTES_MAX_SYMBOLS; the document shows the configured limit.
+MAX_BATCH = 1000
 
 SYMBOLS = Param(
     "symbols",
-    "Comma-separated stock symbols (up to QUOTES_MAX_SYMBOLS, 100 by default)",
-    {"type": "string", "maxLength": 2048},
+    "Comma-separated symbols: up to QUOTES_MAX_SYMBOLS items (100 by default), empty ones"
+    " counted, at least one not blank. Blank items are skipped; an item that is not a symbol"
+    " gets its own problem in `errors` (ASCII is checked per item) and the others are served.",
+    {
+        "type": "array",
+        "items": {"type": "string", "maxLength": 64, "pattern": "^[^,]*$"},
+        "minItems": 1,
+        "maxItems": MAX_BATCH,
+        "contains": {"type": "string", "pattern": "[^ ]"},
+    },
     required=True,
     example="AAPL,MSFT",
-    ascii_only=False,  # each symbol is checked (ASCII first) on its own
 )
 TIMEFRAME = Param(
     "timeframe",
-    "1Min..59Min, 1Hour..23Hour, 1Day, 1Week, 1/2/3/4/6/12Month",
-    {"type": "string", "maxLength": 16},
+    "1Min..59Min, 1Hour..23Hour, 1Day, 1Week, 1/2/3/4/6/12Month (or T, H, D, W, M)",
+    {"type": "string", "maxLength": 7, "pattern": TIMEFRAME_PATTERN},
     required=True,
     example="1Day",
 )
-START = Param("start", "RFC 3339 or YYYY-MM-DD", {"type": "string", "maxLength": 64})
-END = Param("end", "RFC 3339 or YYYY-MM-DD", {"type": "string", "maxLength": 64})
+_TIME_BOUND = {"type": "string", "maxLength": 35, "pattern": TIME_BOUND_PATTERN}
+START = Param("start", "RFC 3339 or YYYY-MM-DD (UTC midnight); not after `end`", _TIME_BOUND)
+END = Param("end", "RFC 3339 or YYYY-MM-DD (UTC midnight)", _TIME_BOUND)
 LIMIT = Param(
     "limit", "Bars to return at most", {"type": "integer", "minimum": 1, "maximum": 10_000}
 )
@@ -59,13 +69,40 @@ ADJUSTMENT = Param(
 )
 PAGE_TOKEN = Param(
     "page_token",
-    "A `next_page_token` from an earlier answer, to continue the series",
-    {"type": "string", "pattern": r"^[A-Za-z0-9+/=_\-]{1,512}$"},
+    "A `next_page_token` from an earlier answer, to continue the series (Alpaca judges it)",
+    {"type": "string", "maxLength": 512, "pattern": PAGE_TOKEN_PATTERN},
 )
 HISTORICAL_FEED = Param(
     "feed",
     "Alpaca historical feed; default from ALPACA_DATA_FEED, sent to Alpaca explicitly",
     {"type": "string", "enum": list(HISTORICAL_FEEDS)},
+)
+LATEST = Operation(
+    Scope.DATA_READ,
+    (SYMBOL, FEED, MAX_AGE_MS, STALE_IF_ERROR_MS),
+    MARKET_DATA | {ErrorCode.DATA_STALE},
+    success_headers=("Cache-Status",),
+)
+BATCH = Operation(
+    Scope.DATA_READ,
+    (SYMBOLS, FEED, MAX_AGE_MS, STALE_IF_ERROR_MS),
+    success_headers=("Cache-Status",),
+)
+BARS = Operation(
+    Scope.DATA_READ,
+    (
+        SYMBOL,
+        TIMEFRAME,
+        START,
+        END,
+        LIMIT,
+        ADJUSTMENT,
+        PAGE_TOKEN,
+        HISTORICAL_FEED,
+        STALE_IF_ERROR_MS,
+    ),
+    MARKET_DATA,
+    success_headers=("Cache-Status",),
 )
 
 
@@ -91,10 +128,10 @@ def _value(outcome: Served | GatewayError, symbol: str) -> Served:
     "/{symbol}/quote",
     response_model=Quote,
     summary="Latest quote",
-    openapi_extra=documented(*LATEST),
+    openapi_extra=LATEST.openapi_extra(),
 )
 async def latest_quote(request: Request) -> Response:
-    await authorize(request, Scope.DATA_READ)
+    await authorize(request, LATEST.scope)
     gateway, symbol = gateway_of(request), params.symbol(request)
     # Every parameter is checked before anything is asked of Alpaca.
     feed, max_age_ms = _feed(gateway, request), _max_age(gateway, request)
@@ -108,17 +145,19 @@ async def latest_quote(request: Request) -> Response:
     "/quotes",
     response_model=QuoteBatch,
     summary="Latest quotes for up to 100 symbols",
-    openapi_extra=documented(SYMBOLS, FEED, MAX_AGE_MS, STALE_IF_ERROR_MS),
+    openapi_extra=BATCH.openapi_extra(),
 )
 async def latest_quotes(request: Request) -> Response:
-    await authorize(request, Scope.DATA_READ)
+    await authorize(request, BATCH.scope)
     gateway = gateway_of(request)
+    items = SYMBOLS.items(request) or []
     chosen, max_age = _feed(gateway, request), _max_age(gateway, request)
     stale_s = params.stale_if_error_s(request)
     limit = gateway.settings.quotes_max_symbols
-    raw = [s for s in (SYMBOLS.text(request) or "").split(",") if s.strip()]
-    if not raw or len(raw) > limit:
-        raise invalid("symbols", f"must list 1 to {limit} symbols")
+    if len(items) > limit:
+        raise invalid("symbols", f"must list 1 to {limit} items")
+    # Blank means spaces only, as the schema's `contains` says.
+    raw = [s for s in items if s.strip(" ")]
     errors: dict[str, Any] = {}
     valid: list[str] = []
     for item in raw:
@@ -161,10 +200,10 @@ async def latest_quotes(request: Request) -> Response:
     "/{symbol}/trade",
     response_model=Trade,
     summary="Latest trade",
-    openapi_extra=documented(*LATEST),
+    openapi_extra=LATEST.openapi_extra(),
 )
 async def latest_trade(request: Request) -> Response:
-    await authorize(request, Scope.DATA_READ)
+    await authorize(request, LATEST.scope)
     gateway, symbol = gateway_of(request), params.symbol(request)
     # Every parameter is checked before anything is asked of Alpaca.
     feed, max_age_ms = _feed(gateway, request), _max_age(gateway, request)
@@ -185,10 +224,10 @@ _SNAPSHOT_MEMBERS = {
     "/{symbol}/snapshot",
     response_model=Snapshot,
     summary="Latest trade, quote and bars",
-    openapi_extra=documented(*LATEST),
+    openapi_extra=LATEST.openapi_extra(),
 )
 async def snapshot(request: Request) -> Response:
-    await authorize(request, Scope.DATA_READ)
+    await authorize(request, LATEST.scope)
     gateway, symbol = gateway_of(request), params.symbol(request)
     chosen, max_age_ms = _feed(gateway, request), _max_age(gateway, request)
     outcome = await gateway.stocks.snapshot(symbol, chosen, params.stale_if_error_s(request))
@@ -213,20 +252,10 @@ async def snapshot(request: Request) -> Response:
     "/{symbol}/bars",
     response_model=BarSeries,
     summary="Historical bars",
-    openapi_extra=documented(
-        SYMBOL,
-        TIMEFRAME,
-        START,
-        END,
-        LIMIT,
-        ADJUSTMENT,
-        PAGE_TOKEN,
-        HISTORICAL_FEED,
-        STALE_IF_ERROR_MS,
-    ),
+    openapi_extra=BARS.openapi_extra(),
 )
 async def bars(request: Request) -> Response:
-    await authorize(request, Scope.DATA_READ)
+    await authorize(request, BARS.scope)
     gateway, symbol = gateway_of(request), params.symbol(request)
     chosen = _feed(gateway, request, HISTORICAL_FEED)
     timeframe = TIMEFRAME.text(request) or ""

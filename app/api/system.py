@@ -5,22 +5,37 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from app.api.operation import Operation
 from app.api.params import gateway_of
 from app.api.problems import problem_response
 from app.errors import ErrorCode, GatewayError
+from app.models.system import Health, Readiness
 
 router = APIRouter(tags=["system"])
+HEALTH = Operation(None)
+READY = Operation(None, errors=frozenset({ErrorCode.UPSTREAM_NOT_CONFIGURED}))
+METRICS = Operation(None)
 
 
-@router.get("/health", summary="Liveness: the process answers")
+@router.get(
+    "/health",
+    response_model=Health,
+    summary="Liveness: the process answers",
+    openapi_extra=HEALTH.openapi_extra(),
+)
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", summary="Readiness: each dependency and breaker with its state")
+@router.get(
+    "/ready",
+    response_model=Readiness,
+    summary="Readiness: each dependency and breaker with its state",
+    openapi_extra=READY.openapi_extra(),
+)
 async def ready(request: Request) -> Response:
     gateway = gateway_of(request)
     await gateway.cache.ping()  # readiness reports Redis as it is now, not as last seen
@@ -69,6 +84,11 @@ async def ready(request: Request) -> Response:
     return JSONResponse(body)
 
 
-@router.get("/metrics", summary="Prometheus exposition", include_in_schema=True)
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    summary="Prometheus text exposition (format 1.0.0)",
+    openapi_extra=METRICS.openapi_extra(),
+)
 async def metrics(request: Request) -> Response:
     return Response(gateway_of(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -4,7 +4,6 @@ strings pass through as strings. Every route needs a key with the trading scope.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -15,23 +14,23 @@ from app.alpaca.trading import Refusal
 from app.api import render
 from app.api.auth import authorize
 from app.api.middleware import current_request_id
-from app.api.params import Param, documented, gateway_of, invalid
-from app.api.problems import PROBLEM_RESPONSES
+from app.api.operation import UPSTREAM, Operation
+from app.api.params import Param, gateway_of, invalid
 from app.errors import ErrorCode, GatewayError
 from app.keys import Scope
 from app.models.numbers import NumberText
-from app.models.trading import OrderRequest
-from app.symbols import option_contract, stock_symbol
+from app.models.patterns import IDEMPOTENCY_KEY_PATTERN, ORDER_ID_PATTERN
+from app.models.trading import SYMBOL_SCHEMA, Account, Order, OrderAsSent, OrderRequest, Position
 
-router = APIRouter(prefix="/v1", tags=["trading"], responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix="/v1", tags=["trading"])
 
-_ORDER_ID = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
-# Printable ASCII without spaces: the key is echoed into logs and Alpaca's client_order_id.
-_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
 REPLAYED_HEADER = "Idempotent-Replayed"
-ORDER_ID = Param("order_id", "Alpaca order id (UUID)", {"type": "string", "format": "uuid"}, "path")
+ORDER_ID = Param(
+    "order_id",
+    "Alpaca order id (UUID)",
+    {"type": "string", "format": "uuid", "maxLength": 36, "pattern": ORDER_ID_PATTERN},
+    "path",
+)
 STATUS = Param(
     "status", "open, closed or all", {"type": "string", "enum": ["open", "closed", "all"]}
 )
@@ -39,27 +38,51 @@ LIMIT = Param(
     "limit", "At most this many orders", {"type": "integer", "minimum": 1, "maximum": 500}
 )
 DIRECTION = Param("direction", "asc or desc", {"type": "string", "enum": ["asc", "desc"]})
-SYMBOLS = Param("symbols", "Comma-separated symbols", {"type": "string", "maxLength": 2048})
-IDEMPOTENCY_KEY = {
-    "name": "Idempotency-Key",
-    "in": "header",
-    "required": True,
-    "description": "1-128 printable characters; becomes Alpaca's client_order_id",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 128},
-}
-ORDER_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": OrderRequest.model_json_schema()}},
-    }
-}
+SYMBOLS = Param(
+    "symbols",
+    "Comma-separated stock symbols or OCC option contracts (upper-cased)",
+    {"type": "array", "items": {"type": "string", **SYMBOL_SCHEMA}, "minItems": 1, "maxItems": 100},
+)
+IDEMPOTENCY_KEY = Param(
+    "Idempotency-Key",
+    "1-128 printable ASCII characters, no spaces; becomes Alpaca's client_order_id. The same key"
+    " with an order of the same meaning answers that order again (Idempotent-Replayed: true);"
+    " with another order, 409 IDEMPOTENCY_CONFLICT.",
+    {"type": "string", "maxLength": 128, "pattern": IDEMPOTENCY_KEY_PATTERN},
+    "header",
+    required=True,
+)
+ORDER_REFUSALS = UPSTREAM | {ErrorCode.ORDER_NOT_FOUND}
+ACCOUNT = Operation(Scope.TRADING_READ, (), UPSTREAM)
+ORDERS = Operation(Scope.TRADING_READ, (STATUS, LIMIT, DIRECTION, SYMBOLS), UPSTREAM)
+ORDER = Operation(Scope.TRADING_READ, (ORDER_ID,), ORDER_REFUSALS)
+SUBMIT = Operation(
+    Scope.TRADING_WRITE,
+    (IDEMPOTENCY_KEY,),
+    UPSTREAM
+    | {
+        ErrorCode.ORDER_REJECTED,
+        ErrorCode.IDEMPOTENCY_CONFLICT,
+        ErrorCode.ORDER_STATE_UNKNOWN,
+        ErrorCode.AUDIT_UNAVAILABLE,
+    },
+    success_headers=(REPLAYED_HEADER,),
+    body=OrderRequest,
+    links={
+        name: {"operationId": name, "parameters": {"order_id": "$response.body#/id"}}
+        for name in ("order", "cancel_order")
+    },
+)
+CANCEL = Operation(
+    Scope.TRADING_WRITE,
+    (ORDER_ID,),
+    ORDER_REFUSALS | {ErrorCode.ORDER_NOT_CANCELABLE},
+    success_status=204,
+)
 
 
 def _order_id(request: Request) -> str:
-    order_id = request.path_params["order_id"]
-    if not _ORDER_ID.fullmatch(order_id):
-        raise invalid("order_id", "must be an Alpaca order id (UUID)")
-    return str(order_id)
+    return ORDER_ID.text(request) or ""
 
 
 def _json(body: Any) -> Response:
@@ -77,34 +100,52 @@ def _refused(answer: Refusal, refusal: ErrorCode) -> GatewayError:
     )
 
 
-@router.get("/account", summary="Account (decimal strings as Alpaca sent them)")
+@router.get(
+    "/account",
+    response_model=Account,
+    summary="Account (decimal strings as Alpaca sent them)",
+    openapi_extra=ACCOUNT.openapi_extra(),
+)
 async def account(request: Request) -> Response:
-    await authorize(request, Scope.TRADING_READ)
+    await authorize(request, ACCOUNT.scope)
     return _json(await gateway_of(request).trading.account())
 
 
-@router.get("/positions", summary="Open positions")
+@router.get(
+    "/positions",
+    response_model=list[Position],
+    summary="Open positions",
+    openapi_extra=ACCOUNT.openapi_extra(),
+)
 async def positions(request: Request) -> Response:
-    await authorize(request, Scope.TRADING_READ)
+    await authorize(request, ACCOUNT.scope)
     return _json(await gateway_of(request).trading.positions())
 
 
 @router.get(
-    "/orders", summary="Orders", openapi_extra=documented(STATUS, LIMIT, DIRECTION, SYMBOLS)
+    "/orders",
+    response_model=list[Order],
+    summary="Orders",
+    openapi_extra=ORDERS.openapi_extra(),
 )
 async def orders(request: Request) -> Response:
-    await authorize(request, Scope.TRADING_READ)
+    await authorize(request, ORDERS.scope)
     query = {p.name: v for p in (STATUS, DIRECTION) if (v := p.text(request)) is not None}
     if (limit := LIMIT.integer(request)) is not None:
         query["limit"] = str(limit)
-    if (symbols := SYMBOLS.text(request)) is not None:
-        query["symbols"] = ",".join(_order_symbol(s) for s in symbols.split(",") if s.strip())
+    if (symbols := SYMBOLS.items(request)) is not None:
+        query["symbols"] = ",".join(symbol.upper() for symbol in symbols)
     return _json(await gateway_of(request).trading.orders(query))
 
 
-@router.get("/orders/{order_id}", summary="One order", openapi_extra=documented(ORDER_ID))
+@router.get(
+    "/orders/{order_id}",
+    response_model=Order,
+    summary="One order",
+    openapi_extra=ORDER.openapi_extra(),
+)
 async def order(request: Request) -> Response:
-    await authorize(request, Scope.TRADING_READ)
+    await authorize(request, ORDER.scope)
     answer = await gateway_of(request).trading.order(_order_id(request))
     if isinstance(answer, Refusal):
         raise _refused(answer, ErrorCode.ORDER_NOT_FOUND)
@@ -113,14 +154,13 @@ async def order(request: Request) -> Response:
 
 @router.post(
     "/orders",
+    response_model=Order | OrderAsSent,
     summary="Submit an order (Idempotency-Key required; never sent twice)",
-    openapi_extra={"parameters": [IDEMPOTENCY_KEY], **ORDER_BODY},
+    openapi_extra=SUBMIT.openapi_extra(),
 )
 async def submit_order(request: Request) -> Response:
-    key_row = await authorize(request, Scope.TRADING_WRITE)
-    key = request.headers.get("idempotency-key")
-    if key is None or not _IDEMPOTENCY_KEY.fullmatch(key):
-        raise invalid("Idempotency-Key", "header required: 1-128 printable characters")
+    key_row = await authorize(request, SUBMIT.scope)
+    key = IDEMPOTENCY_KEY.text(request) or ""
     order_request = await _order_body(request)
     if order_request.client_order_id not in (None, key):
         raise invalid("client_order_id", "differs from the Idempotency-Key header")
@@ -140,12 +180,12 @@ async def submit_order(request: Request) -> Response:
 
 @router.delete(
     "/orders/{order_id}",
-    summary="Cancel an order (204 as Alpaca answers)",
+    summary="Cancel an order (204 as Alpaca answers; it stays readable, status canceled)",
     status_code=204,
-    openapi_extra=documented(ORDER_ID),
+    openapi_extra=CANCEL.openapi_extra(),
 )
 async def cancel_order(request: Request) -> Response:
-    await authorize(request, Scope.TRADING_WRITE)
+    await authorize(request, CANCEL.scope)
     refusal = await gateway_of(request).trading.cancel(_order_id(request))
     if refusal is not None:
         # Alpaca answers 422 "order is not cancelable" for an order that is already final.
@@ -183,13 +223,4 @@ async def _order_body(request: Request) -> OrderRequest:
             "; ".join(f"{r['name']}: {r['reason']}" for r in reasons),
             extensions={"invalid_params": reasons},
         ) from exc
-    symbol = _order_symbol(order_request.symbol)
-    return order_request.model_copy(update={"symbol": symbol})
-
-
-def _order_symbol(raw: str) -> str:
-    """A stock symbol or an OCC option contract, checked before it goes anywhere."""
-    try:
-        return stock_symbol(raw)
-    except GatewayError:
-        return option_contract(raw)
+    return order_request

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import ErrorCode
+
+
+class InvalidParam(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="The parameter, header or body member (`qty`, `legs.0.symbol`)")
+    reason: str
 
 
 class Problem(BaseModel):
@@ -31,10 +40,18 @@ class Problem(BaseModel):
     status: int
     detail: str
     instance: str
-    code: str = Field(json_schema_extra={"enum": [c.name for c in ErrorCode]})
+    code: str = Field(
+        description="The closed list of error codes",
+        json_schema_extra={"enum": list(ErrorCode.__members__)},
+    )
     request_id: str
     retryable: bool
     retry_after_s: int | None = Field(default=None, description="Also sent as Retry-After")
-    upstream: str | None = Field(default=None, description="data, options or trading")
-    symbol: str | None = None
-    age_ms: int | None = None
+    upstream: Literal["data", "options", "trading", "reference"] | None = Field(
+        default=None, description="Which Alpaca API the failure came from"
+    )
+    symbol: str | None = Field(default=None, description="The symbol or contract it concerns")
+    age_ms: int | None = Field(default=None, description="DATA_STALE: the value's age")
+    invalid_params: list[InvalidParam] | None = Field(
+        default=None, description="VALIDATION_ERROR: which input, and why"
+    )

@@ -1,7 +1,10 @@
-"""The order a client submits, checked strictly before anything is recorded or sent.
+"""The order a client submits, checked strictly before anything is recorded or sent, and the
+trading objects the gateway answers with.
 
 Field names are Alpaca's own. Numbers may arrive as JSON numbers or strings; they travel on as
-decimal strings with the same value (a float is written with its shortest exact text)."""
+decimal strings with the same value (a float is written with its shortest exact text). The JSON
+Schema of each request type is declared beside its validation, so the OpenAPI document says
+exactly what is accepted."""
 
 from __future__ import annotations
 
@@ -9,11 +12,29 @@ import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    WithJsonSchema,
+    model_validator,
+)
 
 from app.models.numbers import NumberText
+from app.models.patterns import (
+    DECIMAL_TEXT_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
+    NOT_ZERO_PATTERN,
+    OCC_PATTERN,
+    SYMBOL_MAX_LENGTH,
+    SYMBOL_PATTERN,
+    string_problem,
+)
 
-_DECIMAL = re.compile(r"\d{1,12}(\.\d{1,9})?")
+_DECIMAL = re.compile(DECIMAL_TEXT_PATTERN.strip("^$"), re.ASCII)
 
 
 def _decimal_text(value: Any) -> str:
@@ -40,7 +61,40 @@ def _same_value(text: str) -> str:
     return format(Decimal(text).normalize(), "f")
 
 
-DecimalText = Annotated[str, BeforeValidator(_decimal_text)]
+# JSON Schema sees a number's value, not its text: a JSON number is accepted when its own text
+# has at most 9 decimals (0.1 yes, 0.30000000000000004 no), which the description says.
+DECIMAL_SCHEMA: dict[str, Any] = {
+    "description": "A positive decimal: a string (at most 12 integer and 9 fraction digits) or a"
+    " JSON number whose text has at most 9 decimals. Passed on as the exact decimal string.",
+    "anyOf": [
+        {
+            "type": "string",
+            "pattern": DECIMAL_TEXT_PATTERN,
+            "allOf": [{"pattern": NOT_ZERO_PATTERN}],
+        },
+        {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1_000_000_000_000},
+    ],
+}
+DecimalText = Annotated[str, BeforeValidator(_decimal_text), WithJsonSchema(DECIMAL_SCHEMA)]
+# What an order names: a stock symbol or an OCC option contract (upper-cased when sent).
+SYMBOL_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "maxLength": SYMBOL_MAX_LENGTH, "pattern": SYMBOL_PATTERN},
+        {"type": "string", "maxLength": 21, "pattern": OCC_PATTERN},
+    ],
+    "description": "A stock symbol or an OCC option contract; upper-cased when sent",
+}
+
+
+def _order_symbol(value: str) -> str:
+    problem = string_problem(SYMBOL_SCHEMA, value)
+    if problem is not None:
+        raise ValueError(f"not a stock symbol or an OCC option contract ({problem})")
+    return value.upper()
+
+
+OrderSymbol = Annotated[str, AfterValidator(_order_symbol), WithJsonSchema(SYMBOL_SCHEMA)]
+PositionIntent = Literal["buy_to_open", "buy_to_close", "sell_to_open", "sell_to_close"]
 _DECIMAL_FIELDS = frozenset(
     {"qty", "notional", "limit_price", "stop_price", "trail_price", "trail_percent"} | {"ratio_qty"}
 )
@@ -73,18 +127,57 @@ class StopLoss(BaseModel):
 
 class Leg(BaseModel):
     model_config = _FORBID
-    symbol: str
+    symbol: OrderSymbol
     ratio_qty: DecimalText
     side: Literal["buy", "sell"] | None = None
-    position_intent: str | None = None
+    position_intent: PositionIntent | None = None
+
+
+def _set(name: str) -> dict[str, Any]:
+    """JSON Schema: the member is present and not null (null is the same as absent here)."""
+    return {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+
+
+def _is(member: str, *values: str) -> dict[str, Any]:
+    return {"required": [member], "properties": {member: {"enum": list(values)}}}
+
+
+# `OrderRequest._consistent`, as JSON Schema: the two say the same, one for the document.
+_CONSISTENT: list[dict[str, Any]] = [
+    {"if": _is("order_class", "mleg"), "else": {"oneOf": [_set("qty"), _set("notional")]}},
+    {"if": _is("type", "limit", "stop_limit"), "then": _set("limit_price")},
+    {"if": _is("type", "stop", "stop_limit"), "then": _set("stop_price")},
+    {
+        "if": _is("type", "trailing_stop"),
+        "then": {"oneOf": [_set("trail_price"), _set("trail_percent")]},
+    },
+]
+
+
+_ORDER_EXAMPLES = [
+    {"symbol": "AAPL", "qty": "1", "side": "buy", "type": "market", "time_in_force": "day"},
+    {
+        "symbol": "AAPL",
+        "qty": 2,
+        "side": "sell",
+        "type": "limit",
+        "time_in_force": "gtc",
+        "limit_price": "250.5",
+    },
+]
+
+
+def _document_order(schema: dict[str, Any]) -> None:
+    schema["allOf"] = _CONSISTENT
+    schema["examples"] = _ORDER_EXAMPLES
 
 
 class OrderRequest(BaseModel):
     """POST /v1/orders body. `client_order_id` comes from the Idempotency-Key header."""
 
-    model_config = _FORBID
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_document_order)
 
-    symbol: str
+    symbol: OrderSymbol
     qty: DecimalText | None = None
     notional: DecimalText | None = None
     side: Literal["buy", "sell"]
@@ -94,13 +187,18 @@ class OrderRequest(BaseModel):
     stop_price: DecimalText | None = None
     trail_price: DecimalText | None = None
     trail_percent: DecimalText | None = None
-    extended_hours: bool | None = None
+    # Strict: "true" or 1 is not a boolean, as the schema says.
+    extended_hours: StrictBool | None = None
     order_class: Literal["simple", "bracket", "oco", "oto", "mleg", ""] | None = None
     take_profit: TakeProfit | None = None
     stop_loss: StopLoss | None = None
-    legs: list[Leg] | None = None
-    position_intent: str | None = None
-    client_order_id: str | None = None
+    legs: list[Leg] | None = Field(default=None, max_length=4)
+    position_intent: PositionIntent | None = None
+    client_order_id: str | None = Field(
+        default=None,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="If sent, the Idempotency-Key header's value (it becomes this anyway)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> OrderRequest:
@@ -116,8 +214,6 @@ class OrderRequest(BaseModel):
             raise ValueError(
                 "a trailing_stop order needs exactly one of trail_price, trail_percent"
             )
-        if self.legs is not None and len(self.legs) > 4:
-            raise ValueError("at most 4 legs")
         return self
 
     def meaning(self) -> dict[str, Any]:
@@ -137,3 +233,92 @@ class OrderRequest(BaseModel):
         body = self.model_dump(exclude_none=True, exclude={"client_order_id"})
         body["client_order_id"] = client_order_id
         return body
+
+
+# --- what the trading routes answer -----------------------------------------------------------
+# Alpaca's objects as Alpaca sent them (app/alpaca/trading.py checks the members below and keeps
+# every other one): typed as loosely as alpaca-py's models take them, decimals as exact strings.
+_AS_SENT = ConfigDict(extra="allow")
+AlpacaDecimal = Annotated[str | None, Field(default=None, description="decimal string, exact")]
+
+
+class Account(BaseModel):
+    model_config = _AS_SENT
+
+    id: str
+    status: str
+    cash: AlpacaDecimal
+    equity: AlpacaDecimal
+    last_equity: AlpacaDecimal
+    buying_power: AlpacaDecimal
+    regt_buying_power: AlpacaDecimal
+    daytrading_buying_power: AlpacaDecimal
+    non_marginable_buying_power: AlpacaDecimal
+    options_buying_power: AlpacaDecimal
+    portfolio_value: AlpacaDecimal
+    long_market_value: AlpacaDecimal
+    short_market_value: AlpacaDecimal
+    accrued_fees: AlpacaDecimal
+    pending_transfer_in: AlpacaDecimal
+    pending_transfer_out: AlpacaDecimal
+    initial_margin: AlpacaDecimal
+    maintenance_margin: AlpacaDecimal
+    last_maintenance_margin: AlpacaDecimal
+    sma: AlpacaDecimal
+    multiplier: AlpacaDecimal
+
+
+class Position(BaseModel):
+    model_config = _AS_SENT
+
+    symbol: str
+    qty: AlpacaDecimal
+    qty_available: AlpacaDecimal
+    avg_entry_price: AlpacaDecimal
+    market_value: AlpacaDecimal
+    cost_basis: AlpacaDecimal
+    unrealized_pl: AlpacaDecimal
+    unrealized_plpc: AlpacaDecimal
+    unrealized_intraday_pl: AlpacaDecimal
+    unrealized_intraday_plpc: AlpacaDecimal
+    current_price: AlpacaDecimal
+    lastday_price: AlpacaDecimal
+    change_today: AlpacaDecimal
+    swap_rate: AlpacaDecimal
+    avg_entry_swap_rate: AlpacaDecimal
+
+
+class Order(BaseModel):
+    """An order as Alpaca holds it. An mleg order may leave symbol, side and type out."""
+
+    model_config = _AS_SENT
+
+    id: str
+    client_order_id: str
+    status: str
+    time_in_force: str
+    symbol: str | None = None
+    side: str | None = None
+    type: str | None = None
+    order_type: str | None = None
+    order_class: str | None = None
+    qty: AlpacaDecimal
+    notional: AlpacaDecimal
+    filled_qty: AlpacaDecimal
+    filled_avg_price: AlpacaDecimal
+    limit_price: AlpacaDecimal
+    stop_price: AlpacaDecimal
+    trail_price: AlpacaDecimal
+    trail_percent: AlpacaDecimal
+    hwm: AlpacaDecimal
+    ratio_qty: AlpacaDecimal
+    legs: list[Order] | None = None
+
+
+class OrderAsSent(BaseModel):
+    """Alpaca accepted the order but its answer broke the order schema: passed on as sent, so
+    only the order id is certain (refusing it would invite a second order)."""
+
+    model_config = _AS_SENT
+
+    id: str = Field(min_length=1)
