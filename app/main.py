@@ -27,7 +27,7 @@ from app.alpaca.transport import (
     close_session,
     open_session,
 )
-from app.api import clock, options, stocks, system, trading
+from app.api import clock, docs, options, stocks, system, trading
 from app.api.middleware import RequestContextMiddleware
 from app.api.openapi import operation_id, problem_openapi
 from app.api.problems import add_exception_handlers, internal_response, problem_response
@@ -117,6 +117,10 @@ def create_app(settings: Settings) -> FastAPI:
             "or a typed problem+json error. Nothing is fabricated."
         ),
         lifespan=lifespan,
+        # /docs is served from the gateway's own assets (app/api/docs.py), not a CDN; no ReDoc
+        # (it has no offline bundle here).
+        docs_url=None,
+        redoc_url=None,
         generate_unique_id_function=operation_id,
         # A trailing slash is not our path: a typed 404, never a redirect (the framework built
         # the redirect's Location from the Host header, an open redirect).
@@ -128,6 +132,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(trading.router)
     app.include_router(clock.router)
     app.include_router(system.router)
+    app.include_router(docs.router)
     access_log = logger_level_no(settings.log_level) <= logger_level_no("INFO")
     app.add_middleware(
         RequestContextMiddleware,

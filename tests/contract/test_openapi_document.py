@@ -13,9 +13,11 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import date, datetime
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from jsonschema import Draft202012Validator
 from pydantic import ValidationError
@@ -294,3 +296,38 @@ def test_the_order_schema_accepts_exactly_what_the_model_accepts(body: dict[str,
         model_accepts = True
 
     assert validator.is_valid(body) == model_accepts
+
+
+# --- /docs works offline ---------------------------------------------------------------------
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.urls += [v for k, v in attrs if k in ("src", "href") and v is not None]
+
+
+async def test_docs_load_only_assets_the_gateway_serves_itself(
+    make_gateway: GatewayFactory,
+) -> None:
+    gateway = await make_gateway()
+
+    page = await gateway.get("/docs")
+
+    assert page.status_code == 200
+    parser = _Links()
+    parser.feed(page.text)
+    assert len(parser.urls) >= 3, parser.urls  # stylesheet, icon, script
+    scripts = re.findall(r"https?://|//[a-z]", page.text)
+    assert not scripts, f"/docs names another origin: {scripts}"
+    for url in parser.urls:
+        assert url.startswith("/"), url
+        assert not url.startswith("//"), url
+        asset = await gateway.get(url)
+        assert asset.status_code == 200, url
+        assert len(asset.content) > 100, url
+    assert "url: '/openapi.json'" in page.text
+    unknown: httpx.Response = await gateway.get("/docs/assets/index.html")
+    assert unknown.status_code == 404
+    assert unknown.headers["content-type"] == PROBLEM_JSON
