@@ -44,8 +44,12 @@ def _decimal_text(value: Any) -> str:
         value = str(value)
     elif isinstance(value, NumberText):
         # A JSON number read as its own text (never through a float, which could round a long
-        # decimal): 1e2 and 1E-05 forms are written out exactly, digit for digit.
-        value = format(Decimal(value), "f")
+        # decimal): 1e2 and 1E-05 forms are written out exactly, digit for digit, once its size
+        # is known to fit (1e20000000 would be twenty million digits).
+        number = Decimal(value)
+        if number.adjusted() > 11 or int(number.as_tuple().exponent) < -9:
+            raise ValueError("must have at most 12 integer and 9 fraction digits")
+        value = format(number, "f")
     elif isinstance(value, float):
         # repr is the shortest text that reads back as this float; 'f' avoids 1e-05 forms.
         value = format(Decimal(repr(value)), "f")
