@@ -53,8 +53,7 @@ demo: venv
 # else the one command to run); LOAD=aio swaps wrk for the slower asyncio generator, by name only.
 bench: venv
 	tests/performance/ensure-tools.sh $(if $(filter aio,$(LOAD)),nginx,wrk nginx)
-	$(BIN)/python -m tests.performance --server $(or $(SERVER),uvicorn) --load $(or $(LOAD),wrk) \
-		$(if $(ROUNDS),--rounds $(ROUNDS))
+	$(BIN)/python -m tests.performance --server $(or $(SERVER),uvicorn) --load $(or $(LOAD),wrk) $(if $(ROUNDS),--rounds $(ROUNDS))
 
 # --- checks -----------------------------------------------------------------------------------
 

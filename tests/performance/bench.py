@@ -7,9 +7,10 @@ connections) of the cached quote (in-process and Redis), the bare Starlette app,
 503s and nginx; then one-connection runs of one quote and of a 100-symbol batch (their latency
 is the service time). Phase 2, ROUNDS rounds: fixed-rate runs (``paced``) at half of the
 phase-1 median throughput of the cached quote and of breaker-open, each with the bare app at
-the same rate (the stack's floor), and nginx at the cached quote's rate (the generator's
-floor). Then one hot symbol under load with the emulator counting upstream calls, and each
-worker's RSS. Every run records the upstream calls it caused.
+the same rate (the stack's floor), and a constant nginx answer at the cached quote's rate (the
+generator's floor: the load generator, loopback and a busy machine, nothing else). Then one
+hot symbol under load with the emulator counting upstream calls, and each worker's RSS. Every
+run records the upstream calls it caused and the CPU time of the worker it loaded.
 
 Medians of rounds are printed, ratios are taken per round (a drift of the machine hits both
 sides) and their median printed. It measures; it does not tune itself to pass.
@@ -47,6 +48,7 @@ FIXED_RATE_S = 4
 HOT_SYMBOL = "HOT"
 HOT_S = 6  # >= 5 s, so the 1 s quote TTL expires about six times
 HOT_CONNECTIONS = 16
+NGINX_CONSTANT = "/health"  # nginx answers it itself: no cache lookup, no upstream
 
 
 def say(message: str) -> None:
@@ -154,7 +156,8 @@ class Bench:
                 self._paced(f"{s}/bare@breaker", each.bare, SINGLE, breaker_rate),
             ]
         first_rate = self.results.rates[f"{self.results.servers[0]}/cached@50%"]
-        runs.append(self._paced("nginx@cached", self.fleet.nginx, SINGLE, first_rate))
+        # nginx's constant answer (no cache, no upstream): what the generator and loopback add.
+        runs.append(self._paced("floor@cached", self.fleet.nginx, NGINX_CONSTANT, first_rate))
         return runs
 
     async def _measure(self, run: Run) -> LoadResult:

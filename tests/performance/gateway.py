@@ -14,7 +14,9 @@ from tests.performance.runners import Cores
 from tests.performance.servers import ServedApp, free_port, server_argv
 
 
-def gateway_env(emulator: EmulatorProcess, extra: Mapping[str, str]) -> dict[str, str]:
+def gateway_env(
+    emulator: EmulatorProcess, store_dir: Path, extra: Mapping[str, str]
+) -> dict[str, str]:
     """The caller's environment without any gateway setting, then the emulator's and ``extra``.
 
     Settings inherited from a developer's shell (REDIS_URL, a real ALPACA_DATA_URL ...) would
@@ -31,7 +33,7 @@ def gateway_env(emulator: EmulatorProcess, extra: Mapping[str, str]) -> dict[str
         UPSTREAM_SOURCE_NAME="emulator",
         # Measures the data path itself; a keyed request adds one cached key check on top.
         GATEWAY_ANONYMOUS_DATA="true",
-        EMBEDDED_DB_PATH=str(Path(tempfile.mkdtemp(prefix="bench-store-")) / "gateway.sqlite3"),
+        EMBEDDED_DB_PATH=str(store_dir / "gateway.sqlite3"),
         CLOCK_POLL_INTERVAL_S="0",
     )
     env.update(extra)
@@ -47,11 +49,19 @@ def gateway(
 ) -> ServedApp:
     port = free_port()
     argv = server_argv(server, "app.main:app", port)
-    return ServedApp(name, argv, gateway_env(emulator, extra_env or {}), cores, port)
+    store_dir = Path(tempfile.mkdtemp(prefix="bench-store-"))
+    env = gateway_env(emulator, store_dir, extra_env or {})
+    return ServedApp(name, argv, env, cores, port, scratch=store_dir)
 
 
-def bare_app(name: str, server: str, answer_path: Path, cores: Cores) -> ServedApp:
+def bare_app(
+    name: str, server: str, body: bytes, headers: Mapping[str, str], cores: Cores
+) -> ServedApp:
+    """The bare app, answering with ``body`` and ``headers`` (recorded from the gateway)."""
     port = free_port()
     argv = server_argv(server, "tests.performance.bare:app", port)
-    env = {**os.environ, bare.ANSWER_ENV: str(answer_path)}
-    return ServedApp(name, argv, env, cores, port)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-bare-"))
+    answer = scratch / "answer.json"
+    bare.record(answer, body, dict(headers))
+    env = {**os.environ, bare.ANSWER_ENV: str(answer)}
+    return ServedApp(name, argv, env, cores, port, scratch=scratch)

@@ -308,7 +308,8 @@ class Report:
         r, first = self.r, self.r.servers[0]
         vs_gateway = statistics.median(r.ratios(f"{first}/cached", "nginx"))
         vs_bare = statistics.median(r.ratios(f"{first}/bare", "nginx"))
-        floor = r.median("nginx@cached")
+        floor = r.median("floor@cached")
+        doubt = self._unsaturated("nginx")
         return [
             Row(
                 "--- nginx proxy_cache in front of the emulator (1 worker, 1 s validity, lock) ---"
@@ -317,16 +318,17 @@ class Report:
                 "nginx cached quote",
                 r.median("nginx"),
                 f"gateway ({first}) = {vs_gateway:.2f}x nginx",
-                f"rps {r.per_round('nginx')}; bare Starlette = {vs_bare:.2f}x nginx;"
+                (f"{doubt}, so nginx's figure is wrk's ceiling, a lower bound; " if doubt else "")
+                + f"rps {r.per_round('nginx')}; bare Starlette = {vs_bare:.2f}x nginx;"
                 f" {r.cpu('nginx')};"
                 f" {r.calls_per_10k('nginx'):.1f} upstream calls/10k; {errors(r.median('nginx'))}",
             ),
             load_row(
-                "  nginx at the cached quote's rate",
+                "nginx constant answer, paced",
                 floor,
                 "(generator floor)",
-                f"at {r.rates['nginx@cached']:.0f} rps; p99 rounds"
-                f" {r.per_round('nginx@cached', 'p99_ms', '.2f')};"
+                f"at the cached quote's 50% rate, {r.rates['floor@cached']:.0f} rps; p99 rounds"
+                f" {r.per_round('floor@cached', 'p99_ms', '.2f')};"
                 f" send lag p99 {floor.send_lag_p99_ms} ms",
             ),
         ]
@@ -336,11 +338,15 @@ class Report:
         rows = [Row(f"--- {a} / {b}: throughput, per-round ratios ---")]
         for role in ("cached", "bare", "redis", "breaker"):
             ratios = self.r.ratios(f"{a}/{role}", f"{b}/{role}")
+            doubt = self._unsaturated(f"{a}/{role}", f"{b}/{role}")
             rows.append(
                 Row(
                     role,
                     f"{statistics.median(ratios):.2f}x",
-                    notes=f"rounds {per_round(ratios, '.2f')}",
+                    notes=f"rounds {per_round(ratios, '.2f')}; CPU us/req {b}"
+                    f" {self.r.cpu_us_per_request(f'{b}/{role}'):.0f}, {a}"
+                    f" {self.r.cpu_us_per_request(f'{a}/{role}'):.0f}"
+                    + (f"; {doubt}" if doubt else ""),
                 )
             )
         return rows

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -68,6 +69,7 @@ class ServedApp:
         cores: Cores,
         port: int,
         health_path: str = "/health",
+        scratch: Path | None = None,
     ) -> None:
         self.name = name
         self._argv = [*cores.prefix(cores.gateway), *argv]
@@ -75,6 +77,7 @@ class ServedApp:
         self.port = port
         self.base_url = f"http://{HOST}:{port}"
         self._health_path = health_path
+        self._scratch = scratch  # a temporary directory of the app's, deleted after it stops
         self._process: asyncio.subprocess.Process | None = None
         self._log: IO[str] | None = None
 
@@ -148,6 +151,9 @@ class ServedApp:
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     async def get(self, path: str) -> httpx.Response:
         async with httpx.AsyncClient(timeout=5.0) as client:
