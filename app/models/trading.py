@@ -37,6 +37,9 @@ from app.models.patterns import (
 _DECIMAL = re.compile(DECIMAL_TEXT_PATTERN.strip("^$"), re.ASCII)
 
 
+_NOT_A_DECIMAL = "must be a non-negative decimal number, e.g. 10 or 150.25"
+
+
 def _decimal_text(value: Any) -> str:
     if isinstance(value, bool):
         raise ValueError("a number is required, not a boolean")
@@ -48,13 +51,13 @@ def _decimal_text(value: Any) -> str:
         # is known to fit (1e20000000 would be twenty million digits).
         number = Decimal(value)
         if number.adjusted() > 11 or int(number.as_tuple().exponent) < -9:
-            raise ValueError("must have at most 12 integer and 9 fraction digits")
+            raise ValueError(_NOT_A_DECIMAL)
         value = format(number, "f")
     elif isinstance(value, float):
         # repr is the shortest text that reads back as this float; 'f' avoids 1e-05 forms.
         value = format(Decimal(repr(value)), "f")
     if not isinstance(value, str) or not _DECIMAL.fullmatch(value):
-        raise ValueError("must be a non-negative decimal number, e.g. 10 or 150.25")
+        raise ValueError(_NOT_A_DECIMAL)
     if Decimal(value) == 0:
         raise ValueError("must be greater than zero")
     return value
