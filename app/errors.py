@@ -67,6 +67,32 @@ class ErrorCode(Enum):
         return self.value[2]
 
 
+E = ErrorCode
+
+# --- groups of codes, named once; every hand-kept set elsewhere derives from these -----------
+# Alpaca is unwell: it failed, timed out or answered out of its schema. What a circuit breaker
+# counts against an upstream, and what a client's stale opt-in may cover.
+ALPACA_UNWELL = frozenset({E.UPSTREAM_UNAVAILABLE, E.UPSTREAM_TIMEOUT, E.UPSTREAM_BAD_RESPONSE})
+# Held back from Alpaca: its breaker is open, or its rate budget is spent until a known time.
+HELD_BACK = frozenset({E.CIRCUIT_OPEN, E.UPSTREAM_RATE_LIMITED})
+# Answered here without calling Alpaca at all. Never remembered (they carry their own
+# Retry-After, which a cached copy would blur), and an order refused so was never placed.
+ANSWERED_WITHOUT_ALPACA = HELD_BACK | {E.UPSTREAM_NOT_CONFIGURED}
+# A fact about the symbol itself: it lives as long as a value would, and no stale value may
+# stand in for it (the symbol has no value; that is the answer).
+SYMBOL_FACTS = frozenset({E.NO_DATA, E.SYMBOL_NOT_FOUND, E.CONTRACT_NOT_FOUND})
+# Alpaca refused the request itself (our credentials, the plan, the request's shape): nothing
+# was done on its side.
+REFUSED_BY_ALPACA = frozenset({E.UPSTREAM_AUTH_FAILED, E.FEED_NOT_PERMITTED, E.VALIDATION_ERROR})
+# The failures an operator looks for later (`python -m app.cli errors`): Alpaca's own trouble,
+# orders whose fate needs attention, and our bugs. Client mistakes are not kept.
+OPERATOR_ATTENTION = (
+    ALPACA_UNWELL
+    | {E.UPSTREAM_RATE_LIMITED, E.UPSTREAM_AUTH_FAILED}
+    | {E.ORDER_STATE_UNKNOWN, E.AUDIT_UNAVAILABLE, E.INTERNAL}
+)
+
+
 class GatewayError(Exception):
     """A typed failure. `extensions` become problem+json members (symbol, upstream, age_ms…)."""
 

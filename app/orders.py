@@ -24,22 +24,14 @@ from app.alpaca.trading import (
     Refusal,
     TradingAccountClient,
 )
-from app.errors import ErrorCode, GatewayError
+from app.errors import ANSWERED_WITHOUT_ALPACA, REFUSED_BY_ALPACA, ErrorCode, GatewayError
 from app.models.trading import OrderRequest
 from app.storage.records import AuditStatus, OrderAuditRequest, OrderAuditRow
 from app.storage.store import Store, StoreUnavailable
 
 Order = dict[str, Any]
-# Failures produced before anything reached Alpaca: the order certainly does not exist.
-_NOT_SENT = frozenset(
-    {
-        ErrorCode.CIRCUIT_OPEN,
-        ErrorCode.UPSTREAM_RATE_LIMITED,
-        ErrorCode.UPSTREAM_NOT_CONFIGURED,
-        ErrorCode.UPSTREAM_AUTH_FAILED,
-        ErrorCode.VALIDATION_ERROR,
-    }
-)
+# Failures that prove the order was not placed: never sent, or refused by Alpaca as a request.
+_NOT_PLACED = ANSWERED_WITHOUT_ALPACA | REFUSED_BY_ALPACA
 
 
 # Hashes of the order's meaning carry this prefix; rows written before it hold a hash of the
@@ -136,7 +128,7 @@ class OrderDesk:
         try:
             answer = await self._trading.submit(order.wire(key))
         except GatewayError as exc:
-            if exc.code in _NOT_SENT:
+            if exc.code in _NOT_PLACED:
                 await self._complete(audit_id, "failed", error=exc)
                 raise
             return await self._resolve_unknown(audit_id, key, order, exc)

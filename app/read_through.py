@@ -14,7 +14,14 @@ from typing import Any, Literal
 from app.alpaca.wire import epoch_seconds
 from app.cache import Cache, CachedValue
 from app.coalesce import SingleFlight, await_flight
-from app.errors import ErrorCode, GatewayError
+from app.errors import (
+    ALPACA_UNWELL,
+    ANSWERED_WITHOUT_ALPACA,
+    HELD_BACK,
+    SYMBOL_FACTS,
+    ErrorCode,
+    GatewayError,
+)
 from app.metrics import Metrics
 from app.models.provenance import CacheState
 
@@ -25,21 +32,7 @@ Fetch = Callable[[list[str]], Awaitable[Mapping[str, Result]]]
 ObservedTimes = Callable[[Result], Iterable[str]]
 
 # Failures that say "Alpaca could not answer": a stale value may stand in if the client asked.
-STALE_ELIGIBLE = frozenset(
-    {
-        ErrorCode.UPSTREAM_UNAVAILABLE,
-        ErrorCode.UPSTREAM_TIMEOUT,
-        ErrorCode.UPSTREAM_BAD_RESPONSE,
-        ErrorCode.UPSTREAM_RATE_LIMITED,
-        ErrorCode.CIRCUIT_OPEN,
-    }
-)
-# Answers about the symbol itself live as long as a value would.
-_FACTS = frozenset({ErrorCode.NO_DATA, ErrorCode.SYMBOL_NOT_FOUND, ErrorCode.CONTRACT_NOT_FOUND})
-# Produced locally without calling Alpaca: caching them would only blur their Retry-After.
-_LOCAL = frozenset(
-    {ErrorCode.CIRCUIT_OPEN, ErrorCode.UPSTREAM_RATE_LIMITED, ErrorCode.UPSTREAM_NOT_CONFIGURED}
-)
+STALE_ELIGIBLE = ALPACA_UNWELL | HELD_BACK
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +178,7 @@ class ReadThrough:
                 result = self._ahead_of_clock(item, result, observed, fetched_at) or result
             if isinstance(result, GatewayError):
                 entry, keep_s = self._negative(result, previous.get(key), fetched_at, fresh_ttl_s)
-                if result.code not in _LOCAL:
+                if result.code not in ANSWERED_WITHOUT_ALPACA:
                     writes.append((key, entry, keep_s))
             else:
                 entry = CachedValue(result, fetched_at, fetched_at + fresh_ttl_s)
@@ -218,7 +211,7 @@ class ReadThrough:
     def _negative(
         self, error: GatewayError, before: CachedValue | None, now: float, fresh_ttl_s: float
     ) -> tuple[CachedValue, float]:
-        ttl_s = fresh_ttl_s if error.code in _FACTS else self._negative_ttl_s
+        ttl_s = fresh_ttl_s if error.code in SYMBOL_FACTS else self._negative_ttl_s
         # Keep the last real value beside the failure: stale_if_error may still ask for it.
         value, fetched_at = (before.value, before.fetched_at) if before else (None, 0.0)
         keep_s = ttl_s + (self._stale_retention_s if value is not None else 0.0)

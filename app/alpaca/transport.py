@@ -20,7 +20,7 @@ from yarl import URL
 
 from app.alpaca.breaker import CallNotPermitted, CircuitBreaker, Permit
 from app.alpaca.wire import decode_exact, decode_json
-from app.errors import ErrorCode, GatewayError, Upstream
+from app.errors import ALPACA_UNWELL, ErrorCode, GatewayError, Upstream
 from app.metrics import Metrics
 
 T = TypeVar("T")
@@ -311,16 +311,12 @@ class AlpacaTransport:
             self._metrics.upstream_budget(self.upstream, remaining)
 
     def _settle(self, permit: Permit, code: ErrorCode, duration_s: float) -> None:
-        if code in _BREAKER_FAILURES:
+        # Only sickness counts: request errors, auth and rate limiting are not Alpaca failing.
+        if code in ALPACA_UNWELL:
             permit.record_failure(duration_s)
         else:
             permit.record_ignored()
 
-
-# What tells us Alpaca is sick. Request errors, auth and rate limiting are not sickness.
-_BREAKER_FAILURES = frozenset(
-    {ErrorCode.UPSTREAM_UNAVAILABLE, ErrorCode.UPSTREAM_TIMEOUT, ErrorCode.UPSTREAM_BAD_RESPONSE}
-)
 
 _OUTCOMES = {
     ErrorCode.UPSTREAM_UNAVAILABLE: "unavailable",

@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 
 from app.api.params import Param
-from app.errors import ErrorCode
+from app.errors import ALPACA_UNWELL, ANSWERED_WITHOUT_ALPACA, REFUSED_BY_ALPACA, ErrorCode
 from app.keys import Scope
 
 E = ErrorCode
@@ -26,18 +26,7 @@ BEARER, API_KEY = "bearerAuth", "apiKeyHeader"
 AUTH = frozenset({E.UNAUTHENTICATED, E.FORBIDDEN, E.RATE_LIMITED, E.AUDIT_UNAVAILABLE})
 # Any call to Alpaca, whichever host (app/alpaca/transport.py, app/read_through.py). Alpaca's
 # 400/404/422 about the request is VALIDATION_ERROR.
-UPSTREAM = frozenset(
-    {
-        E.VALIDATION_ERROR,
-        E.UPSTREAM_UNAVAILABLE,
-        E.UPSTREAM_TIMEOUT,
-        E.UPSTREAM_RATE_LIMITED,
-        E.CIRCUIT_OPEN,
-        E.UPSTREAM_AUTH_FAILED,
-        E.UPSTREAM_BAD_RESPONSE,
-        E.UPSTREAM_NOT_CONFIGURED,
-    }
-)
+UPSTREAM = ALPACA_UNWELL | ANSWERED_WITHOUT_ALPACA | (REFUSED_BY_ALPACA - {E.FEED_NOT_PERMITTED})
 # Market data adds the plan's feeds, and a symbol Alpaca does not know or has no value for.
 MARKET_DATA = UPSTREAM | {E.FEED_NOT_PERMITTED, E.SYMBOL_NOT_FOUND, E.NO_DATA}
 

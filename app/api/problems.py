@@ -17,25 +17,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from app.api.middleware import current_request_id, note_problem
-from app.errors import ErrorCode, GatewayError
+from app.errors import OPERATOR_ATTENTION, ErrorCode, GatewayError
 from app.storage.records import ErrorLogEntry
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://github.com/alpaca-real-data-gateway/problems/"
-
-# Failures worth keeping beyond the log stream: Alpaca's typed failures and our own bugs.
-_KEPT_IN_ERROR_LOG = frozenset(
-    {
-        ErrorCode.UPSTREAM_UNAVAILABLE,
-        ErrorCode.UPSTREAM_TIMEOUT,
-        ErrorCode.UPSTREAM_BAD_RESPONSE,
-        ErrorCode.UPSTREAM_RATE_LIMITED,
-        ErrorCode.UPSTREAM_AUTH_FAILED,
-        ErrorCode.ORDER_STATE_UNKNOWN,
-        ErrorCode.AUDIT_UNAVAILABLE,
-        ErrorCode.INTERNAL,
-    }
-)
 
 _HTTP_STATUS_CODES = {
     404: ErrorCode.ROUTE_NOT_FOUND,
@@ -72,7 +58,7 @@ def problem_response(request: Request, error: GatewayError) -> Response:
     gateway = getattr(request.state, "gateway", None)
     if gateway is not None:
         gateway.metrics.http_errors.labels(error.code.name).inc()
-        if error.code in _KEPT_IN_ERROR_LOG:
+        if error.code in OPERATOR_ATTENTION:
             # Queued, never awaited: recording a failure must not slow or fail the answer.
             gateway.error_log.submit(
                 ErrorLogEntry(
