@@ -135,6 +135,21 @@ class MemoryCache:
         self._entries.clear()
 
 
+def fail_fast_redis(url: str, *, timeout_s: float) -> Redis:
+    """The gateway's Redis client: short timeouts, no retries (built once, in the lifespan).
+
+    redis-py retries 10 times with backoff by default: a hung Redis would stall requests that
+    the cache is only meant to speed up.
+    """
+    return Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
+
+
 class RedisCache:
     """Redis-backed cache that fails open: a Redis outage costs speed, never an answer."""
 
@@ -142,7 +157,7 @@ class RedisCache:
 
     def __init__(
         self,
-        url: str,
+        client: Redis,
         metrics: Metrics,
         *,
         timeout_s: float,
@@ -150,14 +165,8 @@ class RedisCache:
         retry_interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        # redis-py retries 10 times with backoff by default: a hung Redis would stall requests.
-        self._redis: Redis = Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
-        )
+        """`client` is shared (the per-key quotas use it too); its owner closes it."""
+        self._redis = client
         self._metrics = metrics
         self._prefix = f"{namespace}:"
         self._timeout_s = timeout_s
@@ -203,11 +212,6 @@ class RedisCache:
             return
         self._recovered()
 
-    @property
-    def client(self) -> Redis:
-        """The fail-fast client, shared with the per-key quotas."""
-        return self._redis
-
     async def ping(self) -> bool:
         try:
             async with asyncio.timeout(self._timeout_s * 2):
@@ -222,7 +226,7 @@ class RedisCache:
         return "down" if self._down_since is not None else "up"
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        """Nothing of its own to close: the client belongs to whoever built it."""
 
     def _skipping(self) -> bool:
         # While Redis is down, try it again only once per interval instead of on every request.

@@ -31,7 +31,9 @@ from app.api import clock, docs, options, stocks, system, trading
 from app.api.middleware import RequestContextMiddleware
 from app.api.openapi import operation_id, problem_openapi
 from app.api.problems import add_exception_handlers, internal_response, problem_response
-from app.cache import Cache, MemoryCache, RedisCache
+from redis.asyncio import Redis
+
+from app.cache import Cache, MemoryCache, RedisCache, fail_fast_redis
 from app.keys import KeyRing
 from app.logs import logger_level_no, setup_logging
 from app.market_data import StockReads
@@ -82,7 +84,10 @@ def _secrets(settings: Settings) -> list[str]:
     return [v.get_secret_value() for v in values if v is not None]
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, freeze_after_startup: bool = False) -> FastAPI:
+    """The gateway. `freeze_after_startup` is for the process that serves it (`app.main:app`):
+    what start-up built then lives as long as the process and is moved out of the collector's
+    way; a test building many apps in one process must not freeze each one's objects."""
     setup_logging(
         level=settings.log_level, json_lines=settings.log_json, secrets=_secrets(settings)
     )
@@ -94,9 +99,10 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
             state = await _build_state(settings, metrics, stack)
-            # What start-up built lives as long as the process: frozen, it is not rescanned by
-            # every full collection, which shortens GC pauses on the request path.
-            gc.freeze()
+            if freeze_after_startup:
+                # Frozen, start-up's objects are not rescanned by every full collection, which
+                # shortens GC pauses on the request path.
+                gc.freeze()
             if settings.clock_poll_interval_s > 0 and settings.credentials_configured:
                 poller = asyncio.create_task(
                     _watch_market_clock(state, settings.clock_poll_interval_s),
@@ -148,9 +154,15 @@ def create_app(settings: Settings) -> FastAPI:
 
 async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitStack) -> GatewayState:
     cache: Cache
+    redis: Redis | None = None
     if settings.redis_url is not None:
+        # One client for the cache and the quotas, closed last of what uses it.
+        redis = fail_fast_redis(
+            settings.redis_url.get_secret_value(), timeout_s=settings.redis_timeout_s
+        )
+        stack.push_async_callback(redis.aclose)
         redis_cache = RedisCache(
-            settings.redis_url.get_secret_value(),
+            redis,
             metrics,
             timeout_s=settings.redis_timeout_s,
             namespace=settings.cache_namespace,
@@ -234,9 +246,9 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
     store.watch_revocations(keys.on_revoked)
     local_quotas = MemoryQuotas(settings.key_quota_per_minute, settings.key_quota_burst)
     quotas: Quotas = local_quotas
-    if isinstance(cache, RedisCache):
+    if redis is not None:
         quotas = RedisQuotas(
-            cache.client,
+            redis,
             settings.key_quota_per_minute,
             settings.key_quota_burst,
             namespace=settings.cache_namespace,
@@ -311,7 +323,7 @@ async def _open_store(settings: Settings) -> Store:
 
 def __getattr__(name: str) -> FastAPI:
     if name == "app":
-        application = create_app(load_settings())
+        application = create_app(load_settings(), freeze_after_startup=True)
         globals()["app"] = application
         return application
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,21 +23,11 @@ from app.alpaca.breaker import (
     CircuitBreaker,
     Permit,
 )
+from tests.support.clock import FakeClock
 
 CLOSED, HALF_OPEN, OPEN = BreakerState.CLOSED, BreakerState.HALF_OPEN, BreakerState.OPEN
 FAST_S = 0.1
 SLOW_S = 2.0  # exactly the default slow_call_duration_s: the boundary counts as slow
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass

@@ -6,6 +6,7 @@ the `redis_url` fixture fails the test with a clear message. Each test owns a fr
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 import uuid
@@ -15,9 +16,18 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from app.cache import CachedValue, MemoryCache, RedisCache, cache_key, decode, encode
+from app.cache import (
+    CachedValue,
+    MemoryCache,
+    RedisCache,
+    cache_key,
+    decode,
+    encode,
+    fail_fast_redis,
+)
 from app.errors import ErrorCode, GatewayError
 from app.metrics import Metrics
+from tests.support.clock import FakeClock
 
 # A quote as the parser produces it from Alpaca's latest-quotes example (sub-penny bid).
 QUOTE_VALUE: dict[str, Any] = {
@@ -33,17 +43,6 @@ QUOTE_VALUE: dict[str, Any] = {
     "timestamp": "2022-08-17T10:07:40.286587431Z",
 }
 FETCHED_AT = 1_660_730_860.301122
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def positive_entry(value: Any = None, fetched_at: float = FETCHED_AT) -> CachedValue:
@@ -208,11 +207,20 @@ async def raw_redis(redis_url: str, namespace: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
+@contextlib.asynccontextmanager
+async def redis_cache_at(url: str, metrics: Metrics, **options: Any) -> AsyncIterator[RedisCache]:
+    """A RedisCache on a client of its own, closed afterwards (the gateway's lifespan does this)."""
+    client = fail_fast_redis(url, timeout_s=options["timeout_s"])
+    try:
+        yield RedisCache(client, metrics, **options)
+    finally:
+        await client.aclose()
+
+
 @pytest.fixture
 async def redis_cache(redis_url: str, namespace: str) -> AsyncIterator[RedisCache]:
-    cache = RedisCache(redis_url, Metrics(), timeout_s=1.0, namespace=namespace)
-    yield cache
-    await cache.close()
+    async with redis_cache_at(redis_url, Metrics(), timeout_s=1.0, namespace=namespace) as cache:
+        yield cache
 
 
 async def test_redis_round_trips_positive_and_negative_entries(redis_cache: RedisCache) -> None:
@@ -297,8 +305,9 @@ def redis_samples(metrics: Metrics) -> tuple[float | None, float | None]:
 
 async def test_unreachable_redis_fails_open_quickly_and_says_so(closed_port_url: str) -> None:
     metrics = Metrics()
-    cache = RedisCache(closed_port_url, metrics, timeout_s=0.25, retry_interval_s=0.0)
-    try:
+    async with redis_cache_at(
+        closed_port_url, metrics, timeout_s=0.25, retry_interval_s=0.0
+    ) as cache:
         started = time.perf_counter()
         found = await cache.get_many(["q:AAPL"])
         stored = await cache.put_many([("q:AAPL", positive_entry(), 30.0)])
@@ -313,29 +322,25 @@ async def test_unreachable_redis_fails_open_quickly_and_says_so(closed_port_url:
         assert up == 0
         assert cache.status() == "down"
         assert await cache.ping() is False
-    finally:
-        await cache.close()
 
 
 async def test_redis_outage_is_counted_once_per_failed_call(closed_port_url: str) -> None:
     metrics = Metrics()
-    cache = RedisCache(closed_port_url, metrics, timeout_s=0.25, retry_interval_s=0.0)
-    try:
+    async with redis_cache_at(
+        closed_port_url, metrics, timeout_s=0.25, retry_interval_s=0.0
+    ) as cache:
         await cache.get_many(["q:AAPL"])
         await cache.get_many(["q:AAPL"])
 
         errors, _ = redis_samples(metrics)
         assert errors == 2
-    finally:
-        await cache.close()
 
 
 async def test_reachable_redis_is_reported_up_without_errors(
     redis_url: str, namespace: str, raw_redis: Redis
 ) -> None:
     metrics = Metrics()
-    cache = RedisCache(redis_url, metrics, timeout_s=1.0, namespace=namespace)
-    try:
+    async with redis_cache_at(redis_url, metrics, timeout_s=1.0, namespace=namespace) as cache:
         assert await cache.ping() is True
         await cache.put_many([("q:AAPL", positive_entry(), 5.0)])
 
@@ -343,17 +348,12 @@ async def test_reachable_redis_is_reported_up_without_errors(
         assert up == 1
         assert cache.status() == "up"
         assert await raw_redis.exists(f"{namespace}:q:AAPL") == 1
-    finally:
-        await cache.close()
 
 
 async def test_redis_error_counter_is_exported_at_zero_before_any_error(redis_url: str) -> None:
     # A counter child born at 1 on the first failure hides that failure from increase()/rate().
     metrics = Metrics()
-    cache = RedisCache(redis_url, metrics, timeout_s=1.0)
-    try:
+    async with redis_cache_at(redis_url, metrics, timeout_s=1.0):
         errors, _ = redis_samples(metrics)
 
         assert errors == 0
-    finally:
-        await cache.close()

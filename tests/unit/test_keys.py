@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from app.keys import KeyRing, Scope, generate_key, hash_secret, parse_key, parse_scopes, verify
 from app.storage import ApiKeyRow, EmbeddedStore
+from tests.support.clock import FakeClock
 
 KEY_SHAPE = re.compile(r"gw_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
 VALID = "gw_0123456789ab_" + "A" * 20 + "_-" + "z" * 21
@@ -119,12 +120,6 @@ def test_scopes_are_a_closed_set() -> None:
 
 
 # --- KeyRing over a real (embedded) store -----------------------------------------------------
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

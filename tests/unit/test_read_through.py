@@ -18,21 +18,11 @@ from app.cache import MemoryCache, cache_key
 from app.errors import ErrorCode, GatewayError
 from app.metrics import Metrics
 from app.read_through import ReadThrough, Served
+from tests.support.clock import FakeClock
 
 FRESH_TTL_S = 1.0
 NEGATIVE_TTL_S = 2.0
 STALE_RETENTION_S = 60.0
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def quote(symbol: str, bid_price: float = 172.62) -> dict[str, Any]:
