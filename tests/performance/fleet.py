@@ -82,12 +82,12 @@ class Fleet:
 
     async def start(self, stack: AsyncExitStack) -> None:
         """Start, check, open the breakers, then start the bare apps; all stopped by ``stack``."""
-        await check_redis()
-        stack.push_async_callback(self._drop_redis_namespace)
         gateways = [app for each in self.stacks for app in (each.cached, each.redis, each.breaker)]
-        for app in gateways:
+        for app in gateways:  # stop() also deletes each one's temporary store, started or not
             stack.push_async_callback(app.stop)
         stack.push_async_callback(self.nginx.stop)
+        await check_redis()
+        stack.push_async_callback(self._drop_redis_namespace)
         await asyncio.gather(*(app.__aenter__() for app in gateways), self.nginx.__aenter__())
         await self._open_breakers()
         await self._check_gateways()
