@@ -174,8 +174,7 @@ class RedisCache:
         self._clock = clock
         self._down_since: float | None = None
         self._skip_until = 0.0
-        metrics.dependency_up.labels("redis").set(1)
-        metrics.cache_backend_errors.labels("redis")  # exported as 0 before the first outage
+        metrics.dependency("redis", up=True)
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, CachedValue]:
         if not keys or self._skipping():
@@ -233,11 +232,11 @@ class RedisCache:
         return self._down_since is not None and self._clock() < self._skip_until
 
     def _failed(self, exc: BaseException) -> None:
-        self._metrics.cache_backend_errors.labels("redis").inc()
+        self._metrics.cache_backend_error()
         self._skip_until = self._clock() + self._retry_interval_s
         if self._down_since is None:
             self._down_since = self._clock()
-            self._metrics.dependency_up.labels("redis").set(0)
+            self._metrics.dependency("redis", up=False)
             logger.bind(dependency="redis").warning(
                 "redis unavailable ({}); serving without the cache", type(exc).__name__
             )
@@ -246,7 +245,7 @@ class RedisCache:
         if self._down_since is not None:
             outage_s = self._clock() - self._down_since
             self._down_since = None
-            self._metrics.dependency_up.labels("redis").set(1)
+            self._metrics.dependency("redis", up=True)
             logger.bind(dependency="redis").info(
                 "redis back after {:.1f}s; cache resumed", outage_s
             )

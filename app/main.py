@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from loguru import logger
+from redis.asyncio import Redis
 
 from app.alpaca.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from app.alpaca.market_data import StockDataClient
@@ -31,8 +32,6 @@ from app.api import clock, docs, options, stocks, system, trading
 from app.api.middleware import RequestContextMiddleware
 from app.api.openapi import operation_id, problem_openapi
 from app.api.problems import add_exception_handlers, internal_response, problem_response
-from redis.asyncio import Redis
-
 from app.cache import Cache, MemoryCache, RedisCache, fail_fast_redis
 from app.keys import KeyRing
 from app.logs import logger_level_no, setup_logging
@@ -64,8 +63,7 @@ def _breaker_config(settings: Settings) -> BreakerConfig:
 
 def _on_transition(metrics: Metrics) -> Callable[[str, BreakerState, BreakerState], None]:
     def transition(name: str, before: BreakerState, after: BreakerState) -> None:
-        metrics.breaker_state.labels(name).set(after.gauge_value)
-        metrics.breaker_transitions.labels(name, before.value, after.value).inc()
+        metrics.breaker_transition(name, before.value, after.value, after.gauge_value)
         log = logger.bind(upstream=name, from_state=before.value, to_state=after.value)
         (log.warning if after is BreakerState.OPEN else log.info)(
             "circuit breaker {} {} -> {}", name, before.value, after.value
@@ -233,7 +231,7 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
     error_log = ErrorLogWriter(
         store,
         max_queue=settings.error_log_queue_size,
-        on_drop=metrics.error_log_dropped.inc,
+        on_drop=metrics.error_log_dropped,
         retention=ErrorLogRetention(
             max_rows=settings.error_log_max_rows,
             max_age_s=settings.error_log_retention_days * 86_400,
@@ -300,7 +298,7 @@ async def _watch_market_clock(state: GatewayState, interval_s: float) -> None:
             logger.exception("market clock poll failed")
         else:
             if isinstance(outcome, Served):
-                state.metrics.market_open.set(1 if outcome.value["is_open"] else 0)
+                state.metrics.market_open(outcome.value["is_open"])
         await asyncio.sleep(interval_s)
 
 

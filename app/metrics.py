@@ -7,16 +7,17 @@ takes a raw symbol, path or key: routes are templates and everything else is a c
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from app.errors import ErrorCode
+from app.errors import ErrorCode, Upstream
 
-UPSTREAMS = ("data", "options", "trading", "reference")
-UPSTREAM_OUTCOMES = (
+# Every label value is one of a closed set, typed: mypy refuses a value the set lacks, and the
+# children of each set are created at start (exported as 0, not missing).
+UpstreamOutcome = Literal[
     "ok",
     "no_data",
     "not_found",
@@ -27,12 +28,27 @@ UPSTREAM_OUTCOMES = (
     "auth_failed",
     "rejected",
     "circuit_open",
-)
-CACHE_RESULTS = ("hit", "miss", "shared", "stale", "negative")
-DATA_KINDS = (
-    *("quote", "trade", "snapshot", "bar", "clock", "asset"),
-    *("option_quote", "option_chain", "option_contracts", "option_contract"),
-)
+]
+CacheResult = Literal["hit", "miss", "shared", "stale", "negative"]
+DataKind = Literal[
+    "quote",
+    "trade",
+    "snapshot",
+    "bar",
+    "clock",
+    "asset",
+    "option_quote",
+    "option_trade",
+    "option_chain",
+    "option_contracts",
+    "option_contract",
+]
+ServedAs = Literal["miss", "hit", "shared", "stale"]
+Dependency = Literal["redis"]
+UPSTREAMS: tuple[Upstream, ...] = get_args(Upstream)
+UPSTREAM_OUTCOMES: tuple[UpstreamOutcome, ...] = get_args(UpstreamOutcome)
+CACHE_RESULTS: tuple[CacheResult, ...] = get_args(CacheResult)
+DATA_KINDS: tuple[DataKind, ...] = get_args(DataKind)
 # Closed set of upstream operations per upstream (the `endpoint` label).
 UPSTREAM_ENDPOINTS = {
     "data": ("quotes_latest", "trades_latest", "snapshots", "bars"),
@@ -66,103 +82,103 @@ class Metrics:
         # The only symbols that may become label values: a bounded list the operator chose.
         self._watchlist = frozenset(watchlist)
         self._newest_observed: dict[str, float] = {}
-        self.http_requests = Counter(
+        self._http_requests = Counter(
             "gateway_http_requests_total",
             "HTTP requests answered, by route template, method and status class",
             ["method", "route", "status_class"],
             registry=r,
         )
-        self.http_duration = Histogram(
+        self._http_duration = Histogram(
             "gateway_http_request_duration_seconds",
             "Time to answer an HTTP request",
             ["method", "route"],
             buckets=HTTP_BUCKETS,
             registry=r,
         )
-        self.http_errors = Counter(
+        self._http_errors = Counter(
             "gateway_http_errors_total",
             "Problem responses by contract error code",
             ["code"],
             registry=r,
         )
-        self.upstream_requests = Counter(
+        self._upstream_requests = Counter(
             "gateway_upstream_requests_total",
             "Calls to Alpaca (or short-circuited ones) by upstream, endpoint and outcome",
             ["upstream", "endpoint", "outcome"],
             registry=r,
         )
-        self.upstream_duration = Histogram(
+        self._upstream_duration = Histogram(
             "gateway_upstream_request_duration_seconds",
             "Duration of calls that reached Alpaca",
             ["upstream", "endpoint"],
             buckets=UPSTREAM_BUCKETS,
             registry=r,
         )
-        self.upstream_last_success = Gauge(
+        self._upstream_last_success = Gauge(
             "gateway_upstream_last_success_timestamp_seconds",
             "Unix time of the last successful call per upstream",
             ["upstream"],
             multiprocess_mode="max",
             registry=r,
         )
-        self.upstream_budget_remaining = Gauge(
+        self._upstream_budget_remaining = Gauge(
             "gateway_upstream_ratelimit_remaining",
             "Alpaca's X-RateLimit-Remaining on its latest answer",
             ["upstream"],
             multiprocess_mode="mostrecent",
             registry=r,
         )
-        self.breaker_state = Gauge(
+        self._breaker_state = Gauge(
             "gateway_circuit_breaker_state",
             "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open",
             ["upstream"],
             multiprocess_mode="max",
             registry=r,
         )
-        self.breaker_transitions = Counter(
+        self._breaker_transitions = Counter(
             "gateway_circuit_breaker_transitions_total",
             "Circuit breaker state changes",
             ["upstream", "from_state", "to_state"],
             registry=r,
         )
-        self.cache_requests = Counter(
+        self._cache_requests = Counter(
             "gateway_cache_requests_total",
             "Cache lookups by data kind and result (hit, miss, shared, stale, negative)",
             ["kind", "result"],
             registry=r,
         )
-        self.cache_backend_errors = Counter(
+        self._cache_backend_errors = Counter(
             "gateway_cache_backend_errors_total",
             "Cache backend operations that failed (the request went on without the cache)",
             ["backend"],
             registry=r,
         )
-        self.market_open = Gauge(
+        self._market_open = Gauge(
             "gateway_market_open",
             "1 while Alpaca's market clock says the market is open, 0 otherwise",
             multiprocess_mode="mostrecent",
             registry=r,
         )
-        self.watchlist_observed = Gauge(
+        self._watchlist_observed = Gauge(
             "gateway_watchlist_last_observed_timestamp_seconds",
             "Unix time of the newest observed_at served for each METRICS_WATCHLIST symbol",
             ["symbol"],
             multiprocess_mode="max",
             registry=r,
         )
-        self.error_log_dropped = Counter(
+        self._error_log_dropped = Counter(
             "gateway_error_log_dropped_total",
             "Error-log entries dropped because the bounded queue was full or the store failed",
             registry=r,
         )
-        self.dependency_up = Gauge(
+        self._dependency_up = Gauge(
             "gateway_dependency_up",
             "1 when a dependency answers, 0 when it is down",
             ["dependency"],
             multiprocess_mode="min",
             registry=r,
         )
-        self.data_age = Histogram(
+        self._data_age = Histogram(
             "gateway_data_age_seconds",
             "Age (now - observed_at) of market values served, by kind and cache state",
             ["kind", "cache"],
@@ -172,33 +188,52 @@ class Metrics:
         # Children looked up once: `.labels()` hashes and locks on every call, and these two
         # are touched on every served value.
         self._cache_children: dict[tuple[str, str], Any] = {}
+        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._age_children: dict[tuple[str, str], Any] = {}
         self._initialise_children()
 
     def _initialise_children(self) -> None:
         # An unset label child is not exported; dashboards would show "No data" instead of 0.
         for upstream in UPSTREAMS:
-            self.breaker_state.labels(upstream).set(0)
+            self._breaker_state.labels(upstream).set(0)
             for endpoint in UPSTREAM_ENDPOINTS[upstream]:
                 for outcome in UPSTREAM_OUTCOMES:
-                    self.upstream_requests.labels(upstream, endpoint, outcome)
+                    self._upstream_requests.labels(upstream, endpoint, outcome)
         for kind in DATA_KINDS:
             for result in CACHE_RESULTS:
-                self.cache_requests.labels(kind, result)
+                self._cache_requests.labels(kind, result)
         for code in ErrorCode:
-            self.http_errors.labels(code.name)
+            self._http_errors.labels(code.name)
+        self._cache_backend_errors.labels("redis")
 
-    # --- recording helpers used by the transport, cache and API -------------------------------
-    def cache_result(self, kind: str, result: str) -> None:
+    # --- what the gateway records, one named method each ----------------------------------------
+    def http_request(self, method: str, route: str, status: int, duration_s: float) -> None:
+        """`route` is the route template (or a fixed placeholder), never a raw path."""
+        key = (method, route, status)
+        children = self._http_children.get(key)
+        if children is None:
+            # Label lookups hash and lock on every call; routes x statuses is a small set.
+            children = (
+                self._http_requests.labels(method, route, f"{status // 100}xx"),
+                self._http_duration.labels(method, route),
+            )
+            self._http_children[key] = children
+        children[0].inc()
+        children[1].observe(duration_s)
+
+    def http_error(self, code: ErrorCode) -> None:
+        self._http_errors.labels(code.name).inc()
+
+    def cache_result(self, kind: DataKind, result: CacheResult) -> None:
         child = self._cache_children.get((kind, result))
         if child is None:
-            child = self._cache_children[kind, result] = self.cache_requests.labels(kind, result)
+            child = self._cache_children[kind, result] = self._cache_requests.labels(kind, result)
         child.inc()
 
-    def served_age(self, kind: str, cache: str, age_s: float) -> None:
+    def served_age(self, kind: DataKind, cache: ServedAs, age_s: float) -> None:
         child = self._age_children.get((kind, cache))
         if child is None:
-            child = self._age_children[kind, cache] = self.data_age.labels(kind, cache)
+            child = self._age_children[kind, cache] = self._data_age.labels(kind, cache)
         child.observe(age_s)
 
     def observed(self, symbol: str, observed_epoch: float) -> None:
@@ -207,20 +242,38 @@ class Metrics:
             return
         if observed_epoch > self._newest_observed.get(symbol, 0.0):
             self._newest_observed[symbol] = observed_epoch
-            self.watchlist_observed.labels(symbol).set(observed_epoch)
+            self._watchlist_observed.labels(symbol).set(observed_epoch)
 
-    def upstream_call(self, upstream: str, endpoint: str, outcome: str, duration_s: float) -> None:
-        self.upstream_requests.labels(upstream, endpoint, outcome).inc()
-        self.upstream_duration.labels(upstream, endpoint).observe(duration_s)
+    def upstream_call(
+        self, upstream: Upstream, endpoint: str, outcome: UpstreamOutcome, duration_s: float
+    ) -> None:
+        self._upstream_requests.labels(upstream, endpoint, outcome).inc()
+        self._upstream_duration.labels(upstream, endpoint).observe(duration_s)
 
-    def upstream_outcome(self, upstream: str, endpoint: str, outcome: str) -> None:
-        self.upstream_requests.labels(upstream, endpoint, outcome).inc()
+    def upstream_outcome(self, upstream: Upstream, endpoint: str, outcome: UpstreamOutcome) -> None:
+        self._upstream_requests.labels(upstream, endpoint, outcome).inc()
 
-    def upstream_success(self, upstream: str, unix_time: float) -> None:
-        self.upstream_last_success.labels(upstream).set(unix_time)
+    def upstream_success(self, upstream: Upstream, unix_time: float) -> None:
+        self._upstream_last_success.labels(upstream).set(unix_time)
 
-    def upstream_budget(self, upstream: str, remaining: float) -> None:
-        self.upstream_budget_remaining.labels(upstream).set(remaining)
+    def upstream_budget(self, upstream: Upstream, remaining: float) -> None:
+        self._upstream_budget_remaining.labels(upstream).set(remaining)
+
+    def breaker_transition(self, upstream: str, before: str, after: str, state_value: int) -> None:
+        self._breaker_state.labels(upstream).set(state_value)
+        self._breaker_transitions.labels(upstream, before, after).inc()
+
+    def cache_backend_error(self) -> None:
+        self._cache_backend_errors.labels("redis").inc()
+
+    def dependency(self, dependency: Dependency, *, up: bool) -> None:
+        self._dependency_up.labels(dependency).set(1 if up else 0)
+
+    def market_open(self, is_open: bool) -> None:
+        self._market_open.set(1 if is_open else 0)
+
+    def error_log_dropped(self) -> None:
+        self._error_log_dropped.inc()
 
     def exposition(self) -> bytes:
         if self._multiprocess:

@@ -22,7 +22,7 @@ from app.errors import (
     ErrorCode,
     GatewayError,
 )
-from app.metrics import Metrics
+from app.metrics import DataKind, Metrics
 from app.models.provenance import CacheState
 
 # A fetch answers each requested item with a real value (JSON-ready) or a typed failure.
@@ -68,7 +68,7 @@ class ReadThrough:
 
     async def read(
         self,
-        kind: str,
+        kind: DataKind,
         keys: Mapping[str, str],
         fetch: Fetch,
         *,
@@ -119,7 +119,7 @@ class ReadThrough:
         return outcomes
 
     def _from_cache(
-        self, kind: str, entry: CachedValue, now: float, stale_if_error_s: float | None
+        self, kind: DataKind, entry: CachedValue, now: float, stale_if_error_s: float | None
     ) -> Outcome:
         if entry.error is not None:
             # A remembered failure is still a failure: the client's stale opt-in applies.
@@ -129,7 +129,7 @@ class ReadThrough:
 
     def _settle(
         self,
-        kind: str,
+        kind: DataKind,
         entry: CachedValue,
         state: Lookup,
         before: CachedValue | None,

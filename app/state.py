@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from app.alpaca.breaker import CircuitBreaker
 from app.alpaca.trading import TradingAccountClient
 from app.cache import Cache
+from app.errors import Upstream
 from app.keys import KeyRing
 from app.market_data import StockReads
 from app.metrics import Metrics
@@ -23,7 +24,7 @@ class GatewayState:
     settings: Settings
     metrics: Metrics
     cache: Cache
-    breakers: dict[str, CircuitBreaker]
+    breakers: dict[Upstream, CircuitBreaker]
     stocks: StockReads
     options: OptionReads
     trading: TradingAccountClient

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from app.alpaca import wire
 from app.alpaca.transport import AlpacaTransport
+from app.metrics import UpstreamOutcome
 from app.models.market_data import BarData, QuoteData, SnapshotData, TradeData
 
 LATEST_QUOTES = ("v2", "stocks", "quotes", "latest")
@@ -150,7 +151,7 @@ def parse_bars_page(payload: Any, symbol: str) -> tuple[list[BarData], str | Non
     return [parse_bar(symbol, b) for b in raw_bars], token or None
 
 
-def _no_data_if_empty(found: Mapping[str, Any]) -> str:
+def _no_data_if_empty(found: Mapping[str, Any]) -> UpstreamOutcome:
     """A call answered without a single value for what was asked is `no_data`, not `ok`."""
     return "ok" if any(value is not None for value in found.values()) else "no_data"
 

@@ -21,7 +21,7 @@ from yarl import URL
 from app.alpaca.breaker import CallNotPermitted, CircuitBreaker, Permit
 from app.alpaca.wire import decode_exact, decode_json
 from app.errors import ALPACA_UNWELL, ErrorCode, GatewayError, Upstream
-from app.metrics import Metrics
+from app.metrics import Metrics, UpstreamOutcome
 
 T = TypeVar("T")
 Session = aiohttp.ClientSession
@@ -112,7 +112,7 @@ class AlpacaTransport:
         expect: frozenset[int] = frozenset(),
         method: str = "GET",
         json_body: Mapping[str, Any] | None = None,
-        outcome: Callable[[T], str] | None = None,
+        outcome: Callable[[T], UpstreamOutcome] | None = None,
     ) -> T:
         """Send one request (GET unless told) and parse the answer inside the breaker's judgement.
 
@@ -146,7 +146,7 @@ class AlpacaTransport:
             raise
         duration = time.perf_counter() - started
         permit.record_success(duration)
-        label = "ok" if outcome is None else outcome(result)
+        label: UpstreamOutcome = "ok" if outcome is None else outcome(result)
         self._metrics.upstream_call(self.upstream, endpoint, label, duration)
         self._metrics.upstream_success(self.upstream, self._clock())
         return result
@@ -318,7 +318,7 @@ class AlpacaTransport:
             permit.record_ignored()
 
 
-_OUTCOMES = {
+_OUTCOMES: dict[ErrorCode, UpstreamOutcome] = {
     ErrorCode.UPSTREAM_UNAVAILABLE: "unavailable",
     ErrorCode.UPSTREAM_TIMEOUT: "timeout",
     ErrorCode.UPSTREAM_BAD_RESPONSE: "bad_response",
@@ -329,7 +329,7 @@ _OUTCOMES = {
 }
 
 
-def _outcome(code: ErrorCode) -> str:
+def _outcome(code: ErrorCode) -> UpstreamOutcome:
     return _OUTCOMES.get(code, "rejected")
 
 

@@ -29,7 +29,7 @@ async def clock(request: Request) -> Response:
     outcome = await gateway.stocks.clock()
     if isinstance(outcome, GatewayError):
         raise outcome
-    gateway.metrics.market_open.set(1 if outcome.value["is_open"] else 0)
+    gateway.metrics.market_open(outcome.value["is_open"])
     now = render.now()
     body = dict(outcome.value)
     body["provenance"] = render.provenance(

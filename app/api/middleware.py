@@ -7,7 +7,6 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any
 
 from loguru import logger
 from starlette.requests import Request
@@ -60,7 +59,6 @@ class RequestContextMiddleware:
         self.max_body_bytes = max_body_bytes
         # Decided once: building a bound record per request costs even when the level drops it.
         self.access_log = access_log
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -151,17 +149,7 @@ class RequestContextMiddleware:
     ) -> None:
         route = getattr(scope.get("route"), "path", None) or _UNMATCHED
         if route != "/metrics":
-            key = (method, route, status)
-            children = self._children.get(key)
-            if children is None:
-                # Label lookups hash and lock on every call; routes x statuses is a small set.
-                children = (
-                    self.metrics.http_requests.labels(method, route, f"{status // 100}xx"),
-                    self.metrics.http_duration.labels(method, route),
-                )
-                self._children[key] = children
-            children[0].inc()
-            children[1].observe(duration_s)
+            self.metrics.http_request(method, route, status, duration_s)
         if not self.access_log:
             return
         # The route template, never the raw path or query: both may carry a client's secrets.

@@ -20,7 +20,7 @@ from app.api.params import (
 )
 from app.errors import ErrorCode, GatewayError
 from app.keys import Scope
-from app.metrics import Metrics
+from app.metrics import DataKind, Metrics
 from app.models.options import OptionChain, OptionContracts, OptionQuote
 from app.models.patterns import (
     DATE_PATTERN,
@@ -152,7 +152,7 @@ async def option_quote(request: Request) -> Response:
     )
 
 
-_MEMBERS = {
+_MEMBERS: dict[str, DataKind] = {
     "latest_quote": "option_quote",
     "latest_trade": "option_trade",
     "minute_bar": "bar",

@@ -57,7 +57,7 @@ def problem_response(request: Request, error: GatewayError) -> Response:
     note_problem(error.code.name, error.upstream)
     gateway = getattr(request.state, "gateway", None)
     if gateway is not None:
-        gateway.metrics.http_errors.labels(error.code.name).inc()
+        gateway.metrics.http_error(error.code)
         if error.code in OPERATOR_ATTENTION:
             # Queued, never awaited: recording a failure must not slow or fail the answer.
             gateway.error_log.submit(

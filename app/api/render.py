@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from app.alpaca.wire import epoch_seconds
 from app.api.problems import problem_response
 from app.errors import ErrorCode, GatewayError
-from app.metrics import Metrics
+from app.metrics import DataKind, Metrics
 from app.read_through import Served
 from app.state import GatewayState
 
@@ -58,7 +58,7 @@ def with_provenance(
     item: dict[str, Any],
     served: Served,
     *,
-    kind: str,
+    kind: DataKind,
     feed: str | None,
     source: str,
     now: float,
@@ -76,7 +76,7 @@ def with_provenance(
 
 def members(
     value: dict[str, Any],
-    kinds: dict[str, str],
+    kinds: dict[str, DataKind],
     served: Served,
     *,
     feed: str | None,
@@ -150,7 +150,7 @@ def latest_value(
     gateway: GatewayState,
     outcome: Served | GatewayError,
     symbol: str,
-    kind: str,
+    kind: DataKind,
     feed: str,
     max_age_ms: int | None,
 ) -> Response:

@@ -23,6 +23,7 @@ from app.api.problems import problem
 from app.errors import ErrorCode, GatewayError
 from app.keys import Scope
 from app.market_data import BarsQuery
+from app.metrics import DataKind
 from app.models.market_data import BarSeries, Quote, QuoteBatch, Snapshot, Trade
 from app.models.patterns import PAGE_TOKEN_PATTERN, TIME_BOUND_PATTERN, TIMEFRAME_PATTERN
 from app.read_through import Served
@@ -181,7 +182,7 @@ async def latest_quotes(request: Request) -> Response:
             errors[symbol] = problem(
                 exc if exc.symbol else exc.for_symbol(symbol), "/v1/stocks/quotes"
             )
-            gateway.metrics.http_errors.labels(exc.code.name).inc()
+            gateway.metrics.http_error(exc.code)
             continue
         states.add(served.cache)
         quotes[symbol] = render.with_provenance(
@@ -211,7 +212,7 @@ async def latest_trade(request: Request) -> Response:
     return render.latest_value(request, gateway, outcome, symbol, "trade", feed, max_age_ms)
 
 
-_SNAPSHOT_MEMBERS = {
+_SNAPSHOT_MEMBERS: dict[str, DataKind] = {
     "latest_trade": "trade",
     "latest_quote": "quote",
     "minute_bar": "bar",
