@@ -35,12 +35,13 @@ from app.api.problems import add_exception_handlers, internal_response, problem_
 from app.cache import Cache, MemoryCache, RedisCache, fail_fast_redis
 from app.keys import KeyRing
 from app.logs import logger_level_no, setup_logging
-from app.market_data import StockReads
 from app.metrics import UPSTREAMS, Metrics
-from app.options import OptionReads
 from app.orders import OrderDesk
 from app.quotas import MemoryQuotas, Quotas, RedisQuotas
-from app.read_through import ReadThrough, Served
+from app.reads.missing import MissingSymbols
+from app.reads.options import OptionReads
+from app.reads.read_through import ReadThrough, Served
+from app.reads.stocks import StockReads
 from app.settings import Settings, load_settings
 from app.state import GatewayState
 from app.storage import EmbeddedStore, ErrorLogRetention, ErrorLogWriter, PostgresStore, Store
@@ -267,9 +268,20 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
         stale_retention_s=settings.cache_stale_retention_s,
         clock_skew_tolerance_s=settings.clock_skew_tolerance_ms / 1000,
     )
-    reads = StockReads(StockDataClient(data), TradingClient(reference), read_through, settings)
+    reference_assets = TradingClient(reference)
+    option_contracts = OptionContractsClient(reference)
+    lookups_per_minute = settings.asset_lookups_per_minute
+    missing = MissingSymbols(
+        reference_assets,
+        option_contracts,
+        read_through,
+        budget=MemoryQuotas(lookups_per_minute, max(1, lookups_per_minute // 3)),
+        asset_ttl_s=settings.cache_asset_ttl_s,
+        contract_ttl_s=settings.cache_option_contracts_ttl_s,
+    )
+    reads = StockReads(StockDataClient(data), reference_assets, missing, read_through, settings)
     option_reads = OptionReads(
-        OptionDataClient(options), OptionContractsClient(reference), reads, read_through, settings
+        OptionDataClient(options), option_contracts, missing, read_through, settings
     )
     return GatewayState(
         settings=settings,

@@ -9,11 +9,11 @@ from app.alpaca.trading import TradingAccountClient
 from app.cache import Cache
 from app.errors import Upstream
 from app.keys import KeyRing
-from app.market_data import StockReads
 from app.metrics import Metrics
-from app.options import OptionReads
 from app.orders import OrderDesk
 from app.quotas import Quotas
+from app.reads.options import OptionReads
+from app.reads.stocks import StockReads
 from app.settings import Settings
 from app.storage.error_log import ErrorLogWriter
 from app.storage.store import Store

@@ -7,12 +7,12 @@ symbol travels in a query parameter, never in a URL path.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from app.alpaca import wire
 from app.alpaca.transport import AlpacaTransport
 from app.metrics import UpstreamOutcome
-from app.models.market_data import BarData, QuoteData, SnapshotData, TradeData
+from app.models.market_data import BarValue, QuoteValue, SnapshotValue, TradeValue
 
 LATEST_QUOTES = ("v2", "stocks", "quotes", "latest")
 LATEST_TRADES = ("v2", "stocks", "trades", "latest")
@@ -20,10 +20,15 @@ SNAPSHOTS = ("v2", "stocks", "snapshots")
 BARS = ("v2", "stocks", "bars")
 
 MAX_BARS_PER_PAGE = 10_000
+# A snapshot's observed members, stock or option; the option one adds greeks and IV (untimed).
+SnapshotMember = Literal[
+    "latest_trade", "latest_quote", "minute_bar", "daily_bar", "prev_daily_bar"
+]
+SNAPSHOT_MEMBERS: tuple[SnapshotMember, ...] = get_args(SnapshotMember)
 Found = TypeVar("Found", bound=Mapping[str, Any])
 
 
-def parse_quote(symbol: str, raw: Any) -> QuoteData:
+def parse_quote(symbol: str, raw: Any) -> QuoteValue:
     """Alpaca stock quote -> QuoteData. A side with price 0 or absent is None as a whole."""
     what = f"quote for {symbol}"
     q = wire.mapping(raw, what)
@@ -33,7 +38,7 @@ def parse_quote(symbol: str, raw: Any) -> QuoteData:
     # 0 is Alpaca's "no active bid/ask": the side does not exist, so none of its fields do.
     has_bid = bid_price is not None and bid_price != 0
     has_ask = ask_price is not None and ask_price != 0
-    return QuoteData(
+    return QuoteValue(
         symbol=symbol,
         bid_price=bid_price if has_bid else None,
         bid_size=wire.optional_number(q, "bs", what) if has_bid else None,
@@ -47,14 +52,15 @@ def parse_quote(symbol: str, raw: Any) -> QuoteData:
     )
 
 
-def quote_is_empty(quote: QuoteData) -> bool:
-    return quote.bid_price is None and quote.ask_price is None
+def quote_is_empty(quote: QuoteValue) -> bool:
+    """Neither side: Alpaca has no quote to give, whatever else the object carries."""
+    return quote["bid_price"] is None and quote["ask_price"] is None
 
 
-def parse_trade(symbol: str, raw: Any) -> TradeData:
+def parse_trade(symbol: str, raw: Any) -> TradeValue:
     what = f"trade for {symbol}"
     t = wire.mapping(raw, what)
-    return TradeData(
+    return TradeValue(
         symbol=symbol,
         price=wire.number(t, "p", what),
         size=wire.number(t, "s", what),
@@ -67,10 +73,10 @@ def parse_trade(symbol: str, raw: Any) -> TradeData:
     )
 
 
-def parse_bar(symbol: str, raw: Any) -> BarData:
+def parse_bar(symbol: str, raw: Any) -> BarValue:
     what = f"bar for {symbol}"
     b = wire.mapping(raw, what)
-    return BarData(
+    return BarValue(
         timestamp=wire.timestamp(b, "t", what),
         open=wire.number(b, "o", what),
         high=wire.number(b, "h", what),
@@ -95,26 +101,28 @@ def _symbol_map(payload: Any, member: str | None, what: str) -> Mapping[str, Any
     return wire.mapping(inner, f"{what}.{member}")
 
 
-def parse_latest_quotes(payload: Any, symbols: Sequence[str]) -> dict[str, QuoteData | None]:
-    """`{"quotes": {SYM: quote}}` -> quote or None (omitted or null: Alpaca has no value)."""
+def parse_latest_quotes(payload: Any, symbols: Sequence[str]) -> dict[str, QuoteValue | None]:
+    """`{"quotes": {SYM: quote}}` -> quote or None (omitted, null, or with neither side: Alpaca
+    has no quote for it)."""
     quotes = _symbol_map(payload, "quotes", "latest quotes")
-    return {s: None if quotes.get(s) is None else parse_quote(s, quotes[s]) for s in symbols}
+    found = {s: None if quotes.get(s) is None else parse_quote(s, quotes[s]) for s in symbols}
+    return {s: None if q is None or quote_is_empty(q) else q for s, q in found.items()}
 
 
-def parse_latest_trades(payload: Any, symbols: Sequence[str]) -> dict[str, TradeData | None]:
+def parse_latest_trades(payload: Any, symbols: Sequence[str]) -> dict[str, TradeValue | None]:
     trades = _symbol_map(payload, "trades", "latest trades")
     return {s: None if trades.get(s) is None else parse_trade(s, trades[s]) for s in symbols}
 
 
-def parse_snapshot(symbol: str, raw: Any) -> SnapshotData | None:
+def parse_snapshot(symbol: str, raw: Any) -> SnapshotValue | None:
     what = f"snapshot for {symbol}"
     s = wire.mapping(raw, what)
 
-    def bar(key: str) -> BarData | None:
+    def bar(key: str) -> BarValue | None:
         return None if s.get(key) is None else parse_bar(symbol, s[key])
 
     quote = None if s.get("latestQuote") is None else parse_quote(symbol, s["latestQuote"])
-    snapshot = SnapshotData(
+    snapshot = SnapshotValue(
         symbol=symbol,
         latest_trade=None
         if s.get("latestTrade") is None
@@ -124,19 +132,18 @@ def parse_snapshot(symbol: str, raw: Any) -> SnapshotData | None:
         daily_bar=bar("dailyBar"),
         prev_daily_bar=bar("prevDailyBar"),
     )
-    members = (snapshot.latest_trade, snapshot.latest_quote, snapshot.minute_bar)
-    if all(m is None for m in (*members, snapshot.daily_bar, snapshot.prev_daily_bar)):
+    if all(snapshot[m] is None for m in SNAPSHOT_MEMBERS):
         return None
     return snapshot
 
 
-def parse_snapshots(payload: Any, symbols: Sequence[str]) -> dict[str, SnapshotData | None]:
+def parse_snapshots(payload: Any, symbols: Sequence[str]) -> dict[str, SnapshotValue | None]:
     """Stock snapshots are the root map `{SYM: snapshot}`: no wrapper key, unlike options."""
     root = _symbol_map(payload, None, "snapshots")
     return {s: None if root.get(s) is None else parse_snapshot(s, root[s]) for s in symbols}
 
 
-def parse_bars_page(payload: Any, symbol: str) -> tuple[list[BarData], str | None]:
+def parse_bars_page(payload: Any, symbol: str) -> tuple[list[BarValue], str | None]:
     """One page of `{"bars": {SYM: [bar]}, "next_page_token": str|null}`."""
     bars = _symbol_map(payload, "bars", "bars")
     root = wire.mapping(payload, "bars")
@@ -162,17 +169,21 @@ class StockDataClient:
     def __init__(self, transport: AlpacaTransport) -> None:
         self.transport = transport
 
-    async def latest_quotes(self, symbols: Sequence[str], feed: str) -> dict[str, QuoteData | None]:
+    async def latest_quotes(
+        self, symbols: Sequence[str], feed: str
+    ) -> dict[str, QuoteValue | None]:
         return await self._latest(
             LATEST_QUOTES, "quotes_latest", symbols, feed, parse_latest_quotes
         )
 
-    async def latest_trades(self, symbols: Sequence[str], feed: str) -> dict[str, TradeData | None]:
+    async def latest_trades(
+        self, symbols: Sequence[str], feed: str
+    ) -> dict[str, TradeValue | None]:
         return await self._latest(
             LATEST_TRADES, "trades_latest", symbols, feed, parse_latest_trades
         )
 
-    async def snapshots(self, symbols: Sequence[str], feed: str) -> dict[str, SnapshotData | None]:
+    async def snapshots(self, symbols: Sequence[str], feed: str) -> dict[str, SnapshotValue | None]:
         return await self._latest(SNAPSHOTS, "snapshots", symbols, feed, parse_snapshots)
 
     async def _latest(
@@ -199,13 +210,13 @@ class StockDataClient:
         limit: int,
         max_pages: int,
         page_token: str | None = None,
-    ) -> tuple[list[BarData], str | None]:
+    ) -> tuple[list[BarValue], str | None]:
         """Follow `next_page_token` until `limit` bars, the last page, or `max_pages` calls.
 
         Returns the bars and Alpaca's token for what was not fetched (None when complete), so a
         client can continue instead of mistaking a capped series for the whole range.
         """
-        collected: list[BarData] = []
+        collected: list[BarValue] = []
         token = page_token
         for _ in range(max_pages):
             query = {

@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from app.alpaca import wire
-from app.alpaca.market_data import parse_bar
+from app.alpaca.market_data import SNAPSHOT_MEMBERS, parse_bar
 from app.alpaca.trading import ASSET_NOT_FOUND_CODE
 from app.alpaca.transport import NOT_FOUND, AlpacaTransport, Reply
-from app.models.options import Greeks, OptionQuoteData, OptionSnapshotData, OptionTradeData
+from app.models.options import Greeks, OptionQuoteValue, OptionSnapshotValue, OptionTradeValue
 
 LATEST_QUOTES = ("v1beta1", "options", "quotes", "latest")
 SNAPSHOTS = ("v1beta1", "options", "snapshots")
@@ -25,14 +25,14 @@ _CONTRACT_DECIMALS = ("strike_price", "multiplier", "size", "open_interest", "cl
 _CONTRACT_REQUIRED_DECIMALS = ("strike_price", "size")
 
 
-def parse_option_quote(symbol: str, raw: Any) -> OptionQuoteData:
+def parse_option_quote(symbol: str, raw: Any) -> OptionQuoteValue:
     """Option quote (`c` is one string, no tape). A side at 0 or absent is None as a whole."""
     what = f"option quote for {symbol}"
     q = wire.mapping(raw, what, "options")
     observed_at = wire.timestamp(q, "t", what, "options")
     bid, ask = wire.optional_number(q, "bp", what), wire.optional_number(q, "ap", what)
     has_bid, has_ask = bid not in (None, 0), ask not in (None, 0)
-    return OptionQuoteData(
+    return OptionQuoteValue(
         symbol=symbol,
         bid_price=bid if has_bid else None,
         bid_size=wire.optional_number(q, "bs", what) if has_bid else None,
@@ -45,14 +45,14 @@ def parse_option_quote(symbol: str, raw: Any) -> OptionQuoteData:
     )
 
 
-def option_quote_is_empty(quote: OptionQuoteData) -> bool:
-    return quote.bid_price is None and quote.ask_price is None
+def option_quote_is_empty(quote: OptionQuoteValue) -> bool:
+    return quote["bid_price"] is None and quote["ask_price"] is None
 
 
-def parse_option_trade(symbol: str, raw: Any) -> OptionTradeData:
+def parse_option_trade(symbol: str, raw: Any) -> OptionTradeValue:
     what = f"option trade for {symbol}"
     t = wire.mapping(raw, what, "options")
-    return OptionTradeData(
+    return OptionTradeValue(
         symbol=symbol,
         price=wire.number(t, "p", what),
         size=wire.number(t, "s", what),
@@ -71,18 +71,19 @@ def parse_greeks(symbol: str, raw: Any) -> Greeks | None:
         k: wire.optional_signed_number(g, k, what)
         for k in ("delta", "gamma", "theta", "vega", "rho")
     }
-    missing = [k for k, v in values.items() if v is None]
-    if missing:
+    delta, gamma, theta, vega, rho = values.values()
+    if delta is None or gamma is None or theta is None or vega is None or rho is None:
         # Alpaca sends all five or no `greeks` member; a partial set is not Alpaca's schema.
+        missing = [k for k, v in values.items() if v is None]
         raise wire.bad_response(f"{what}: missing {', '.join(missing)}", "options")
-    return Greeks.model_validate(values)
+    return Greeks(delta=delta, gamma=gamma, theta=theta, vega=vega, rho=rho)
 
 
-def parse_option_snapshot(symbol: str, raw: Any) -> OptionSnapshotData | None:
+def parse_option_snapshot(symbol: str, raw: Any) -> OptionSnapshotValue | None:
     what = f"option snapshot for {symbol}"
     s = wire.mapping(raw, what, "options")
     quote = None if s.get("latestQuote") is None else parse_option_quote(symbol, s["latestQuote"])
-    snapshot = OptionSnapshotData(
+    snapshot = OptionSnapshotValue(
         symbol=symbol,
         latest_quote=None if quote is None or option_quote_is_empty(quote) else quote,
         latest_trade=None
@@ -96,23 +97,26 @@ def parse_option_snapshot(symbol: str, raw: Any) -> OptionSnapshotData | None:
         if s.get("prevDailyBar") is None
         else parse_bar(symbol, s["prevDailyBar"]),
     )
-    members = (snapshot.latest_quote, snapshot.latest_trade, snapshot.minute_bar)
-    if all(m is None for m in (*members, snapshot.daily_bar, snapshot.prev_daily_bar)):
+    if all(snapshot[m] is None for m in SNAPSHOT_MEMBERS):
         # Greeks without any observed value have no time to carry: not a usable snapshot.
         return None
     return snapshot
 
 
-def parse_option_quotes(payload: Any, symbols: Sequence[str]) -> dict[str, OptionQuoteData | None]:
+def parse_option_quotes(payload: Any, symbols: Sequence[str]) -> dict[str, OptionQuoteValue | None]:
     root = wire.mapping(payload, "option quotes", "options")
     if "quotes" not in root:
         raise wire.bad_response("option quotes: `quotes` is missing", "options")
     raw = root["quotes"]
     quotes = {} if raw is None else wire.mapping(raw, "option quotes.quotes", "options")
-    return {s: None if quotes.get(s) is None else parse_option_quote(s, quotes[s]) for s in symbols}
+    found = {
+        s: None if quotes.get(s) is None else parse_option_quote(s, quotes[s]) for s in symbols
+    }
+    # A quote with neither side is no quote.
+    return {s: None if q is None or option_quote_is_empty(q) else q for s, q in found.items()}
 
 
-def parse_snapshots_page(payload: Any) -> tuple[dict[str, OptionSnapshotData], str | None]:
+def parse_snapshots_page(payload: Any) -> tuple[dict[str, OptionSnapshotValue], str | None]:
     """`{"snapshots": {OCC: snapshot}, "next_page_token"}` (wrapped, unlike stock snapshots)."""
     root = wire.mapping(payload, "option snapshots", "options")
     if "snapshots" not in root:
@@ -170,7 +174,7 @@ class OptionDataClient:
 
     async def latest_quotes(
         self, symbols: Sequence[str], feed: str
-    ) -> dict[str, OptionQuoteData | None]:
+    ) -> dict[str, OptionQuoteValue | None]:
         return await self.transport.call(
             self.transport.url(*LATEST_QUOTES),
             {"symbols": ",".join(symbols), "feed": feed},
@@ -185,9 +189,9 @@ class OptionDataClient:
         params: Mapping[str, str],
         max_pages: int,
         page_token: str | None = None,
-    ) -> tuple[dict[str, OptionSnapshotData], str | None]:
+    ) -> tuple[dict[str, OptionSnapshotValue], str | None]:
         """Follow the chain's pages up to `max_pages`; return Alpaca's token if more remain."""
-        collected: dict[str, OptionSnapshotData] = {}
+        collected: dict[str, OptionSnapshotValue] = {}
         token = page_token
         for _ in range(max_pages):
             query = {**params, "limit": str(MAX_SNAPSHOTS_PER_PAGE)}

@@ -11,15 +11,15 @@ from loguru import logger
 from app.alpaca import wire
 from app.alpaca.transport import NOT_FOUND, AlpacaTransport, Reply
 from app.errors import GatewayError
-from app.models.market_data import AssetData, ClockData
+from app.models.market_data import AssetValue, ClockValue
 
 ASSET_NOT_FOUND_CODE = 40410000
 
 
-def parse_asset(raw: Any) -> AssetData:
+def parse_asset(raw: Any) -> AssetValue:
     what = "asset"
     a = wire.mapping(raw, what, "trading")
-    return AssetData(
+    return AssetValue(
         symbol=wire.text(a, "symbol", what, "trading"),
         status=wire.text(a, "status", what, "trading"),
         tradable=wire.boolean(a, "tradable", what, "trading"),
@@ -27,7 +27,7 @@ def parse_asset(raw: Any) -> AssetData:
     )
 
 
-def parse_asset_reply(reply: Reply) -> AssetData | None:
+def parse_asset_reply(reply: Reply) -> AssetValue | None:
     """404 from the asset endpoint means Alpaca does not know the symbol: None, not an error."""
     if reply.status == NOT_FOUND:
         # Only Alpaca's own not-found body counts; a bare 404 (a proxy, a wrong base URL) does not.
@@ -38,10 +38,10 @@ def parse_asset_reply(reply: Reply) -> AssetData | None:
     return parse_asset(reply.payload)
 
 
-def parse_clock(raw: Any) -> ClockData:
+def parse_clock(raw: Any) -> ClockValue:
     what = "clock"
     c = wire.mapping(raw, what, "trading")
-    return ClockData(
+    return ClockValue(
         timestamp=wire.timestamp(c, "timestamp", what, "trading"),
         is_open=wire.boolean(c, "is_open", what, "trading"),
         next_open=wire.timestamp(c, "next_open", what, "trading"),
@@ -53,7 +53,7 @@ class TradingClient:
     def __init__(self, transport: AlpacaTransport) -> None:
         self.transport = transport
 
-    async def asset(self, symbol: str) -> AssetData | None:
+    async def asset(self, symbol: str) -> AssetValue | None:
         return await self.transport.call(
             self.transport.url("v2", "assets", symbol),
             {},
@@ -63,7 +63,7 @@ class TradingClient:
             outcome=lambda asset: "ok" if asset is not None else "not_found",
         )
 
-    async def clock(self) -> ClockData:
+    async def clock(self) -> ClockValue:
         return await self.transport.call(
             self.transport.url("v2", "clock"),
             {},

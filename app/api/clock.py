@@ -31,8 +31,10 @@ async def clock(request: Request) -> Response:
         raise outcome
     gateway.metrics.market_open(outcome.value["is_open"])
     now = render.now()
-    body = dict(outcome.value)
-    body["provenance"] = render.provenance(
-        body["timestamp"], outcome, feed=None, source=gateway.source, now=now
+    body = MarketClock(
+        **outcome.value,
+        provenance=render.provenance(
+            outcome.value["timestamp"], outcome, feed=None, source=gateway.source, now=now
+        ),
     )
     return render.json_response(body, cache_states={outcome.cache})

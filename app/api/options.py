@@ -21,7 +21,7 @@ from app.api.params import (
 from app.errors import ErrorCode, GatewayError
 from app.keys import Scope
 from app.metrics import DataKind, Metrics
-from app.models.options import OptionChain, OptionContracts, OptionQuote
+from app.models.options import OptionChain, OptionContracts, OptionQuote, OptionSnapshotValue
 from app.models.patterns import (
     DATE_PATTERN,
     OCC_PATTERN,
@@ -29,7 +29,7 @@ from app.models.patterns import (
     ROOT_SYMBOL_PATTERN,
     STRIKE_PATTERN,
 )
-from app.read_through import Served
+from app.reads.read_through import Served
 from app.symbols import option_contract, stock_symbol
 
 router = APIRouter(prefix="/v1/options", tags=["options"])
@@ -195,7 +195,12 @@ async def chain(request: Request) -> Response:
 
 
 def _snapshot(
-    snap: dict[str, Any], served: Served, feed: str, source: str, now: float, metrics: Metrics
+    snap: OptionSnapshotValue,
+    served: Served[Any],
+    feed: str,
+    source: str,
+    now: float,
+    metrics: Metrics,
 ) -> dict[str, Any]:
     body, newest = render.members(
         snap, _MEMBERS, served, feed=feed, source=source, now=now, metrics=metrics

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -15,7 +16,8 @@ from app.alpaca.wire import epoch_seconds
 from app.api.problems import problem_response
 from app.errors import ErrorCode, GatewayError
 from app.metrics import DataKind, Metrics
-from app.read_through import Served
+from app.models.provenance import Provenance
+from app.reads.read_through import Served
 from app.state import GatewayState
 
 
@@ -42,21 +44,21 @@ def age_ms(observed_at: str, now: float) -> int:
 
 
 def provenance(
-    observed_at: str, served: Served, *, feed: str | None, source: str, now: float
-) -> dict[str, Any]:
-    return {
-        "source": source,
-        "feed": feed,
-        "observed_at": observed_at,
-        "fetched_at": rfc3339(served.fetched_at),
-        "age_ms": age_ms(observed_at, now),
-        "cache": served.cache,
-    }
+    observed_at: str, served: Served[Any], *, feed: str | None, source: str, now: float
+) -> Provenance:
+    return Provenance(
+        source=source,
+        feed=feed,
+        observed_at=observed_at,
+        fetched_at=rfc3339(served.fetched_at),
+        age_ms=age_ms(observed_at, now),
+        cache=served.cache,
+    )
 
 
 def with_provenance(
-    item: dict[str, Any],
-    served: Served,
+    item: Mapping[str, Any],
+    served: Served[Any],
     *,
     kind: DataKind,
     feed: str | None,
@@ -75,9 +77,9 @@ def with_provenance(
 
 
 def members(
-    value: dict[str, Any],
+    value: Mapping[str, Any],
     kinds: dict[str, DataKind],
-    served: Served,
+    served: Served[Any],
     *,
     feed: str | None,
     source: str,
@@ -148,7 +150,7 @@ def now() -> float:
 def latest_value(
     request: Request,
     gateway: GatewayState,
-    outcome: Served | GatewayError,
+    outcome: Served[Any] | GatewayError,
     symbol: str,
     kind: DataKind,
     feed: str,

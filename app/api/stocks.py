@@ -22,11 +22,11 @@ from app.api.params import (
 from app.api.problems import problem
 from app.errors import ErrorCode, GatewayError
 from app.keys import Scope
-from app.market_data import BarsQuery
 from app.metrics import DataKind
 from app.models.market_data import BarSeries, Quote, QuoteBatch, Snapshot, Trade
 from app.models.patterns import PAGE_TOKEN_PATTERN, TIME_BOUND_PATTERN, TIMEFRAME_PATTERN
-from app.read_through import Served
+from app.reads.read_through import Served, V
+from app.reads.stocks import BarsQuery
 from app.state import GatewayState
 from app.symbols import stock_symbol
 
@@ -119,7 +119,7 @@ def _max_age(gateway: GatewayState, request: Request) -> int | None:
     return max_age_ms if max_age_ms is not None else gateway.settings.default_max_age_ms
 
 
-def _value(outcome: Served | GatewayError, symbol: str) -> Served:
+def _value(outcome: Served[V] | GatewayError, symbol: str) -> Served[V]:
     if isinstance(outcome, GatewayError):
         raise outcome if outcome.symbol else outcome.for_symbol(symbol)
     return outcome

@@ -1,35 +1,40 @@
-"""Public options vocabulary. Greeks and implied volatility are Alpaca's or null: never computed
-here. Trading-API decimals (strike, size, multiplier) stay the strings Alpaca sent."""
+"""Options vocabulary: one typed value per kind, as for stocks (`app/models/market_data.py`).
+
+Greeks and implied volatility are Alpaca's or null: never computed here. Trading-API decimals
+(strike, size, multiplier) are the exact text Alpaca sent.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
 
-from app.models.market_data import BarData, Number
+from pydantic import BaseModel, ConfigDict, Field, with_config
+from typing_extensions import TypedDict
+
+from app.models.market_data import Bar, BarValue, Number
 from app.models.provenance import Provenance
 
+_STRICT = ConfigDict(extra="forbid")
 
-class OptionQuoteData(BaseModel):
-    model_config = ConfigDict(frozen=True)
 
+class OptionQuoteValue(TypedDict):
     symbol: str
-    bid_price: Number | None = Field(description="null when Alpaca reports no active bid")
+    bid_price: Annotated[Number | None, Field(description="null when Alpaca reports no active bid")]
     bid_size: Number | None
     bid_exchange: str | None
-    ask_price: Number | None = Field(description="null when Alpaca reports no active ask")
+    ask_price: Annotated[Number | None, Field(description="null when Alpaca reports no active ask")]
     ask_size: Number | None
     ask_exchange: str | None
-    condition: str | None = Field(description="Alpaca's single condition code (`c`)")
+    condition: Annotated[str | None, Field(description="Alpaca's single condition code (`c`)")]
     timestamp: str
 
 
-class OptionQuote(OptionQuoteData):
+@with_config(_STRICT)
+class OptionQuote(OptionQuoteValue):
     provenance: Provenance
 
 
-class OptionTradeData(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class OptionTradeValue(TypedDict):
     symbol: str
     price: Number
     size: Number
@@ -38,9 +43,13 @@ class OptionTradeData(BaseModel):
     timestamp: str
 
 
-class Greeks(BaseModel):
-    model_config = ConfigDict(frozen=True)
+@with_config(_STRICT)
+class OptionTrade(OptionTradeValue):
+    provenance: Provenance
 
+
+@with_config(_STRICT)
+class Greeks(TypedDict):
     delta: Number
     gamma: Number
     theta: Number
@@ -48,28 +57,23 @@ class Greeks(BaseModel):
     rho: Number
 
 
-class OptionSnapshotData(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class OptionSnapshotValue(TypedDict):
+    """At least one observed member is set (greeks alone have no time to carry)."""
 
     symbol: str
-    latest_quote: OptionQuoteData | None
-    latest_trade: OptionTradeData | None
-    greeks: Greeks | None = Field(description="Exactly as Alpaca sent them; null when absent")
-    implied_volatility: Number | None = Field(description="Alpaca's; null when absent")
-    minute_bar: BarData | None
-    daily_bar: BarData | None
-    prev_daily_bar: BarData | None
+    latest_quote: OptionQuoteValue | None
+    latest_trade: OptionTradeValue | None
+    greeks: Annotated[
+        Greeks | None, Field(description="Exactly as Alpaca sent them; null when absent")
+    ]
+    implied_volatility: Annotated[Number | None, Field(description="Alpaca's; null when absent")]
+    minute_bar: BarValue | None
+    daily_bar: BarValue | None
+    prev_daily_bar: BarValue | None
 
 
-class OptionTrade(OptionTradeData):
-    provenance: Provenance
-
-
-class OptionBar(BarData):
-    provenance: Provenance
-
-
-class OptionSnapshot(BaseModel):
+@with_config(_STRICT)
+class OptionSnapshot(TypedDict):
     """A chain entry. Each member has its own provenance; the entry's `provenance` (newest
     member time) covers greeks and implied volatility, which Alpaca sends without a time."""
 
@@ -79,18 +83,27 @@ class OptionSnapshot(BaseModel):
     latest_trade: OptionTrade | None
     greeks: Greeks | None
     implied_volatility: Number | None
-    minute_bar: OptionBar | None
-    daily_bar: OptionBar | None
-    prev_daily_bar: OptionBar | None
+    minute_bar: Bar | None
+    daily_bar: Bar | None
+    prev_daily_bar: Bar | None
 
 
-class OptionChain(BaseModel):
+class OptionChainValue(TypedDict):
+    """At least one snapshot, keyed by OCC symbol."""
+
+    snapshots: dict[str, OptionSnapshotValue]
+    next_page_token: str | None
+
+
+@with_config(_STRICT)
+class OptionChain(TypedDict):
     underlying: str
     feed: str
     snapshots: dict[str, OptionSnapshot]
-    next_page_token: str | None = Field(
-        description="Alpaca's token when the page cap stopped the walk; null when complete"
-    )
+    next_page_token: Annotated[
+        str | None,
+        Field(description="Alpaca's token when the page cap stopped the walk; null when complete"),
+    ]
 
 
 class OptionContract(BaseModel):

@@ -23,7 +23,6 @@ from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from app.errors import ErrorCode, GatewayError
-from app.market_data import time_bound, timeframe_seconds
 from app.models.patterns import (
     DATE_PATTERN,
     OCC_PATTERN,
@@ -33,6 +32,7 @@ from app.models.patterns import (
     regex,
 )
 from app.models.trading import OrderRequest
+from app.reads.stocks import time_bound, timeframe_seconds
 from app.symbols import option_contract, stock_symbol
 from tests.conftest import GatewayFactory
 

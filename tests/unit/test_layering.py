@@ -1,6 +1,6 @@
 """The folders draw the data path; these checks keep imports flowing one way.
 
-api -> (alpaca | cache | coalesce | read_through | market_data) -> (models | errors). Nothing
+api -> reads -> (alpaca | cache | coalesce) -> (models | errors). Nothing
 below the API knows the web framework, and nothing imports the API or the app factory.
 """
 
@@ -51,7 +51,9 @@ def test_nothing_below_the_api_imports_the_api_or_the_app(path: Path) -> None:
 )
 def test_alpaca_wire_code_and_errors_never_import_the_cache_or_routes(path: Path) -> None:
     # The Alpaca layer is translation only; caching and coalescing sit above it.
-    above = {n for n in _imports(path) if n in ("app.cache", "app.coalesce", "app.read_through")}
+    above = {
+        n for n in _imports(path) if n in ("app.cache", "app.coalesce") or n.startswith("app.reads")
+    }
     assert not above, f"{_module(path)} imports {above}"
 
 
@@ -62,3 +64,32 @@ def test_only_the_transport_sees_aiohttp() -> None:
         if any(n.split(".")[0] == "aiohttp" for n in _imports(p))
     }
     assert users == {"app.alpaca.transport"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        *sorted((APP / "alpaca").glob("*.py")),
+        *sorted((APP / "models").glob("*.py")),
+        APP / "cache.py",
+        APP / "coalesce.py",
+        APP / "errors.py",
+    ],
+    ids=_module,
+)
+def test_the_layers_under_the_read_path_never_reach_up_into_it(path: Path) -> None:
+    upward = {n for n in _imports(path) if n.startswith(("app.reads", "app.orders", "app.state"))}
+    assert not upward, f"{_module(path)} imports {upward}"
+
+
+def test_the_read_path_lives_in_its_own_package() -> None:
+    # One name per concept: the stock reads are app/reads/stocks.py, not a fourth market_data.
+    assert not (APP / "market_data.py").exists()
+    assert not (APP / "read_through.py").exists()
+    assert {p.stem for p in (APP / "reads").glob("*.py")} >= {
+        "read_through",
+        "latest",
+        "missing",
+        "stocks",
+        "options",
+    }

@@ -29,7 +29,7 @@ from app.alpaca.market_data import (
 from app.alpaca.trading import parse_asset_reply, parse_clock
 from app.alpaca.transport import Reply
 from app.errors import ErrorCode, GatewayError
-from app.market_data import time_bound, timeframe_seconds
+from app.reads.stocks import time_bound, timeframe_seconds
 from tests.contract.extract_alpaca_facts import load_facts
 
 # alpaca-py's names for Alpaca's one-letter wire keys (alpaca/data/mappings.py).
@@ -113,7 +113,7 @@ def bar_wire(market_data_api: dict[str, Any]) -> dict[str, Any]:
 def assert_maps_exactly(parsed: Any, wire: dict[str, Any], fields: dict[str, str]) -> None:
     """Every wire field is under its alpaca-py name with the same value and the same JSON type."""
     for wire_key, name in fields.items():
-        value = getattr(parsed, name)
+        value = parsed[name]
         assert value == wire[wire_key], f"{wire_key} -> {name}"
         # 56457696 must not become 56457696.0, nor 172.62 a Decimal or a string.
         assert type(value) is type(wire[wire_key]), f"{wire_key} -> {name}: {type(value)}"
@@ -130,7 +130,7 @@ def test_stock_quote_example_maps_every_field_to_alpaca_py_names(
 ) -> None:
     quote = parse_quote("AAPL", quote_wire)
 
-    assert quote.symbol == "AAPL"
+    assert quote["symbol"] == "AAPL"
     assert_maps_exactly(quote, quote_wire, QUOTE_FIELDS)
 
 
@@ -142,7 +142,7 @@ def test_latest_quotes_example_maps_each_symbol(market_data_api: dict[str, Any])
     assert set(quotes) == {"AAPL", "TSLA"}
     for symbol, quote in quotes.items():
         assert quote is not None
-        assert quote.symbol == symbol
+        assert quote["symbol"] == symbol
         assert_maps_exactly(quote, payload["quotes"][symbol], QUOTE_FIELDS)
 
 
@@ -153,7 +153,7 @@ def test_nanosecond_timestamp_text_is_kept_verbatim(market_data_api: dict[str, A
     quotes = parse_latest_quotes(payload, ["AAPL"])
 
     assert quotes["AAPL"] is not None
-    assert quotes["AAPL"].timestamp == "2022-08-17T10:07:40.286587431Z"
+    assert quotes["AAPL"]["timestamp"] == "2022-08-17T10:07:40.286587431Z"
 
 
 def test_sub_penny_and_long_decimal_prices_round_trip_exactly(quote_wire: dict[str, Any]) -> None:
@@ -161,10 +161,10 @@ def test_sub_penny_and_long_decimal_prices_round_trip_exactly(quote_wire: dict[s
     wire_text = json.dumps(quote_wire)
 
     quote = parse_quote("AAPL", json.loads(wire_text))
-    emitted = json.dumps(quote.model_dump())
+    emitted = json.dumps(quote)
 
-    assert quote.bid_price == 0.0001
-    assert quote.ask_price == 172.6201
+    assert quote["bid_price"] == 0.0001
+    assert quote["ask_price"] == 172.6201
     assert '"bid_price": 0.0001' in emitted
     assert '"ask_price": 172.6201' in emitted
     assert '"bid_size": 100,' in emitted  # an integer size stays an integer
@@ -175,8 +175,8 @@ def test_zero_bid_is_null_not_zero(quote_wire: dict[str, Any]) -> None:
 
     quote = parse_quote("AAPL", quote_wire)
 
-    assert (quote.bid_price, quote.bid_size, quote.bid_exchange) == (None, None, None)
-    assert (quote.ask_price, quote.ask_size, quote.ask_exchange) == (
+    assert (quote["bid_price"], quote["bid_size"], quote["bid_exchange"]) == (None, None, None)
+    assert (quote["ask_price"], quote["ask_size"], quote["ask_exchange"]) == (
         quote_wire["ap"],
         quote_wire["as"],
         quote_wire["ax"],
@@ -189,8 +189,8 @@ def test_zero_ask_is_null_not_zero(quote_wire: dict[str, Any]) -> None:
 
     quote = parse_quote("AAPL", quote_wire)
 
-    assert (quote.ask_price, quote.ask_size, quote.ask_exchange) == (None, None, None)
-    assert quote.bid_price == quote_wire["bp"]
+    assert (quote["ask_price"], quote["ask_size"], quote["ask_exchange"]) == (None, None, None)
+    assert quote["bid_price"] == quote_wire["bp"]
 
 
 def test_absent_bid_side_is_null(quote_wire: dict[str, Any]) -> None:
@@ -199,8 +199,8 @@ def test_absent_bid_side_is_null(quote_wire: dict[str, Any]) -> None:
 
     quote = parse_quote("AAPL", quote_wire)
 
-    assert (quote.bid_price, quote.bid_size, quote.bid_exchange) == (None, None, None)
-    assert quote.ask_price == quote_wire["ap"]
+    assert (quote["bid_price"], quote["bid_size"], quote["bid_exchange"]) == (None, None, None)
+    assert quote["ask_price"] == quote_wire["ap"]
 
 
 def test_quote_with_both_sides_zero_is_empty(quote_wire: dict[str, Any]) -> None:
@@ -209,8 +209,8 @@ def test_quote_with_both_sides_zero_is_empty(quote_wire: dict[str, Any]) -> None
     quote = parse_quote("AAPL", quote_wire)
 
     assert quote_is_empty(quote)
-    assert quote.bid_price is None
-    assert quote.ask_price is None
+    assert quote["bid_price"] is None
+    assert quote["ask_price"] is None
 
 
 def test_quote_with_a_real_side_is_not_empty(quote_wire: dict[str, Any]) -> None:
@@ -328,9 +328,9 @@ def test_stock_trade_example_maps_every_field_to_alpaca_py_names(
 ) -> None:
     trade = parse_trade("AAPL", trade_wire)
 
-    assert trade.symbol == "AAPL"
+    assert trade["symbol"] == "AAPL"
     assert_maps_exactly(trade, trade_wire, TRADE_FIELDS)
-    assert trade.update is None
+    assert trade["update"] is None
 
 
 def test_latest_trades_example_maps_each_symbol(market_data_api: dict[str, Any]) -> None:
@@ -346,13 +346,13 @@ def test_latest_trades_example_maps_each_symbol(market_data_api: dict[str, Any])
 def test_trade_correction_flag_is_kept(trade_wire: dict[str, Any]) -> None:
     trade_wire["u"] = "corrected"
 
-    assert parse_trade("AAPL", trade_wire).update == "corrected"
+    assert parse_trade("AAPL", trade_wire)["update"] == "corrected"
 
 
 def test_trade_id_beyond_32_bits_is_kept_exactly(trade_wire: dict[str, Any]) -> None:
     trade_wire["i"] = 52983525033527  # uint64 in the schema
 
-    assert parse_trade("AAPL", trade_wire).id == 52983525033527
+    assert parse_trade("AAPL", trade_wire)["id"] == 52983525033527
 
 
 @pytest.mark.parametrize(
@@ -498,12 +498,12 @@ def test_snapshots_root_map_example_maps_every_member(market_data_api: dict[str,
     for symbol in ("AAPL", "TSLA"):
         snapshot = snapshots[symbol]
         assert snapshot is not None
-        assert snapshot.symbol == symbol
+        assert snapshot["symbol"] == symbol
         wire_snapshot = payload[symbol]
-        assert_maps_exactly(snapshot.latest_quote, wire_snapshot["latestQuote"], QUOTE_FIELDS)
-        assert_maps_exactly(snapshot.latest_trade, wire_snapshot["latestTrade"], TRADE_FIELDS)
+        assert_maps_exactly(snapshot["latest_quote"], wire_snapshot["latestQuote"], QUOTE_FIELDS)
+        assert_maps_exactly(snapshot["latest_trade"], wire_snapshot["latestTrade"], TRADE_FIELDS)
         for member in ("minuteBar", "dailyBar", "prevDailyBar"):
-            parsed = getattr(snapshot, SNAPSHOT_MEMBERS[member])
+            parsed = snapshot[SNAPSHOT_MEMBERS[member]]
             assert_maps_exactly(parsed, wire_snapshot[member], BAR_FIELDS)
 
 
@@ -535,9 +535,9 @@ def test_snapshot_with_only_a_trade_keeps_the_trade_and_nulls_the_rest(
     snapshot = parse_snapshot("AAPL", {"latestTrade": trade_wire})
 
     assert snapshot is not None
-    assert_maps_exactly(snapshot.latest_trade, trade_wire, TRADE_FIELDS)
+    assert_maps_exactly(snapshot["latest_trade"], trade_wire, TRADE_FIELDS)
     for name in ("latest_quote", "minute_bar", "daily_bar", "prev_daily_bar"):
-        assert getattr(snapshot, name) is None
+        assert snapshot[name] is None
 
 
 def test_snapshot_quote_without_bid_or_ask_is_not_dressed_as_data(
@@ -549,8 +549,8 @@ def test_snapshot_quote_without_bid_or_ask_is_not_dressed_as_data(
     snapshot = parse_snapshots(payload, ["AAPL"])["AAPL"]
 
     assert snapshot is not None
-    assert snapshot.latest_quote is None
-    assert snapshot.latest_trade is not None
+    assert snapshot["latest_quote"] is None
+    assert snapshot["latest_trade"] is not None
 
 
 @pytest.mark.parametrize(
@@ -599,10 +599,10 @@ def test_asset_example_is_a_known_asset(asset_wire: dict[str, Any]) -> None:
     asset = parse_asset_reply(Reply(200, asset_wire))
 
     assert asset is not None
-    assert asset.symbol == asset_wire["symbol"] == "AAPL"
-    assert asset.status == asset_wire["status"]
-    assert asset.tradable is asset_wire["tradable"]
-    assert asset.asset_class == asset_wire["class"]
+    assert asset["symbol"] == asset_wire["symbol"] == "AAPL"
+    assert asset["status"] == asset_wire["status"]
+    assert asset["tradable"] is asset_wire["tradable"]
+    assert asset["asset_class"] == asset_wire["class"]
 
 
 def test_asset_with_unknown_fields_and_new_enum_values_is_tolerated(
@@ -614,7 +614,7 @@ def test_asset_with_unknown_fields_and_new_enum_values_is_tolerated(
     asset = parse_asset_reply(Reply(200, asset_wire))
 
     assert asset is not None
-    assert asset.symbol == "AAPL"
+    assert asset["symbol"] == "AAPL"
 
 
 def test_asset_404_with_alpaca_not_found_body_means_unknown_symbol(
@@ -672,10 +672,10 @@ def clock_wire(trading_api: dict[str, Any]) -> dict[str, Any]:
 def test_clock_example_keeps_alpaca_text_and_offsets(clock_wire: dict[str, Any]) -> None:
     clock = parse_clock(clock_wire)
 
-    assert clock.timestamp == clock_wire["timestamp"] == "2025-06-24T14:15:22-04:00"
-    assert clock.next_open == clock_wire["next_open"]
-    assert clock.next_close == clock_wire["next_close"]
-    assert clock.is_open is clock_wire["is_open"]
+    assert clock["timestamp"] == clock_wire["timestamp"] == "2025-06-24T14:15:22-04:00"
+    assert clock["next_open"] == clock_wire["next_open"]
+    assert clock["next_close"] == clock_wire["next_close"]
+    assert clock["is_open"] is clock_wire["is_open"]
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ import pytest
 from app.cache import MemoryCache, cache_key
 from app.errors import ErrorCode, GatewayError
 from app.metrics import Metrics
-from app.read_through import ReadThrough, Served
+from app.reads.read_through import ReadThrough, Served
 from tests.support.clock import FakeClock
 
 FRESH_TTL_S = 1.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from app.alpaca.wire import epoch_seconds
 from app.cache import Cache, CachedValue
@@ -25,24 +25,25 @@ from app.errors import (
 from app.metrics import DataKind, Metrics
 from app.models.provenance import CacheState
 
-# A fetch answers each requested item with a real value (JSON-ready) or a typed failure.
-Result = Any
-Fetch = Callable[[list[str]], Awaitable[Mapping[str, Result]]]
+# The value of one kind (a QuoteValue, a BarSeriesValue, ...): JSON-ready, exactly as parsed.
+V = TypeVar("V")
+# A fetch answers each requested item with a real value or a typed failure.
+Fetch: TypeAlias = Callable[[list[str]], Awaitable[Mapping[str, V | GatewayError]]]
 # The observation times (Alpaca's RFC 3339 text) a value carries, checked against our clock.
-ObservedTimes = Callable[[Result], Iterable[str]]
+ObservedTimes: TypeAlias = Callable[[V], Iterable[str]]
 
 # Failures that say "Alpaca could not answer": a stale value may stand in if the client asked.
 STALE_ELIGIBLE = ALPACA_UNWELL | HELD_BACK
 
 
 @dataclass(frozen=True, slots=True)
-class Served:
-    value: Any
-    fetched_at: float
+class Served(Generic[V]):
+    value: V
+    fetched_at: float  # unix seconds when Alpaca's answer arrived (whichever instance asked)
     cache: CacheState
 
 
-Outcome = Served | GatewayError
+Outcome: TypeAlias = Served[V] | GatewayError
 # How an item was looked up: a value or failure from cache, a call of our own, or one joined.
 Lookup = Literal["hit", "negative", "miss", "shared"]
 
@@ -70,14 +71,14 @@ class ReadThrough:
         self,
         kind: DataKind,
         keys: Mapping[str, str],
-        fetch: Fetch,
+        fetch: Fetch[V],
         *,
         fresh_ttl_s: float,
         chunk_size: int,
         stale_if_error_s: float | None = None,
         refusal: Callable[[], GatewayError | None] | None = None,
-        observed: ObservedTimes | None = None,
-    ) -> dict[str, Outcome]:
+        observed: ObservedTimes[V] | None = None,
+    ) -> dict[str, Outcome[V]]:
         """Outcome per item of `keys` (item -> cache key), fetching only what is not fresh.
 
         `refusal` says whether the upstream would refuse a call right now (breaker open, rate
@@ -87,7 +88,7 @@ class ReadThrough:
         """
         now = self._clock()
         cached = await self.cache.get_many(list(keys.values()))
-        outcomes: dict[str, Outcome] = {}
+        outcomes: dict[str, Outcome[V]] = {}
         waiting: list[tuple[str, Lookup, Any]] = []
         to_fetch: list[str] = []
         for item, key in keys.items():
@@ -120,7 +121,7 @@ class ReadThrough:
 
     def _from_cache(
         self, kind: DataKind, entry: CachedValue, now: float, stale_if_error_s: float | None
-    ) -> Outcome:
+    ) -> Outcome[Any]:
         if entry.error is not None:
             # A remembered failure is still a failure: the client's stale opt-in applies.
             return self._settle(kind, entry, "negative", None, now, stale_if_error_s)
@@ -135,7 +136,7 @@ class ReadThrough:
         before: CachedValue | None,
         now: float,
         stale_if_error_s: float | None,
-    ) -> Outcome:
+    ) -> Outcome[Any]:
         """The answer for one looked-up item, counted once under the result it ended with."""
         error = entry.error
         if error is None:
@@ -160,13 +161,13 @@ class ReadThrough:
         self,
         chunk: list[str],
         keys: Mapping[str, str],
-        fetch: Fetch,
+        fetch: Fetch[V],
         fresh_ttl_s: float,
         previous: Mapping[str, CachedValue | None],
-        observed: ObservedTimes | None,
+        observed: ObservedTimes[V] | None,
     ) -> dict[str, CachedValue]:
         try:
-            results: Mapping[str, Result] = await fetch(chunk)
+            results: Mapping[str, V | GatewayError] = await fetch(chunk)
         except GatewayError as exc:
             results = dict.fromkeys(chunk, exc)
         fetched_at = self._clock()
@@ -188,7 +189,7 @@ class ReadThrough:
         return entries
 
     def _ahead_of_clock(
-        self, item: str, value: Result, observed: ObservedTimes, fetched_at: float
+        self, item: str, value: V, observed: ObservedTimes[V], fetched_at: float
     ) -> GatewayError | None:
         """A value observed in our future cannot be given a true age, so it is not data.
 

@@ -1,0 +1,251 @@
+"""The stock read path: which Alpaca calls answer a request, and how missing values are named.
+
+Latest quotes, trades and snapshots go through the one latest-value template; bars and the
+market clock are reads of their own. Nothing here invents a value: every item is Alpaca's, or a
+typed error (a symbol Alpaca omitted is classified by `MissingSymbols`).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from app.alpaca.market_data import SNAPSHOT_MEMBERS, StockDataClient
+from app.alpaca.trading import TradingClient
+from app.cache import cache_key
+from app.errors import ErrorCode, GatewayError
+from app.models.market_data import (
+    BarSeriesValue,
+    ClockValue,
+    QuoteValue,
+    SnapshotValue,
+    TradeValue,
+)
+from app.models.options import OptionSnapshotValue
+from app.reads.latest import LatestKind, LatestReads
+from app.reads.missing import MissingSymbols
+from app.reads.read_through import Outcome, ReadThrough
+from app.settings import Settings
+
+_TIMEFRAME = re.compile(r"^([1-9][0-9]?)(Min|T|Hour|H|Day|D|Week|W|Month|M)$")
+_UNIT_SECONDS = {"Min": 60, "T": 60, "Hour": 3600, "H": 3600, "Day": 86_400, "D": 86_400}
+_UNIT_SECONDS |= {"Week": 604_800, "W": 604_800, "Month": 2_678_400, "M": 2_678_400}
+_UNIT_LIMITS = {"Min": 59, "T": 59, "Hour": 23, "H": 23, "Day": 1, "D": 1, "Week": 1, "W": 1}
+_MONTHS = {1, 2, 3, 4, 6, 12}
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
+
+
+def timeframe_seconds(timeframe: str) -> int:
+    """Length of one bar, or VALIDATION_ERROR for a timeframe Alpaca would refuse."""
+    match = _TIMEFRAME.fullmatch(timeframe)
+    amount, unit = (int(match[1]), match[2]) if match else (0, "")
+    valid = bool(match) and (
+        amount in _MONTHS if unit in ("Month", "M") else amount <= _UNIT_LIMITS.get(unit, 0)
+    )
+    if not valid:
+        raise _invalid(
+            "timeframe", f"{timeframe!r} is not an Alpaca timeframe (e.g. 1Min, 15Min, 1Hour, 1Day)"
+        )
+    return amount * _UNIT_SECONDS[unit]
+
+
+def time_bound(name: str, value: str) -> float:
+    """Epoch seconds for a `start`/`end` given as RFC 3339 or YYYY-MM-DD (UTC midnight)."""
+    if _DATE.fullmatch(value):
+        text = f"{value}T00:00:00+00:00"
+    elif _RFC3339.fullmatch(value):
+        text = value
+    else:
+        raise _invalid(name, f"{name} must be RFC 3339 or YYYY-MM-DD")
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError as exc:
+        raise _invalid(name, f"{name} is not a real date") from exc
+
+
+def _invalid(name: str, detail: str) -> GatewayError:
+    return GatewayError(
+        ErrorCode.VALIDATION_ERROR,
+        detail,
+        extensions={"invalid_params": [{"name": name, "reason": detail}]},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BarsQuery:
+    symbol: str
+    timeframe: str
+    start: str | None
+    end: str | None
+    limit: int
+    feed: str
+    adjustment: str
+    page_token: str | None = None
+
+    def params(self) -> dict[str, str]:
+        query = {"timeframe": self.timeframe, "feed": self.feed, "adjustment": self.adjustment}
+        if self.start:
+            query["start"] = self.start
+        if self.end:
+            query["end"] = self.end
+        return query
+
+
+def latest_time(value: QuoteValue | TradeValue) -> Iterable[str]:
+    """A quote's or trade's observation time."""
+    return (value["timestamp"],)
+
+
+def snapshot_times(value: SnapshotValue | OptionSnapshotValue) -> Iterable[str]:
+    """The observation times of a snapshot's members."""
+    return (m["timestamp"] for name in SNAPSHOT_MEMBERS if (m := value[name]) is not None)
+
+
+def bar_times(value: BarSeriesValue) -> Iterable[str]:
+    return (bar["timestamp"] for bar in value["bars"])
+
+
+class StockReads:
+    def __init__(
+        self,
+        stocks: StockDataClient,
+        reference: TradingClient,
+        missing: MissingSymbols,
+        read_through: ReadThrough,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._stocks = stocks
+        self._reference = reference
+        self._missing = missing
+        self._reads = read_through
+        self._settings = settings
+        self._clock = clock
+        per_call = settings.data_symbols_per_call
+        self._quotes = LatestReads(
+            read_through,
+            LatestKind(
+                "quote",
+                stocks.latest_quotes,
+                self._explain("quote"),
+                self._refusal("quotes_latest"),
+                latest_time,
+                settings.cache_quote_ttl_s,
+                per_call,
+            ),
+        )
+        self._trades = LatestReads(
+            read_through,
+            LatestKind(
+                "trade",
+                stocks.latest_trades,
+                self._explain("trade"),
+                self._refusal("trades_latest"),
+                latest_time,
+                settings.cache_trade_ttl_s,
+                per_call,
+            ),
+        )
+        self._snapshots = LatestReads(
+            read_through,
+            LatestKind(
+                "snapshot",
+                stocks.snapshots,
+                self._explain("snapshot"),
+                self._refusal("snapshots"),
+                snapshot_times,
+                settings.cache_snapshot_ttl_s,
+                per_call,
+            ),
+        )
+
+    def _refusal(self, endpoint: str) -> Callable[[], GatewayError | None]:
+        return lambda: self._stocks.transport.refusal(endpoint)
+
+    def _explain(self, what: str) -> Callable[[Sequence[str]], Awaitable[dict[str, GatewayError]]]:
+        return lambda symbols: self._missing.stocks(symbols, what, "data")
+
+    async def quotes(
+        self, symbols: Sequence[str], feed: str, stale_if_error_s: float | None
+    ) -> dict[str, Outcome[QuoteValue]]:
+        return await self._quotes.read(symbols, feed, stale_if_error_s)
+
+    async def trade(
+        self, symbol: str, feed: str, stale_if_error_s: float | None
+    ) -> Outcome[TradeValue]:
+        return (await self._trades.read([symbol], feed, stale_if_error_s))[symbol]
+
+    async def snapshot(
+        self, symbol: str, feed: str, stale_if_error_s: float | None
+    ) -> Outcome[SnapshotValue]:
+        return (await self._snapshots.read([symbol], feed, stale_if_error_s))[symbol]
+
+    async def bars(
+        self, query: BarsQuery, stale_if_error_s: float | None
+    ) -> Outcome[BarSeriesValue]:
+        bar_s = timeframe_seconds(query.timeframe)
+        end_s = time_bound("end", query.end) if query.end else None
+        start_s = time_bound("start", query.start) if query.start else None
+        if start_s is not None and end_s is not None and start_s > end_s:
+            raise _invalid("start", "start is after end")
+        # Bars of intervals that have closed never change; anything reaching "now" may.
+        closed = end_s is not None and end_s + bar_s <= self._clock()
+        ttl_s = (
+            self._settings.cache_closed_bars_ttl_s
+            if closed
+            else self._settings.cache_open_bars_ttl_s
+        )
+        key = cache_key(
+            "bar",
+            query.feed,
+            query.symbol,
+            query.timeframe,
+            query.start or "-",
+            query.end or "-",
+            str(query.limit),
+            query.adjustment,
+            query.page_token or "-",
+        )
+
+        async def fetch(chunk: list[str]) -> dict[str, BarSeriesValue | GatewayError]:
+            bars, next_token = await self._stocks.bars(
+                query.symbol,
+                query.params(),
+                query.limit,
+                self._settings.bars_max_pages,
+                query.page_token,
+            )
+            if bars:
+                return {query.symbol: BarSeriesValue(bars=bars, next_page_token=next_token)}
+            what = "bars in the requested range"
+            return dict(await self._missing.stocks([query.symbol], what, "data"))
+
+        outcomes = await self._reads.read(
+            "bar",
+            {query.symbol: key},
+            fetch,
+            fresh_ttl_s=ttl_s,
+            chunk_size=1,
+            stale_if_error_s=stale_if_error_s,
+            refusal=self._refusal("bars"),
+            observed=bar_times,
+        )
+        return outcomes[query.symbol]
+
+    async def clock(self) -> Outcome[ClockValue]:
+        async def fetch(chunk: list[str]) -> dict[str, ClockValue | GatewayError]:
+            return {"clock": await self._reference.clock()}
+
+        outcomes = await self._reads.read(
+            "clock",
+            {"clock": cache_key("clock", "-", "-")},
+            fetch,
+            fresh_ttl_s=self._settings.cache_clock_ttl_s,
+            chunk_size=1,
+        )
+        return outcomes["clock"]
