@@ -13,7 +13,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from loguru import logger
@@ -34,6 +34,9 @@ class CachedValue:
     fetched_at: float  # unix seconds when the gateway received `value`
     fresh_until: float  # unix seconds; after this the entry is only a stale candidate
     error: GatewayError | None = None  # set on a negative entry
+    # What the API made of this entry once (its encoded answer), so a value served a thousand
+    # times is encoded once. Lives as long as the entry object; never stored in Redis.
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def is_fresh(self, now: float) -> bool:
         return now < self.fresh_until
@@ -81,6 +84,11 @@ class Cache(Protocol):
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, CachedValue]: ...
 
+    def peek(self, key: str) -> CachedValue | None:
+        """The entry this process holds for `key` right now, without any I/O; None if it holds
+        none (which says nothing about Redis)."""
+        ...
+
     async def put_many(self, entries: Sequence[tuple[str, CachedValue, float]]) -> None:
         """Store (key, entry, keep_s); `keep_s` is the hard expiry, past any stale use."""
         ...
@@ -116,6 +124,12 @@ class MemoryCache:
                 continue
             found[key] = item[1]
         return found
+
+    def peek(self, key: str) -> CachedValue | None:
+        item = self._entries.get(key)
+        if item is None or item[0] <= self._clock():
+            return None
+        return item[1]
 
     async def put_many(self, entries: Sequence[tuple[str, CachedValue, float]]) -> None:
         now = self._clock()
@@ -163,10 +177,21 @@ class RedisCache:
         timeout_s: float,
         namespace: str = "gw",
         retry_interval_s: float = 1.0,
+        near_max_entries: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        """`client` is shared (the per-key quotas use it too); its owner closes it."""
+        """`client` is shared (the per-key quotas use it too); its owner closes it.
+
+        A small in-process near cache sits in front of Redis: an entry read or written here is
+        answered from memory while it is fresh (by its own fetch time, whichever instance
+        fetched it), so a hot key costs one Redis read per TTL instead of one per request. It
+        also keeps this instance's own fetches while Redis is away.
+        """
         self._redis = client
+        self._near: OrderedDict[str, CachedValue] = OrderedDict()
+        self._near_max_entries = near_max_entries
+        self._wall_clock = wall_clock
         self._metrics = metrics
         self._prefix = f"{namespace}:"
         self._timeout_s = timeout_s
@@ -177,27 +202,57 @@ class RedisCache:
         metrics.dependency("redis", up=True)
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, CachedValue]:
-        if not keys or self._skipping():
-            return {}
+        found: dict[str, CachedValue] = {}
+        ask: list[str] = []
+        for key in keys:
+            near = self.peek(key)
+            if near is not None:
+                found[key] = near
+            else:
+                ask.append(key)
+        if not ask or self._skipping():
+            return found
         try:
             async with asyncio.timeout(self._timeout_s * 2):
-                raw = await self._redis.mget([self._prefix + key for key in keys])
+                raw = await self._redis.mget([self._prefix + key for key in ask])
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(exc)
-            return {}
+            return found
         self._recovered()
-        found: dict[str, CachedValue] = {}
-        for key, item in zip(keys, raw, strict=True):
+        for key, item in zip(ask, raw, strict=True):
             if item is None:
                 continue
             try:
-                found[key] = decode(item)
+                entry = decode(item)
             except (ValueError, KeyError, TypeError, AttributeError):
                 # An entry this version cannot read (another version wrote it) is just a miss.
                 continue
+            found[key] = entry
+            self._keep_near(key, entry)
         return found
 
+    def peek(self, key: str) -> CachedValue | None:
+        entry = self._near.get(key)
+        if entry is None:
+            return None
+        if not entry.is_fresh(self._wall_clock()):
+            # Past its freshness it is Redis's to answer (a newer value, or a stale candidate).
+            del self._near[key]
+            return None
+        return entry
+
+    def near_entries(self) -> int:
+        return len(self._near)
+
+    def _keep_near(self, key: str, entry: CachedValue) -> None:
+        self._near.pop(key, None)
+        self._near[key] = entry
+        if len(self._near) > self._near_max_entries:
+            self._near.popitem(last=False)
+
     async def put_many(self, entries: Sequence[tuple[str, CachedValue, float]]) -> None:
+        for key, entry, _ in entries:
+            self._keep_near(key, entry)
         if not entries or self._skipping():
             return
         try:

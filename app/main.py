@@ -29,6 +29,7 @@ from app.alpaca.transport import (
     open_session,
 )
 from app.api import clock, docs, options, stocks, system, trading
+from app.api.hot import GatewayApp, HotRoute, HotRoutes, dispatch
 from app.api.middleware import RequestContextMiddleware
 from app.api.openapi import operation_id, problem_openapi
 from app.api.problems import add_exception_handlers, internal_response, problem_response
@@ -83,7 +84,7 @@ def _secrets(settings: Settings) -> list[str]:
     return [v.get_secret_value() for v in values if v is not None]
 
 
-def create_app(settings: Settings, *, freeze_after_startup: bool = False) -> FastAPI:
+def create_app(settings: Settings, *, freeze_after_startup: bool = False) -> GatewayApp:
     """The gateway. `freeze_after_startup` is for the process that serves it (`app.main:app`):
     what start-up built then lives as long as the process and is moved out of the collector's
     way; a test building many apps in one process must not freeze each one's objects."""
@@ -114,7 +115,7 @@ def create_app(settings: Settings, *, freeze_after_startup: bool = False) -> Fas
             yield {"gateway": state}
             logger.info("gateway shutting down")
 
-    app = FastAPI(
+    app = GatewayApp(
         title="Alpaca real-data gateway",
         version=VERSION,
         description=(
@@ -122,6 +123,9 @@ def create_app(settings: Settings, *, freeze_after_startup: bool = False) -> Fas
             "or a typed problem+json error. Nothing is fabricated."
         ),
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry hooks ask for the global providers on every request (4% of
+        # a cached quote's CPU); the gateway's telemetry is its Prometheus metrics and logs.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         # /docs is served from the gateway's own assets (app/api/docs.py), not a CDN; no ReDoc
         # (it has no offline bundle here).
         docs_url=None,
@@ -141,6 +145,21 @@ def create_app(settings: Settings, *, freeze_after_startup: bool = False) -> Fas
     access_log = logger_level_no(settings.log_level) <= logger_level_no("INFO")
     app.add_middleware(
         RequestContextMiddleware,
+        metrics=metrics,
+        on_unhandled=internal_response,
+        on_error=problem_response,
+        max_body_bytes=settings.max_body_bytes,
+        access_log=access_log,
+    )
+    app.hot_routes = HotRoutes(
+        [
+            HotRoute("/v1/stocks/{symbol}/quote", "symbol", stocks.latest_quote),
+            HotRoute("/v1/stocks/{symbol}/trade", "symbol", stocks.latest_trade),
+            HotRoute("/v1/options/{contract}/quote", "contract", options.option_quote),
+        ]
+    )
+    app.hot_front = RequestContextMiddleware(
+        dispatch,
         metrics=metrics,
         on_unhandled=internal_response,
         on_error=problem_response,

@@ -14,9 +14,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import ErrorCode, GatewayError
+from app.logs import REQUEST_ID
 from app.metrics import Metrics
 
-_request_id: ContextVar[str] = ContextVar("request_id", default="-")
 # Client-supplied ids are echoed into logs and headers: accept only a safe, bounded shape.
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._\-]{1,64}")
 _UNMATCHED = "__unmatched__"
@@ -24,10 +24,6 @@ _UNMATCHED = "__unmatched__"
 
 # Filled by the problem renderer so the access line can say which error, from which upstream.
 _outcome: ContextVar[dict[str, str] | None] = ContextVar("request_outcome", default=None)
-
-
-def current_request_id() -> str:
-    return _request_id.get()
 
 
 def note_problem(code: str, upstream: str | None) -> None:
@@ -65,7 +61,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = _incoming_request_id(scope) or os.urandom(16).hex()
-        token = _request_id.set(request_id)
+        token = REQUEST_ID.set(request_id)
         outcome: dict[str, str] = {}
         outcome_token = _outcome.set(outcome)
         header = (b"x-request-id", request_id.encode())
@@ -90,30 +86,27 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            with logger.contextualize(request_id=request_id):
-                try:
-                    too_large = self._announced_too_large(scope)
-                    if too_large is not None and self.on_error is not None:
-                        # Refused before the body is read or any route runs.
-                        response = self.on_error(Request(scope), too_large)
-                        await response(scope, receive, send_with_id)
-                        return
-                    await self.app(scope, self._limited(receive), send_with_id)
-                except Exception as exc:
-                    # A bug. The log line carries the request id and the traceback; the body
-                    # carries the id and neither the traceback nor the message.
-                    logger.opt(exception=exc).error(
-                        "unhandled {} on {}", type(exc).__name__, scope.get("path", "")
-                    )
-                    if responded or self.on_unhandled is None:
-                        raise
-                    response = await self.on_unhandled(Request(scope))
-                    await response(scope, receive, send_with_id)
-                finally:
-                    self._observe(scope, method, status, time.perf_counter() - started, outcome)
+            too_large = self._announced_too_large(scope)
+            if too_large is not None and self.on_error is not None:
+                # Refused before the body is read or any route runs.
+                response = self.on_error(Request(scope), too_large)
+                await response(scope, receive, send_with_id)
+                return
+            await self.app(scope, self._limited(receive), send_with_id)
+        except Exception as exc:
+            # A bug. The log line carries the request id and the traceback; the body carries
+            # the id and neither the traceback nor the message.
+            logger.opt(exception=exc).error(
+                "unhandled {} on {}", type(exc).__name__, scope.get("path", "")
+            )
+            if responded or self.on_unhandled is None:
+                raise
+            response = await self.on_unhandled(Request(scope))
+            await response(scope, receive, send_with_id)
         finally:
+            self._observe(scope, method, status, time.perf_counter() - started, outcome)
             _outcome.reset(outcome_token)
-            _request_id.reset(token)
+            REQUEST_ID.reset(token)
 
     def _announced_too_large(self, scope: Scope) -> GatewayError | None:
         if self.max_body_bytes is None:

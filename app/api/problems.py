@@ -16,8 +16,9 @@ from loguru import logger
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from app.api.middleware import current_request_id, note_problem
+from app.api.middleware import note_problem
 from app.errors import OPERATOR_ATTENTION, ErrorCode, GatewayError
+from app.logs import current_request_id
 from app.storage.records import ErrorLogEntry
 
 PROBLEM_JSON = "application/problem+json"

@@ -13,11 +13,11 @@ from pydantic import ValidationError
 from app.alpaca.trading import Refusal
 from app.api import render
 from app.api.auth import authorize
-from app.api.middleware import current_request_id
 from app.api.operation import UPSTREAM, Operation
 from app.api.params import Param, gateway_of, invalid
 from app.errors import ErrorCode, GatewayError
 from app.keys import Scope
+from app.logs import current_request_id
 from app.models.numbers import NumberText
 from app.models.patterns import IDEMPOTENCY_KEY_PATTERN, ORDER_ID_PATTERN
 from app.models.trading import SYMBOL_SCHEMA, Account, Order, OrderAsSent, OrderRequest, Position

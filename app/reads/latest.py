@@ -44,6 +44,11 @@ class LatestReads(Generic[V]):
     ) -> dict[str, Outcome[V]]:
         """Each symbol's latest value or typed failure; `feed` is part of every cache key."""
         kind = self._kind
+        if len(symbols) == 1:
+            # The hot path: one symbol this process holds fresh needs no flight, no closure.
+            hit = self._reads.cached(kind.kind, cache_key(kind.kind, feed, symbols[0]))
+            if hit is not None:
+                return {symbols[0]: hit}
 
         async def one(symbol: str) -> V | GatewayError:
             try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from app.alpaca.wire import epoch_seconds
@@ -41,6 +41,8 @@ class Served(Generic[V]):
     value: V
     fetched_at: float  # unix seconds when Alpaca's answer arrived (whichever instance asked)
     cache: CacheState
+    # The cache entry's memo (what the API encoded of it once); None for values not cached.
+    memo: dict[Any, Any] | None = field(default=None, compare=False, repr=False)
 
 
 Outcome: TypeAlias = Served[V] | GatewayError
@@ -66,6 +68,15 @@ class ReadThrough:
         self._skew_s = clock_skew_tolerance_s
         self._clock = clock
         self._flights: SingleFlight[CachedValue] = SingleFlight()
+
+    def cached(self, kind: DataKind, key: str) -> Served[Any] | None:
+        """A fresh value this process already holds for `key`, answered without I/O or a task;
+        None sends the caller down `read` (a miss, a remembered failure, or Redis to ask)."""
+        entry = self.cache.peek(key)
+        if entry is None or entry.error is not None or not entry.is_fresh(self._clock()):
+            return None
+        self._metrics.cache_result(kind, "hit")
+        return Served(entry.value, entry.fetched_at, "hit", entry.memo)
 
     async def read(
         self,
@@ -126,7 +137,7 @@ class ReadThrough:
             # A remembered failure is still a failure: the client's stale opt-in applies.
             return self._settle(kind, entry, "negative", None, now, stale_if_error_s)
         self._metrics.cache_result(kind, "hit")
-        return Served(entry.value, entry.fetched_at, "hit")
+        return Served(entry.value, entry.fetched_at, "hit", entry.memo)
 
     def _settle(
         self,
@@ -142,7 +153,7 @@ class ReadThrough:
         if error is None:
             served_as: CacheState = "hit" if state == "negative" else state
             self._metrics.cache_result(kind, served_as)
-            return Served(entry.value, entry.fetched_at, served_as)
+            return Served(entry.value, entry.fetched_at, served_as, entry.memo)
         if stale_if_error_s is not None and error.code in STALE_ELIGIBLE:
             # The newest real value we hold, with its true fetch time; never a made-up one.
             for candidate in (entry, before):
@@ -152,7 +163,7 @@ class ReadThrough:
                     and now - candidate.fetched_at <= stale_if_error_s
                 ):
                     self._metrics.cache_result(kind, "stale")
-                    return Served(candidate.value, candidate.fetched_at, "stale")
+                    return Served(candidate.value, candidate.fetched_at, "stale", candidate.memo)
         self._metrics.cache_result(kind, state)
         # A copy per answer: the remembered failure is shared by every request that meets it.
         return error.fresh()

@@ -357,3 +357,60 @@ async def test_redis_error_counter_is_exported_at_zero_before_any_error(redis_ur
         errors, _ = redis_samples(metrics)
 
         assert errors == 0
+
+
+# --- the near cache in front of Redis ------------------------------------------------------------
+async def test_near_cache_answers_a_fresh_entry_without_asking_redis_and_never_past_it(
+    redis_url: str, namespace: str, raw_redis: Redis
+) -> None:
+    wall = FakeClock(FETCHED_AT)
+    async with redis_cache_at(
+        redis_url, Metrics(), timeout_s=1.0, namespace=namespace, wall_clock=wall
+    ) as cache:
+        entry = positive_entry()  # fresh for 1 s after FETCHED_AT
+        await cache.put_many([("q:AAPL", entry, 30.0)])
+        # Another instance refreshes the entry in Redis.
+        newer = positive_entry({**QUOTE_VALUE, "ask_price": 172.63}, FETCHED_AT + 0.5)
+        await raw_redis.set(f"{namespace}:q:AAPL", encode(newer))
+
+        wall.advance(0.9)
+        near = await cache.get_many(["q:AAPL"])
+        wall.advance(0.2)  # past the near entry's own freshness
+        after = await cache.get_many(["q:AAPL"])
+
+    assert near["q:AAPL"] is entry  # from memory: its own value and fetch time
+    assert after["q:AAPL"] == newer  # Redis asked again, never the old entry past its time
+    assert after["q:AAPL"].fetched_at == FETCHED_AT + 0.5
+
+
+async def test_near_cache_keeps_this_instances_fetches_while_redis_is_away(
+    closed_port_url: str,
+) -> None:
+    wall = FakeClock(FETCHED_AT)
+    async with redis_cache_at(
+        closed_port_url, Metrics(), timeout_s=0.25, retry_interval_s=0.0, wall_clock=wall
+    ) as cache:
+        await cache.put_many([("q:AAPL", positive_entry(), 30.0)])
+        found = await cache.get_many(["q:AAPL"])
+        wall.advance(1.5)
+        expired = await cache.get_many(["q:AAPL"])
+
+    assert found["q:AAPL"].value == QUOTE_VALUE
+    assert expired == {}
+
+
+async def test_near_cache_is_bounded(redis_url: str, namespace: str) -> None:
+    wall = FakeClock(FETCHED_AT)
+    async with redis_cache_at(
+        redis_url,
+        Metrics(),
+        timeout_s=1.0,
+        namespace=namespace,
+        near_max_entries=3,
+        wall_clock=wall,
+    ) as cache:
+        await cache.put_many([(f"q:S{i}", positive_entry(), 30.0) for i in range(10)])
+
+        assert cache.near_entries() == 3
+        assert cache.peek("q:S9") is not None
+        assert cache.peek("q:S0") is None
