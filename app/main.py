@@ -165,6 +165,7 @@ def create_app(settings: Settings, *, freeze_after_startup: bool = False) -> Gat
         on_error=problem_response,
         max_body_bytes=settings.max_body_bytes,
         access_log=access_log,
+        reads_bodies=False,  # hot routes are GETs; their endpoints never read a body
     )
     app.openapi = problem_openapi(app, settings)  # type: ignore[method-assign]
     return app

@@ -14,11 +14,16 @@ from app.storage.store import StoreUnavailable
 
 
 def presented_key(request: Request) -> str | None:
-    authorization = request.headers.get("authorization")
-    if authorization is not None:
-        scheme, _, token = authorization.partition(" ")
-        return token.strip() if scheme.lower() == "bearer" and token.strip() else ""
-    return request.headers.get("x-api-key")
+    """The key the client sent; "" for an Authorization header that is not `Bearer <key>`
+    (it wins over X-API-Key, so a malformed one is a 401 even beside a valid X-API-Key)."""
+    api_key = None
+    for name, value in request.scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" and token.strip() else ""
+        if name == b"x-api-key" and api_key is None:
+            api_key = value.decode("latin-1")
+    return api_key
 
 
 async def authorize(request: Request, scope: Scope) -> ApiKeyRow | None:

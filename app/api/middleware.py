@@ -44,8 +44,12 @@ class RequestContextMiddleware:
         on_error: Callable[[Request, GatewayError], Response] | None = None,
         max_body_bytes: int | None = None,
         access_log: bool = True,
+        reads_bodies: bool = True,
     ) -> None:
+        """`reads_bodies=False` for an app that never reads a request body (the hot GETs): no
+        counting wrapper around `receive`; an announced oversized body is still refused."""
         self.app = app
+        self.reads_bodies = reads_bodies
         self.metrics = metrics
         # Renders INTERNAL while the request id is still set (the framework's own last-resort
         # handler runs outside this middleware, after the id is gone).
@@ -55,19 +59,22 @@ class RequestContextMiddleware:
         self.max_body_bytes = max_body_bytes
         # Decided once: building a bound record per request costs even when the level drops it.
         self.access_log = access_log
+        self._id_prefix = os.urandom(10).hex()
+        self._issued = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or os.urandom(16).hex()
+        started = time.perf_counter()
+        incoming_id, content_length = _read_headers(scope["headers"])
+        request_id = incoming_id or self._new_request_id()
         token = REQUEST_ID.set(request_id)
         outcome: dict[str, str] = {}
         outcome_token = _outcome.set(outcome)
         header = (b"x-request-id", request_id.encode())
         status = 500
         responded = False
-        started = time.perf_counter()
         method = scope["method"]
         if method == "HEAD":
             # HEAD is GET without the body (RFC 9110 §9.3.2): same route, same headers.
@@ -77,22 +84,22 @@ class RequestContextMiddleware:
             nonlocal status, responded
             if message["type"] == "http.response.start":
                 status, responded = message["status"], True
-                message["headers"] = [
-                    *(h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"),
-                    header,
-                ]
+                # Routes never set X-Request-ID; this is the one place it is written.
+                message["headers"] = [*message.get("headers", ()), header]
             elif method == "HEAD" and message["type"] == "http.response.body":
                 message = {**message, "body": b""}
             await send(message)
 
         try:
-            too_large = self._announced_too_large(scope)
+            too_large = self._announced_too_large(content_length)
             if too_large is not None and self.on_error is not None:
                 # Refused before the body is read or any route runs.
                 response = self.on_error(Request(scope), too_large)
                 await response(scope, receive, send_with_id)
                 return
-            await self.app(scope, self._limited(receive), send_with_id)
+            await self.app(
+                scope, self._limited(receive) if self.reads_bodies else receive, send_with_id
+            )
         except Exception as exc:
             # A bug. The log line carries the request id and the traceback; the body carries
             # the id and neither the traceback nor the message.
@@ -108,15 +115,17 @@ class RequestContextMiddleware:
             _outcome.reset(outcome_token)
             REQUEST_ID.reset(token)
 
-    def _announced_too_large(self, scope: Scope) -> GatewayError | None:
-        if self.max_body_bytes is None:
+    def _new_request_id(self) -> str:
+        # A random per-process prefix and a counter: unique without a syscall per request.
+        self._issued += 1
+        return f"{self._id_prefix}{self._issued:012x}"
+
+    def _announced_too_large(self, content_length: bytes | None) -> GatewayError | None:
+        if self.max_body_bytes is None or content_length is None:
             return None
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                # The server has already refused a malformed Content-Length.
-                if value.isdigit() and int(value) > self.max_body_bytes:
-                    return _too_large(self.max_body_bytes)
-                return None
+        # The server has already refused a malformed Content-Length.
+        if content_length.isdigit() and int(content_length) > self.max_body_bytes:
+            return _too_large(self.max_body_bytes)
         return None
 
     def _limited(self, receive: Receive) -> Receive:
@@ -163,9 +172,13 @@ def _too_large(limit: int) -> GatewayError:
     )
 
 
-def _incoming_request_id(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
+def _read_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, bytes | None]:
+    """The client's request id (only a safe one) and Content-Length, in one pass."""
+    request_id = content_length = None
+    for name, value in headers:
         if name == b"x-request-id":
             candidate = value.decode("latin-1")
-            return candidate if _SAFE_REQUEST_ID.fullmatch(candidate) else None
-    return None
+            request_id = candidate if _SAFE_REQUEST_ID.fullmatch(candidate) else None
+        elif name == b"content-length":
+            content_length = value
+    return request_id, content_length

@@ -56,6 +56,8 @@ def problem(error: GatewayError, instance: str) -> dict[str, Any]:
 
 def problem_response(request: Request, error: GatewayError) -> Response:
     note_problem(error.code.name, error.upstream)
+    # What request.url.path says (the same escapes), without building the whole URL.
+    path = request.scope["path"].replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
     gateway = getattr(request.state, "gateway", None)
     if gateway is not None:
         gateway.metrics.http_error(error.code)
@@ -67,19 +69,20 @@ def problem_response(request: Request, error: GatewayError) -> Response:
                     message=error.detail,
                     request_id=current_request_id(),
                     context={
-                        "path": request.url.path,
+                        "path": path,
                         "upstream": error.upstream,
                         "symbol": error.symbol,
                     },
                 )
             )
-    headers = {"X-Request-ID": current_request_id()}
+    # X-Request-ID is added by the request middleware, to every answer alike.
+    headers: dict[str, str] = {}
     if error.retry_after_s is not None:
         headers["Retry-After"] = str(error.retry_after_s)
     if error.code is ErrorCode.METHOD_NOT_ALLOWED and "allow" in error.extensions:
         headers["Allow"] = str(error.extensions.pop("allow"))
     return Response(
-        content=json.dumps(problem(error, request.url.path), separators=(",", ":")).encode(),
+        content=json.dumps(problem(error, path), separators=(",", ":")).encode(),
         status_code=int(error.code.status),
         media_type=PROBLEM_JSON,
         headers=headers,

@@ -126,6 +126,9 @@ _CACHE_STATUS = {
 }
 
 
+_CACHE_STATUS_BYTES = {state: text.encode() for state, text in _CACHE_STATUS.items()}
+
+
 def cache_status(states: set[str]) -> str:
     """RFC 9211 Cache-Status; a batch mixing states reports the least fresh one."""
     for state in ("stale", "miss", "shared", "hit"):
@@ -169,11 +172,24 @@ def latest_value(
         check_max_age(served.value["timestamp"], now, max_age_ms, symbol)
     gateway.metrics.served_age(kind, served.cache, max(0.0, now - observed))
     gateway.metrics.observed(symbol, observed)
-    return Response(
-        prefix + str(age).encode() + _PROVENANCE_END[served.cache],
-        media_type="application/json",
-        headers={"Cache-Status": _CACHE_STATUS[served.cache]},
-    )
+    return EncodedJSON(prefix + str(age).encode() + _PROVENANCE_END[served.cache], served.cache)
+
+
+class EncodedJSON(Response):
+    """A 200 JSON answer whose bytes are ready: the headers a Response would build (Cache-Status,
+    Content-Length, Content-Type, in that order), without its generic header pass."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, cache: str) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = [
+            (b"cache-status", _CACHE_STATUS_BYTES[cache]),
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"application/json"),
+        ]
 
 
 # The bytes after `age_ms` in a latest value's answer, per cache state.

@@ -136,10 +136,8 @@ async def latest_quote(request: Request) -> Response:
     gateway, symbol = gateway_of(request), params.symbol(request)
     # Every parameter is checked before anything is asked of Alpaca.
     feed, max_age_ms = _feed(gateway, request), _max_age(gateway, request)
-    outcomes = await gateway.stocks.quotes([symbol], feed, params.stale_if_error_s(request))
-    return render.latest_value(
-        request, gateway, outcomes[symbol], symbol, "quote", feed, max_age_ms
-    )
+    outcome = await gateway.stocks.quote(symbol, feed, params.stale_if_error_s(request))
+    return render.latest_value(request, gateway, outcome, symbol, "quote", feed, max_age_ms)
 
 
 @router.get(

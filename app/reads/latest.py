@@ -14,7 +14,7 @@ from typing import Generic
 from app.cache import cache_key
 from app.errors import ErrorCode, GatewayError
 from app.metrics import DataKind
-from app.reads.read_through import ObservedTimes, Outcome, ReadThrough, V
+from app.reads.read_through import ObservedTimes, Outcome, ReadThrough, Served, V
 
 # (symbols, feed) -> each symbol's value, or None where Alpaca had none (one upstream call).
 LatestFetch = Callable[[Sequence[str], str], Awaitable[Mapping[str, V | None]]]
@@ -39,16 +39,16 @@ class LatestReads(Generic[V]):
         self._reads = read_through
         self._kind = kind
 
+    def cached(self, symbol: str, feed: str) -> Served[V] | None:
+        """The hot path: a fresh value this process holds, answered without a task or a flight
+        (None: ask `read`)."""
+        return self._reads.cached(self._kind.kind, cache_key(self._kind.kind, feed, symbol))
+
     async def read(
         self, symbols: Sequence[str], feed: str, stale_if_error_s: float | None
     ) -> dict[str, Outcome[V]]:
         """Each symbol's latest value or typed failure; `feed` is part of every cache key."""
         kind = self._kind
-        if len(symbols) == 1:
-            # The hot path: one symbol this process holds fresh needs no flight, no closure.
-            hit = self._reads.cached(kind.kind, cache_key(kind.kind, feed, symbols[0]))
-            if hit is not None:
-                return {symbols[0]: hit}
 
         async def one(symbol: str) -> V | GatewayError:
             try:

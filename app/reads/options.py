@@ -56,7 +56,10 @@ class OptionReads:
     async def quote(
         self, contract: str, feed: str, stale_if_error_s: float | None
     ) -> Outcome[OptionQuoteValue]:
-        return (await self._quotes.read([contract], feed, stale_if_error_s))[contract]
+        return (
+            self._quotes.cached(contract, feed)
+            or (await self._quotes.read([contract], feed, stale_if_error_s))[contract]
+        )
 
     async def chain(
         self,

@@ -175,10 +175,21 @@ class StockReads:
     ) -> dict[str, Outcome[QuoteValue]]:
         return await self._quotes.read(symbols, feed, stale_if_error_s)
 
+    async def quote(
+        self, symbol: str, feed: str, stale_if_error_s: float | None
+    ) -> Outcome[QuoteValue]:
+        return (
+            self._quotes.cached(symbol, feed)
+            or (await self._quotes.read([symbol], feed, stale_if_error_s))[symbol]
+        )
+
     async def trade(
         self, symbol: str, feed: str, stale_if_error_s: float | None
     ) -> Outcome[TradeValue]:
-        return (await self._trades.read([symbol], feed, stale_if_error_s))[symbol]
+        return (
+            self._trades.cached(symbol, feed)
+            or (await self._trades.read([symbol], feed, stale_if_error_s))[symbol]
+        )
 
     async def snapshot(
         self, symbol: str, feed: str, stale_if_error_s: float | None
