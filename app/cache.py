@@ -89,6 +89,9 @@ class Cache(Protocol):
         none (which says nothing about Redis)."""
         ...
 
+    # True when `peek` answering None means the cache holds nothing for the key anywhere.
+    conclusive_peek: bool
+
     async def put_many(self, entries: Sequence[tuple[str, CachedValue, float]]) -> None:
         """Store (key, entry, keep_s); `keep_s` is the hard expiry, past any stale use."""
         ...
@@ -104,6 +107,7 @@ class MemoryCache:
     """Process-local cache with the same contract; bounded so a symbol scan cannot grow it."""
 
     backend = "memory"
+    conclusive_peek = True
 
     def __init__(
         self, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic
@@ -168,6 +172,7 @@ class RedisCache:
     """Redis-backed cache that fails open: a Redis outage costs speed, never an answer."""
 
     backend = "redis"
+    conclusive_peek = False
 
     def __init__(
         self,

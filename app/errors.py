@@ -54,17 +54,11 @@ class ErrorCode(Enum):
     )
     INTERNAL = (HTTPStatus.INTERNAL_SERVER_ERROR, "Internal error", False)
 
-    @property
-    def status(self) -> HTTPStatus:
-        return self.value[0]
-
-    @property
-    def title(self) -> str:
-        return self.value[1]
-
-    @property
-    def retryable(self) -> bool:
-        return self.value[2]
+    def __init__(self, status: HTTPStatus, title: str, retryable: bool) -> None:
+        # Plain attributes, read on every problem answer (an enum's `value` is a descriptor).
+        self.status = status
+        self.title = title
+        self.retryable = retryable
 
 
 E = ErrorCode

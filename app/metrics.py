@@ -189,6 +189,8 @@ class Metrics:
         # are touched on every served value.
         self._cache_children: dict[tuple[str, str], Any] = {}
         self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        # Every label set here comes from a closed set (codes, upstreams, endpoints, outcomes).
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._age_children: dict[tuple[str, str], Any] = {}
         self._initialise_children()
 
@@ -222,7 +224,7 @@ class Metrics:
         children[1].observe(duration_s)
 
     def http_error(self, code: ErrorCode) -> None:
-        self._http_errors.labels(code.name).inc()
+        self._child(self._http_errors, code.name).inc()
 
     def cache_result(self, kind: DataKind, result: CacheResult) -> None:
         child = self._cache_children.get((kind, result))
@@ -244,6 +246,14 @@ class Metrics:
             self._newest_observed[symbol] = observed_epoch
             self._watchlist_observed.labels(symbol).set(observed_epoch)
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once (`.labels()` hashes and locks per call)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def upstream_call(
         self, upstream: Upstream, endpoint: str, outcome: UpstreamOutcome, duration_s: float
     ) -> None:
@@ -251,7 +261,8 @@ class Metrics:
         self._upstream_duration.labels(upstream, endpoint).observe(duration_s)
 
     def upstream_outcome(self, upstream: Upstream, endpoint: str, outcome: UpstreamOutcome) -> None:
-        self._upstream_requests.labels(upstream, endpoint, outcome).inc()
+        # Breaker-open and rate-limit answers land here once per refused request: cheap child.
+        self._child(self._upstream_requests, upstream, endpoint, outcome).inc()
 
     def upstream_success(self, upstream: Upstream, unix_time: float) -> None:
         self._upstream_last_success.labels(upstream).set(unix_time)

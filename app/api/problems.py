@@ -54,39 +54,58 @@ def problem(error: GatewayError, instance: str) -> dict[str, Any]:
     return body
 
 
-def problem_response(request: Request, error: GatewayError) -> Response:
+def record_problem(request: Request, error: GatewayError, path: str) -> None:
+    """What every typed failure leaves behind, whether it is the answer or one item of a batch:
+    the access line's code, the error counter, and for operators' failures an error-log row."""
     note_problem(error.code.name, error.upstream)
-    # What request.url.path says (the same escapes), without building the whole URL.
-    path = request.scope["path"].replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
-    gateway = getattr(request.state, "gateway", None)
-    if gateway is not None:
-        gateway.metrics.http_error(error.code)
-        if error.code in OPERATOR_ATTENTION:
-            # Queued, never awaited: recording a failure must not slow or fail the answer.
-            gateway.error_log.submit(
-                ErrorLogEntry(
-                    code=error.code.name,
-                    message=error.detail,
-                    request_id=current_request_id(),
-                    context={
-                        "path": path,
-                        "upstream": error.upstream,
-                        "symbol": error.symbol,
-                    },
-                )
+    gateway = request.scope.get("state", {}).get("gateway")
+    if gateway is None:
+        return
+    gateway.metrics.http_error(error.code)
+    if error.code in OPERATOR_ATTENTION:
+        # Queued, never awaited: recording a failure must not slow or fail the answer.
+        gateway.error_log.submit(
+            ErrorLogEntry(
+                code=error.code.name,
+                message=error.detail,
+                request_id=current_request_id(),
+                context={"path": path, "upstream": error.upstream, "symbol": error.symbol},
             )
-    # X-Request-ID is added by the request middleware, to every answer alike.
-    headers: dict[str, str] = {}
-    if error.retry_after_s is not None:
-        headers["Retry-After"] = str(error.retry_after_s)
-    if error.code is ErrorCode.METHOD_NOT_ALLOWED and "allow" in error.extensions:
-        headers["Allow"] = str(error.extensions.pop("allow"))
-    return Response(
-        content=json.dumps(problem(error, path), separators=(",", ":")).encode(),
-        status_code=int(error.code.status),
-        media_type=PROBLEM_JSON,
-        headers=headers,
-    )
+        )
+
+
+def instance_of(request: Request) -> str:
+    """What request.url.path says (the same escapes), without building the whole URL."""
+    path: str = request.scope["path"]
+    return path.replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
+
+
+def problem_response(request: Request, error: GatewayError) -> Response:
+    """The answer for one typed failure: recorded, then rendered as problem+json."""
+    path = instance_of(request)
+    record_problem(request, error, path)
+    return ProblemResponse(error, path)
+
+
+class ProblemResponse(Response):
+    """problem+json with the headers it needs (Retry-After, Allow), built directly.
+    X-Request-ID is added by the request middleware, to every answer alike."""
+
+    media_type = PROBLEM_JSON
+
+    def __init__(self, error: GatewayError, instance: str) -> None:
+        headers: list[tuple[bytes, bytes]] = []
+        if error.code is ErrorCode.METHOD_NOT_ALLOWED and "allow" in error.extensions:
+            # A header, not a member of the body.
+            headers.append((b"allow", str(error.extensions.pop("allow")).encode()))
+        if error.retry_after_s is not None:
+            headers.append((b"retry-after", str(error.retry_after_s).encode()))
+        self.status_code = error.code.status
+        self.background = None
+        self.body = json.dumps(problem(error, instance), separators=(",", ":")).encode()
+        headers.append((b"content-length", str(len(self.body)).encode()))
+        headers.append((b"content-type", b"application/problem+json"))
+        self.raw_headers = headers
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:

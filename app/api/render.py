@@ -129,18 +129,24 @@ _CACHE_STATUS = {
 _CACHE_STATUS_BYTES = {state: text.encode() for state, text in _CACHE_STATUS.items()}
 
 
-def cache_status(states: set[str]) -> str:
-    """RFC 9211 Cache-Status; a batch mixing states reports the least fresh one."""
+def least_fresh(states: set[str]) -> str | None:
+    """The state a batch's Cache-Status reports: the least fresh one served."""
     for state in ("stale", "miss", "shared", "hit"):
         if state in states:
-            return _CACHE_STATUS[state]
-    return "gateway; fwd=miss"
+            return state
+    return None
+
+
+def cache_status(states: set[str]) -> str:
+    """RFC 9211 Cache-Status; a batch mixing states reports the least fresh one."""
+    state = least_fresh(states)
+    return "gateway; fwd=miss" if state is None else _CACHE_STATUS[state]
 
 
 def json_response(body: Any, *, cache_states: set[str] | None = None) -> Response:
     headers = {"Cache-Status": cache_status(cache_states)} if cache_states else None
     return Response(
-        content=_dumps(body).encode(),
+        content=dumps(body).encode(),
         media_type="application/json",
         headers=headers,
     )
@@ -164,15 +170,30 @@ def latest_value(
         # Rendered here rather than raised: the hot failure path (breaker open) skips the
         # framework's exception machinery. Same renderer, same body.
         return problem_response(request, outcome if outcome.symbol else outcome.for_symbol(symbol))
-    served = outcome
-    now = time.time()
+    body = encoded_latest(outcome, gateway, symbol, kind, feed, max_age_ms, time.time())
+    return EncodedJSON(body, outcome.cache)
+
+
+def encoded_latest(
+    served: Served[Any],
+    gateway: GatewayState,
+    symbol: str,
+    kind: DataKind,
+    feed: str,
+    max_age_ms: int | None,
+    now: float,
+) -> bytes:
+    """A latest value's answer with its provenance, as bytes; DATA_STALE past `max_age_ms`.
+
+    Encoded once per cache entry up to `age_ms`: only `age_ms` and `cache` differ between the
+    answers one value gives. The bytes are exactly `json.dumps` of the whole answer."""
     prefix, observed = _encoded_latest(served, feed, gateway.source)
     age = max(0, int((now - observed) * 1000))
     if max_age_ms is not None and age > max_age_ms:
         check_max_age(served.value["timestamp"], now, max_age_ms, symbol)
     gateway.metrics.served_age(kind, served.cache, max(0.0, now - observed))
     gateway.metrics.observed(symbol, observed)
-    return EncodedJSON(prefix + str(age).encode() + _PROVENANCE_END[served.cache], served.cache)
+    return prefix + str(age).encode() + _PROVENANCE_END[served.cache]
 
 
 class EncodedJSON(Response):
@@ -181,15 +202,18 @@ class EncodedJSON(Response):
 
     media_type = "application/json"
 
-    def __init__(self, body: bytes, cache: str) -> None:
+    def __init__(self, body: bytes, cache: str | None) -> None:
+        """`cache`: the state Cache-Status reports (the least fresh of a batch); None for an
+        answer that served no value (no Cache-Status then)."""
         self.status_code = 200
         self.background = None
         self.body = body
         self.raw_headers = [
-            (b"cache-status", _CACHE_STATUS_BYTES[cache]),
             (b"content-length", str(len(body)).encode()),
             (b"content-type", b"application/json"),
         ]
+        if cache is not None:
+            self.raw_headers.insert(0, (b"cache-status", _CACHE_STATUS_BYTES[cache]))
 
 
 # The bytes after `age_ms` in a latest value's answer, per cache state.
@@ -215,12 +239,12 @@ def _encoded_latest(served: Served[Any], feed: str, source: str) -> tuple[bytes,
         "observed_at": observed_at,
         "fetched_at": rfc3339(served.fetched_at),
     }
-    head = _dumps(value)[:-1] + ',"provenance":' + _dumps(provenance_head)[:-1]
+    head = dumps(value)[:-1] + ',"provenance":' + dumps(provenance_head)[:-1]
     encoded = ((head + ',"age_ms":').encode(), _observed_epoch(observed_at))
     if memo is not None:
         memo[memo_key] = encoded
     return encoded
 
 
-def _dumps(value: Any) -> str:
+def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -19,7 +20,7 @@ from app.api.params import (
     gateway_of,
     invalid,
 )
-from app.api.problems import problem
+from app.api.problems import problem, record_problem
 from app.errors import ErrorCode, GatewayError
 from app.keys import Scope
 from app.metrics import DataKind
@@ -164,35 +165,33 @@ async def latest_quotes(request: Request) -> Response:
             symbol = stock_symbol(item)
         except GatewayError as exc:
             # Alpaca fails a whole call on one bad symbol; we reject that one alone.
-            errors[item.strip()[:32]] = problem(exc, "/v1/stocks/quotes")
+            errors[item.strip()[:32]] = _item_problem(request, exc)
             continue
         if symbol not in valid:
             valid.append(symbol)
     outcomes = await gateway.stocks.quotes(valid, chosen, stale_s) if valid else {}
     now = render.now()
-    quotes: dict[str, Any] = {}
+    quotes: list[bytes] = []
     states: set[str] = set()
     for symbol, outcome in outcomes.items():
         try:
             served = _value(outcome, symbol)
-            render.check_max_age(served.value["timestamp"], now, max_age, symbol)
+            answer = render.encoded_latest(served, gateway, symbol, "quote", chosen, max_age, now)
         except GatewayError as exc:
-            errors[symbol] = problem(
-                exc if exc.symbol else exc.for_symbol(symbol), "/v1/stocks/quotes"
-            )
-            gateway.metrics.http_error(exc.code)
+            errors[symbol] = _item_problem(request, exc if exc.symbol else exc.for_symbol(symbol))
             continue
         states.add(served.cache)
-        quotes[symbol] = render.with_provenance(
-            served.value,
-            served,
-            kind="quote",
-            feed=chosen,
-            source=gateway.source,
-            now=now,
-            metrics=gateway.metrics,
-        )
-    return render.json_response({"quotes": quotes, "errors": errors}, cache_states=states)
+        quotes.append(json.dumps(symbol).encode() + b":" + answer)
+    # Each served quote is its encoded answer, exactly as /v1/stocks/{symbol}/quote gives it.
+    body = b'{"quotes":{' + b",".join(quotes) + b'},"errors":' + render.dumps(errors).encode()
+    return render.EncodedJSON(body + b"}", render.least_fresh(states))
+
+
+def _item_problem(request: Request, error: GatewayError) -> dict[str, Any]:
+    """One symbol's failure inside a batch: recorded like an answer of its own, then rendered."""
+    instance = "/v1/stocks/quotes"
+    record_problem(request, error, instance)
+    return problem(error, instance)
 
 
 @router.get(

@@ -14,7 +14,7 @@ from typing import Generic
 from app.cache import cache_key
 from app.errors import ErrorCode, GatewayError
 from app.metrics import DataKind
-from app.reads.read_through import ObservedTimes, Outcome, ReadThrough, Served, V
+from app.reads.read_through import ObservedTimes, Outcome, ReadThrough, V
 
 # (symbols, feed) -> each symbol's value, or None where Alpaca had none (one upstream call).
 LatestFetch = Callable[[Sequence[str], str], Awaitable[Mapping[str, V | None]]]
@@ -39,10 +39,17 @@ class LatestReads(Generic[V]):
         self._reads = read_through
         self._kind = kind
 
-    def cached(self, symbol: str, feed: str) -> Served[V] | None:
-        """The hot path: a fresh value this process holds, answered without a task or a flight
-        (None: ask `read`)."""
-        return self._reads.cached(self._kind.kind, cache_key(self._kind.kind, feed, symbol))
+    def answer_now(
+        self, symbol: str, feed: str, stale_if_error_s: float | None
+    ) -> Outcome[V] | None:
+        """The hot paths, without a task or a flight: a fresh value this process holds, or the
+        refusal of an upstream that takes no calls now for a symbol it never held. None: ask
+        `read`."""
+        kind = self._kind
+        key = cache_key(kind.kind, feed, symbol)
+        return self._reads.cached(kind.kind, key) or self._reads.refused_now(
+            kind.kind, key, kind.refusal, stale_if_error_s
+        )
 
     async def read(
         self, symbols: Sequence[str], feed: str, stale_if_error_s: float | None

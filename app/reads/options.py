@@ -57,7 +57,7 @@ class OptionReads:
         self, contract: str, feed: str, stale_if_error_s: float | None
     ) -> Outcome[OptionQuoteValue]:
         return (
-            self._quotes.cached(contract, feed)
+            self._quotes.answer_now(contract, feed, stale_if_error_s)
             or (await self._quotes.read([contract], feed, stale_if_error_s))[contract]
         )
 

@@ -78,6 +78,26 @@ class ReadThrough:
         self._metrics.cache_result(kind, "hit")
         return Served(entry.value, entry.fetched_at, "hit", entry.memo)
 
+    def refused_now(
+        self,
+        kind: DataKind,
+        key: str,
+        refusal: Callable[[], GatewayError | None],
+        stale_if_error_s: float | None,
+    ) -> GatewayError | None:
+        """A key this process has never held, whose upstream refuses calls right now (breaker
+        open, rate-limit hold): the refusal, decided without I/O or a task. None when `read`
+        must decide (the cache is shared, something is held, or a stale value was asked for).
+        """
+        if stale_if_error_s is not None or not self.cache.conclusive_peek:
+            return None
+        if self.cache.peek(key) is not None or self._flights.in_flight(key) is not None:
+            return None
+        refused = refusal()
+        if refused is not None:
+            self._metrics.cache_result(kind, "miss")
+        return refused
+
     async def read(
         self,
         kind: DataKind,

@@ -179,7 +179,7 @@ class StockReads:
         self, symbol: str, feed: str, stale_if_error_s: float | None
     ) -> Outcome[QuoteValue]:
         return (
-            self._quotes.cached(symbol, feed)
+            self._quotes.answer_now(symbol, feed, stale_if_error_s)
             or (await self._quotes.read([symbol], feed, stale_if_error_s))[symbol]
         )
 
@@ -187,7 +187,7 @@ class StockReads:
         self, symbol: str, feed: str, stale_if_error_s: float | None
     ) -> Outcome[TradeValue]:
         return (
-            self._trades.cached(symbol, feed)
+            self._trades.answer_now(symbol, feed, stale_if_error_s)
             or (await self._trades.read([symbol], feed, stale_if_error_s))[symbol]
         )
 
