@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from loguru import logger
 from redis.asyncio import Redis
@@ -24,6 +24,8 @@ from redis.exceptions import RedisError
 
 from app.errors import ErrorCode, GatewayError
 from app.metrics import Metrics
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,45 +105,86 @@ class Cache(Protocol):
     async def close(self) -> None: ...
 
 
+class Bounded(Generic[T]):
+    """Insertion-ordered entries capped by count and by size (the entry's encoded bytes, which
+    the caller knows or measures); past either cap the oldest entries go first."""
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self._items: OrderedDict[str, tuple[T, int]] = OrderedDict()
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self.bytes = 0
+
+    def get(self, key: str) -> T | None:
+        found = self._items.get(key)
+        return None if found is None else found[0]
+
+    def put(self, key: str, item: T, size: int) -> None:
+        self.pop(key)
+        self._items[key] = (item, size)
+        self.bytes += size
+        while self._items and (
+            len(self._items) > self._max_entries or self.bytes > self._max_bytes
+        ):
+            _, (_, dropped) = self._items.popitem(last=False)
+            self.bytes -= dropped
+
+    def pop(self, key: str) -> None:
+        found = self._items.pop(key, None)
+        if found is not None:
+            self.bytes -= found[1]
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class MemoryCache:
-    """Process-local cache with the same contract; bounded so a symbol scan cannot grow it."""
+    """Process-local cache with the same contract; bounded by entries and by bytes so neither a
+    symbol scan nor a few wide bar ranges can grow it."""
 
     backend = "memory"
     conclusive_peek = True
 
     def __init__(
-        self, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic
+        self,
+        max_entries: int = 100_000,
+        max_bytes: int = 32 * 2**20,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._entries: OrderedDict[str, tuple[float, CachedValue]] = OrderedDict()
-        self._max_entries = max_entries
+        # (hard expiry on `clock`, entry)
+        self._entries: Bounded[tuple[float, CachedValue]] = Bounded(max_entries, max_bytes)
         self._clock = clock
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, CachedValue]:
-        now = self._clock()
         found: dict[str, CachedValue] = {}
         for key in keys:
-            item = self._entries.get(key)
-            if item is None:
-                continue
-            if item[0] <= now:
-                del self._entries[key]
-                continue
-            found[key] = item[1]
+            entry = self.peek(key)
+            if entry is not None:
+                found[key] = entry
         return found
 
     def peek(self, key: str) -> CachedValue | None:
         item = self._entries.get(key)
-        if item is None or item[0] <= self._clock():
+        if item is None:
+            return None
+        if item[0] <= self._clock():
+            self._entries.pop(key)
             return None
         return item[1]
 
     async def put_many(self, entries: Sequence[tuple[str, CachedValue, float]]) -> None:
         now = self._clock()
         for key, entry, keep_s in entries:
-            self._entries.pop(key, None)
-            self._entries[key] = (now + keep_s, entry)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+            # Measured as Redis would store it: what the entry costs, within a small factor.
+            self._entries.put(key, (now + keep_s, entry), len(encode(entry)))
+
+    def sizes(self) -> tuple[int, int]:
+        """(entries, bytes) held now."""
+        return len(self._entries), self._entries.bytes
 
     def status(self) -> str:
         return "up"
@@ -183,6 +226,7 @@ class RedisCache:
         namespace: str = "gw",
         retry_interval_s: float = 1.0,
         near_max_entries: int = 10_000,
+        near_max_bytes: int = 8 * 2**20,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -194,8 +238,7 @@ class RedisCache:
         also keeps this instance's own fetches while Redis is away.
         """
         self._redis = client
-        self._near: OrderedDict[str, CachedValue] = OrderedDict()
-        self._near_max_entries = near_max_entries
+        self._near: Bounded[CachedValue] = Bounded(near_max_entries, near_max_bytes)
         self._wall_clock = wall_clock
         self._metrics = metrics
         self._prefix = f"{namespace}:"
@@ -233,7 +276,7 @@ class RedisCache:
                 # An entry this version cannot read (another version wrote it) is just a miss.
                 continue
             found[key] = entry
-            self._keep_near(key, entry)
+            self._near.put(key, entry, len(item))
         return found
 
     def peek(self, key: str) -> CachedValue | None:
@@ -242,29 +285,25 @@ class RedisCache:
             return None
         if not entry.is_fresh(self._wall_clock()):
             # Past its freshness it is Redis's to answer (a newer value, or a stale candidate).
-            del self._near[key]
+            self._near.pop(key)
             return None
         return entry
 
-    def near_entries(self) -> int:
-        return len(self._near)
-
-    def _keep_near(self, key: str, entry: CachedValue) -> None:
-        self._near.pop(key, None)
-        self._near[key] = entry
-        if len(self._near) > self._near_max_entries:
-            self._near.popitem(last=False)
+    def sizes(self) -> tuple[int, int]:
+        """(entries, bytes) the near cache holds now."""
+        return len(self._near), self._near.bytes
 
     async def put_many(self, entries: Sequence[tuple[str, CachedValue, float]]) -> None:
-        for key, entry, _ in entries:
-            self._keep_near(key, entry)
+        encoded = [(key, entry, keep_s, encode(entry)) for key, entry, keep_s in entries]
+        for key, entry, _, raw in encoded:
+            self._near.put(key, entry, len(raw))
         if not entries or self._skipping():
             return
         try:
             async with asyncio.timeout(self._timeout_s * 2):
                 pipe = self._redis.pipeline(transaction=False)
-                for key, entry, keep_s in entries:
-                    pipe.set(self._prefix + key, encode(entry), px=max(1, int(keep_s * 1000)))
+                for key, _, keep_s, raw in encoded:
+                    pipe.set(self._prefix + key, raw, px=max(1, int(keep_s * 1000)))
                 await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(exc)

@@ -114,6 +114,7 @@ class KeyRing:
         *,
         ttl_s: float = 1.0,
         touch_interval_s: float = 60.0,
+        max_entries: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -123,6 +124,7 @@ class KeyRing:
         self._clock = clock
         self._now = now
         self._cache: dict[str, _Cached] = {}
+        self._max_entries = max_entries
         self._touched_at: dict[str, float] = {}
         # Strong references: the event loop keeps only weak ones to running tasks.
         self._touches: set[asyncio.Task[None]] = set()
@@ -154,9 +156,16 @@ class KeyRing:
         if row is None or row.revoked:
             return None
         if key_id not in self._cache or self._cache[key_id].expires_at <= now:
+            self._cache.pop(key_id, None)
             self._cache[key_id] = _Cached(row, now + self._ttl_s)
+            if len(self._cache) > self._max_entries:
+                # The key seen longest ago goes; it is read from the store again if it returns.
+                del self._cache[next(iter(self._cache))]
         self._touch(key_id, now)
         return row
+
+    def size(self) -> int:
+        return len(self._cache)
 
     def forget(self, key_id: str) -> None:
         """Drop one cached key (after revoking it in this process)."""
@@ -178,7 +187,10 @@ class KeyRing:
         last = self._touched_at.get(key_id)
         if last is not None and now - last < self._touch_interval_s:
             return
+        self._touched_at.pop(key_id, None)
         self._touched_at[key_id] = now
+        if len(self._touched_at) > self._max_entries:
+            del self._touched_at[next(iter(self._touched_at))]
         task = asyncio.create_task(self._record_use(key_id, self._now()))
         self._touches.add(task)
         task.add_done_callback(self._touches.discard)

@@ -185,11 +185,16 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
             metrics,
             timeout_s=settings.redis_timeout_s,
             namespace=settings.cache_namespace,
+            near_max_entries=settings.cache_near_max_entries,
+            near_max_bytes=settings.cache_near_max_bytes,
         )
+        metrics.watch_size("near_cache", redis_cache.sizes)
         await redis_cache.ping()  # reports the state at start; failure is not fatal (fail open)
         cache = redis_cache
     else:
-        cache = MemoryCache()
+        memory_cache = MemoryCache(settings.cache_max_entries, settings.cache_max_bytes)
+        metrics.watch_size("value_cache", memory_cache.sizes)
+        cache = memory_cache
     stack.push_async_callback(cache.close)
 
     config = _breaker_config(settings)
@@ -260,7 +265,10 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
     )
     error_log.start()
     stack.push_async_callback(error_log.aclose)
-    keys = KeyRing(store, ttl_s=settings.key_cache_ttl_s)
+    keys = KeyRing(
+        store, ttl_s=settings.key_cache_ttl_s, max_entries=settings.key_cache_max_entries
+    )
+    metrics.watch_size("key_cache", lambda: (keys.size(), None))
     stack.push_async_callback(keys.aclose)
     store.watch_revocations(keys.on_revoked)
     local_quotas = MemoryQuotas(settings.key_quota_per_minute, settings.key_quota_burst)
@@ -287,7 +295,9 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
         negative_ttl_s=settings.cache_negative_ttl_s,
         stale_retention_s=settings.cache_stale_retention_s,
         clock_skew_tolerance_s=settings.clock_skew_tolerance_ms / 1000,
+        max_flight_keys=settings.flights_max_keys,
     )
+    metrics.watch_size("flights", lambda: (read_through.flights(), None))
     reference_assets = TradingClient(reference)
     option_contracts = OptionContractsClient(reference)
     lookups_per_minute = settings.asset_lookups_per_minute

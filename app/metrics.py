@@ -6,7 +6,7 @@ takes a raw symbol, path or key: routes are templates and everything else is a c
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -45,6 +45,7 @@ DataKind = Literal[
 ]
 ServedAs = Literal["miss", "hit", "shared", "stale"]
 Dependency = Literal["redis"]
+Structure = Literal["value_cache", "near_cache", "flights", "key_cache"]
 UPSTREAMS: tuple[Upstream, ...] = get_args(Upstream)
 UPSTREAM_OUTCOMES: tuple[UpstreamOutcome, ...] = get_args(UpstreamOutcome)
 CACHE_RESULTS: tuple[CacheResult, ...] = get_args(CacheResult)
@@ -189,6 +190,22 @@ class Metrics:
         # are touched on every served value.
         self._cache_children: dict[tuple[str, str], Any] = {}
         self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._inprocess_entries = Gauge(
+            "gateway_inprocess_entries",
+            "Entries held by each bounded in-process structure (value_cache: quotes, errors and"
+            " asset lookups; near_cache: the one in front of Redis; flights; key_cache)",
+            ["structure"],
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self._inprocess_bytes = Gauge(
+            "gateway_inprocess_bytes",
+            "Encoded bytes held by each bounded in-process cache",
+            ["structure"],
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self._sizes: dict[str, Callable[[], tuple[int, int | None]]] = {}
         # Every label set here comes from a closed set (codes, upstreams, endpoints, outcomes).
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._age_children: dict[tuple[str, str], Any] = {}
@@ -286,7 +303,17 @@ class Metrics:
     def error_log_dropped(self) -> None:
         self._error_log_dropped.inc()
 
+    def watch_size(self, structure: Structure, sizes: Callable[[], tuple[int, int | None]]) -> None:
+        """Report an in-process structure's (entries, bytes or None) at every scrape, so a bound
+        being reached is visible; nothing is done per request."""
+        self._sizes[structure] = sizes
+
     def exposition(self) -> bytes:
+        for structure, sizes in self._sizes.items():
+            entries, held = sizes()
+            self._inprocess_entries.labels(structure).set(entries)
+            if held is not None:
+                self._inprocess_bytes.labels(structure).set(held)
         if self._multiprocess:
             # Several workers: every worker writes its values to PROMETHEUS_MULTIPROC_DIR and any
             # of them answers the scrape with the merged view, built fresh each time.

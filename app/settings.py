@@ -100,6 +100,13 @@ class Settings(BaseSettings):
     cache_option_chain_ttl_s: float = Field(default=1.0, gt=0)
     cache_option_contracts_ttl_s: float = Field(default=60.0, gt=0)
     cache_stale_retention_s: float = Field(default=300.0, ge=0)
+    # --- In-process bounds (every structure that grows with clients has one, and a gauge) ----
+    cache_max_entries: int = Field(default=100_000, ge=1)
+    cache_max_bytes: int = Field(default=32 * 2**20, ge=1)
+    cache_near_max_entries: int = Field(default=10_000, ge=1)
+    cache_near_max_bytes: int = Field(default=8 * 2**20, ge=1)
+    flights_max_keys: int = Field(default=10_000, ge=1)
+    key_cache_max_entries: int = Field(default=10_000, ge=1)
     redis_timeout_s: float = Field(default=0.1, gt=0)
     cache_namespace: str = Field(default="gw", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
 

@@ -59,15 +59,23 @@ class ReadThrough:
         negative_ttl_s: float,
         stale_retention_s: float,
         clock_skew_tolerance_s: float = 1.0,
+        max_flight_keys: int = 10_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`max_flight_keys` bounds the keys being fetched at once (the single-flight table);
+        past it a miss is held back (UPSTREAM_RATE_LIMITED, retry in a second), not queued."""
         self.cache = cache
+        self._max_flight_keys = max_flight_keys
         self._metrics = metrics
         self._negative_ttl_s = negative_ttl_s
         self._stale_retention_s = stale_retention_s
         self._skew_s = clock_skew_tolerance_s
         self._clock = clock
         self._flights: SingleFlight[CachedValue] = SingleFlight()
+
+    def flights(self) -> int:
+        """Keys being fetched right now."""
+        return len(self._flights)
 
     def cached(self, kind: DataKind, key: str) -> Served[Any] | None:
         """A fresh value this process already holds for `key`, answered without I/O or a task;
@@ -139,6 +147,12 @@ class ReadThrough:
             to_fetch = []
         for start in range(0, len(to_fetch), chunk_size):
             chunk = to_fetch[start : start + chunk_size]
+            if len(self._flights) + len(chunk) > self._max_flight_keys:
+                held = CachedValue(None, 0.0, 0.0, _too_many_in_flight())
+                for item in chunk:
+                    before = cached.get(keys[item])
+                    outcomes[item] = self._settle(kind, held, "miss", before, now, stale_if_error_s)
+                continue
             previous = {keys[i]: cached.get(keys[i]) for i in chunk}
             work = self._fly(chunk, keys, fetch, fresh_ttl_s, previous, observed)
             flight = self._flights.start([keys[i] for i in chunk], work)
@@ -249,3 +263,11 @@ class ReadThrough:
         keep_s = ttl_s + (self._stale_retention_s if value is not None else 0.0)
         # Remembered without the traceback of the call that failed: it may live for an hour.
         return CachedValue(value, fetched_at, now + ttl_s, error.fresh()), keep_s
+
+
+def _too_many_in_flight() -> GatewayError:
+    return GatewayError(
+        ErrorCode.UPSTREAM_RATE_LIMITED,
+        "Too many values are being fetched from Alpaca at once; retry in a moment",
+        retry_after_s=1,
+    )

@@ -395,3 +395,23 @@ def test_openapi_success_responses_reference_typed_models(openapi: dict[str, Any
     assert set(bar_item["properties"]) >= BAR_FIELDS
     clock = ok_schema("/v1/clock")["properties"]
     assert {"timestamp", "is_open", "next_open", "next_close", "provenance"} <= set(clock)
+
+
+async def test_each_bounded_in_process_structure_reports_its_size(
+    gateway: httpx.AsyncClient, emulator: EmulatorControl
+) -> None:
+    await emulator.set_quote("AAPL", QUOTE)
+    assert (await gateway.get("/v1/stocks/AAPL/quote")).status_code == 200
+
+    exposition = (await gateway.get("/metrics")).text
+    sizes = {
+        sample.labels["structure"]: sample.value
+        for family in text_string_to_metric_families(exposition)
+        if family.name == "gateway_inprocess_entries"
+        for sample in family.samples
+    }
+
+    assert sizes["value_cache"] >= 1  # the quote just fetched
+    assert sizes["flights"] == 0  # nothing is being fetched now
+    assert sizes["key_cache"] == 0  # anonymous data: no key was checked
+    assert 'gateway_inprocess_bytes{structure="value_cache"}' in exposition

@@ -179,6 +179,25 @@ async def test_memory_cache_is_bounded_and_evicts_the_oldest() -> None:
     assert set(found) == {"b", "c", "d"}
 
 
+async def test_memory_cache_is_bounded_by_bytes_whatever_the_entry_count() -> None:
+    # One wide bar range is megabytes; a cap on entries alone let 200 of them take a gigabyte.
+    wide = {"bars": [{"t": f"2026-01-01T00:{i % 60:02d}:00Z", "o": 1.5} for i in range(2000)]}
+    size = len(encode(positive_entry(wide)))
+    cache = MemoryCache(max_entries=1000, max_bytes=3 * size + size // 2, clock=FakeClock())
+    for index in range(10):
+        await cache.put_many([(f"bars:{index}", positive_entry(wide), 60.0)])
+
+    entries, held = cache.sizes()
+
+    assert entries == 3
+    assert held <= 3 * size + size // 2
+    assert set(await cache.get_many([f"bars:{i}" for i in range(10)])) == {
+        "bars:7",
+        "bars:8",
+        "bars:9",
+    }
+
+
 async def test_memory_cache_rewrite_makes_an_entry_young_again() -> None:
     cache = MemoryCache(max_entries=2, clock=FakeClock())
     await cache.put_many([("a", positive_entry(), 60.0), ("b", positive_entry(), 60.0)])
@@ -411,6 +430,6 @@ async def test_near_cache_is_bounded(redis_url: str, namespace: str) -> None:
     ) as cache:
         await cache.put_many([(f"q:S{i}", positive_entry(), 30.0) for i in range(10)])
 
-        assert cache.near_entries() == 3
+        assert cache.sizes()[0] == 3
         assert cache.peek("q:S9") is not None
         assert cache.peek("q:S0") is None

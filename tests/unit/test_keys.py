@@ -251,3 +251,16 @@ async def test_a_failed_last_used_update_does_not_fail_authentication(tmp_path: 
     clock.now += 0.5
     assert await ring.authenticate(key) is not None  # from the cache; its touch fails
     await ring.aclose()  # the failed bookkeeping update raised nothing
+
+
+async def test_the_key_cache_is_bounded_and_forgets_the_oldest(store: EmbeddedStore) -> None:
+    keys = [(await add_key(store))[0] for _ in range(4)]
+    ring = KeyRing(store, ttl_s=60.0, max_entries=2)
+
+    for key in keys:
+        assert await ring.authenticate(key) is not None
+    await ring.aclose()
+
+    assert ring.size() == 2
+    # Forgotten keys still work: they are read from the store again.
+    assert await KeyRing(store, max_entries=2).authenticate(keys[0]) is not None

@@ -447,3 +447,26 @@ async def test_only_missing_symbols_are_fetched(harness: Harness) -> None:
     assert outcomes["AAPL"].cache == "hit"
     assert outcomes["TSLA"].cache == "hit"
     assert outcomes["NVDA"].cache == "miss"
+
+
+# --- bounds ---------------------------------------------------------------------------------------
+async def test_misses_past_the_flight_bound_are_held_back_not_queued() -> None:
+    harness = Harness()
+    harness.reads = ReadThrough(
+        harness.cache,
+        harness.metrics,
+        negative_ttl_s=NEGATIVE_TTL_S,
+        stale_retention_s=STALE_RETENTION_S,
+        max_flight_keys=2,
+        clock=harness.clock,
+    )
+
+    outcomes = await harness.read("AAPL", "TSLA", "MSFT", chunk_size=1)
+
+    assert harness.alpaca.calls == [["AAPL"], ["TSLA"]]
+    assert isinstance(outcomes["MSFT"], GatewayError)
+    assert outcomes["MSFT"].code is ErrorCode.UPSTREAM_RATE_LIMITED
+    assert outcomes["MSFT"].retry_after_s == 1
+    assert harness.reads.flights() == 0  # the two flights landed and left the table
+    again = await harness.read("MSFT")  # held back, not remembered
+    assert isinstance(again["MSFT"], Served)
