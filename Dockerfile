@@ -45,5 +45,6 @@ EXPOSE 8000
 # python:3.11-slim has no curl: probe /health with the standard library.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2)"]
-# One worker per container (ops-notes 1.8); the app logs access itself.
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--no-access-log"]
+# One worker per container by default (ops-notes 1.8; GATEWAY_WORKERS to change it); the server
+# is granian unless GATEWAY_SERVER=uvicorn; the app logs access itself.
+CMD ["python", "-m", "app.serve"]

@@ -22,7 +22,7 @@ help:
 	@echo "make run        run the gateway on GATEWAY_HOST:GATEWAY_PORT (127.0.0.1:8000)"
 	@echo "make test       ruff format --check, ruff check, mypy, then pytest with real services"
 	@echo "make demo       the gateway in front of the Alpaca emulator, with curl commands"
-	@echo "make bench      gateway vs bare app vs nginx (SERVER=uvicorn|granian|both, ROUNDS=n, LOAD=aio)"
+	@echo "make bench      gateway vs bare app vs nginx (SERVER=granian|uvicorn|both, ROUNDS=n, LOAD=aio)"
 	@echo "make lint       ruff format --check and ruff check"
 	@echo "make typecheck  mypy --strict on app/ and tests/emulator/"
 	@echo "make fmt        ruff format and ruff check --fix"
@@ -41,10 +41,11 @@ $(STAMP): requirements.txt requirements-dev.txt | $(BIN)/python
 
 # --- running ----------------------------------------------------------------------------------
 
-# --no-access-log: the app writes its own access record (route template, status, duration,
-# request id) and uvicorn's would log raw query strings.
+# app.serve reads the settings (GATEWAY_SERVER granian|uvicorn, GATEWAY_HOST, GATEWAY_PORT,
+# GATEWAY_WORKERS) and starts that server with the gateway's flags (no server access log: the
+# app writes its own, without query strings).
 run: venv
-	$(BIN)/uvicorn app.main:app --host $${GATEWAY_HOST:-127.0.0.1} --port $${GATEWAY_PORT:-8000} --no-access-log
+	$(BIN)/python -m app.serve
 
 demo: venv
 	$(BIN)/python -m tests.demo
@@ -53,7 +54,7 @@ demo: venv
 # else the one command to run); LOAD=aio swaps wrk for the slower asyncio generator, by name only.
 bench: venv
 	tests/performance/ensure-tools.sh $(if $(filter aio,$(LOAD)),nginx,wrk nginx)
-	$(BIN)/python -m tests.performance --server $(or $(SERVER),uvicorn) --load $(or $(LOAD),wrk) $(if $(ROUNDS),--rounds $(ROUNDS))
+	$(BIN)/python -m tests.performance --server $(or $(SERVER),granian) --load $(or $(LOAD),wrk) $(if $(ROUNDS),--rounds $(ROUNDS))
 
 # --- checks -----------------------------------------------------------------------------------
 

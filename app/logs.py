@@ -12,6 +12,7 @@ import sys
 import traceback
 from collections.abc import Iterable
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from loguru import logger
@@ -23,7 +24,10 @@ _SECRET_ASSIGNMENT = re.compile(
     r"(?i)(apca-api-secret-key|apca-api-key-id|x-api-key|authorization|api[_-]?key|secret|"
     r"password|token)([\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|basic|token)\s+)?([^\s\"',}]+)"
 )
-_STDLIB_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "aiohttp", "asyncpg", "redis")
+_STDLIB_LOGGERS = (
+    *("uvicorn", "uvicorn.error", "uvicorn.access", "_granian", "granian.access"),
+    *("aiohttp", "asyncpg", "redis"),
+)
 
 
 # The request being answered, for every log line written while answering it: set by the request
@@ -92,6 +96,21 @@ def _text_line(redactor: Redactor, record: Record) -> str:
     )
     record["extra"]["_trace"] = redactor.redact(trace)
     return _TEXT_FORMAT + "\n{extra[_trace]}"
+
+
+class JsonLineFormatter(logging.Formatter):
+    """The gateway's JSON line for a process that never configures loguru: granian's supervisor,
+    which starts and stops the workers (named in the log config `app.serve` hands it)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "request_id": "-",
+        }
+        return json.dumps(doc, default=str)
 
 
 class InterceptHandler(logging.Handler):

@@ -6,6 +6,7 @@ Nothing here is read at import time: `create_app()` receives a `Settings` instan
 
 from __future__ import annotations
 
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -43,6 +44,9 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
+    # The HTTP server `python -m app.serve` (make run, the container) starts, and its workers.
+    gateway_server: Literal["granian", "uvicorn"] = "granian"
+    gateway_workers: int = Field(default=1, ge=1, le=64)
     log_level: str = "INFO"
     log_json: bool = False
     max_body_bytes: int = Field(default=65_536, gt=0)

@@ -2,9 +2,9 @@
 
 Starts the emulator as its own process with its seeded random walk on (latest quotes and trades
 move), stores a realistic market in it (tests/emulator/demo_market.py: AAPL, MSFT and SPY quotes,
-trades, daily and minute bars, AAPL and SPY option chains, a position), starts the gateway with
-uvicorn pointed at the emulator, prints commands to try, and runs until Ctrl-C or SIGTERM, then
-stops both processes. Nothing here talks to the real Alpaca.
+trades, daily and minute bars, AAPL and SPY option chains, a position), starts the gateway as
+`make run` does (`python -m app.serve`) pointed at the emulator, prints commands to try, and
+runs until Ctrl-C or SIGTERM, then stops both processes. Nothing here talks to the real Alpaca.
 
 The gateway uses the key store `python -m app.cli keys ...` uses with the same settings (the
 environment, then config/.env): PostgreSQL when DATABASE_URL is set, else the SQLite file at
@@ -85,8 +85,9 @@ def revoke_demo_key(env: dict[str, str], key: str) -> None:
 
 
 def start_gateway(env: dict[str, str], host: str, port: int) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", host, "--port", str(port)]
-    return subprocess.Popen([*argv, "--no-access-log"], env=env)
+    """The gateway as `make run` starts it (the configured server), on the demo's port."""
+    served = {**env, "GATEWAY_HOST": host, "GATEWAY_PORT": str(port)}
+    return subprocess.Popen([sys.executable, "-m", "app.serve"], env=served)
 
 
 def wait_for_health(gateway: subprocess.Popen[bytes], base_url: str) -> None:

@@ -1,4 +1,4 @@
-"""The gateway as users run it, `uvicorn app.main:app` in its own process, for the tests that
+"""The gateway as users run it, `python -m app.serve` in its own process, for the tests that
 need a real server: JSON log lines, several workers, a real Prometheus scraping it."""
 
 from __future__ import annotations
@@ -39,9 +39,18 @@ class ServedGateway:
     """Started and answering /health on `__enter__`, stopped (SIGTERM, then kill) on exit."""
 
     def __init__(
-        self, env: dict[str, str], log_path: Path, *, workers: int = 1, start_timeout_s: float = 20
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        workers: int = 1,
+        server: str | None = None,
+        start_timeout_s: float = 20,
     ) -> None:
-        self.env = env
+        """`server`: granian or uvicorn; None takes the default, as `make run` does."""
+        self.env = dict(env)
+        if server is not None:
+            self.env["GATEWAY_SERVER"] = server
         self.log_path = log_path
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -50,11 +59,19 @@ class ServedGateway:
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Self:
-        argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
-        argv += ["--port", str(self.port), "--workers", str(self._workers)]
+        env = {
+            **self.env,
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": str(self.port),
+            "GATEWAY_WORKERS": str(self._workers),
+        }
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                argv, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "app.serve"],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + self._start_timeout_s
         while True:

@@ -23,7 +23,7 @@ DEFAULT_ROUNDS = {1: 5, 2: 3}  # by the number of servers: about 5 minutes eithe
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.performance")
-    parser.add_argument("--server", choices=[*SERVERS, "both"], default="uvicorn")
+    parser.add_argument("--server", choices=[*SERVERS, "both"], default="granian")
     parser.add_argument("--load", choices=LOADS, default="wrk")
     parser.add_argument("--rounds", type=int, help="default: 5 (one server) or 3 (both)")
     return parser.parse_args(argv)
