@@ -54,7 +54,7 @@ async def measure(args: argparse.Namespace) -> None:
         async with app.router.lifespan_context(app) as state:
             if args.breaker_open:
                 breaker = state["gateway"].breakers["data"]
-                breaker._move_to(BreakerState.OPEN, breaker._clock())  # noqa: SLF001
+                breaker._move_to(BreakerState.OPEN, breaker._clock())
             one = _request(app, dict(state), args.path)
             await one()
             for _ in range(WARM_UP):
