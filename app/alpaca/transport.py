@@ -19,6 +19,7 @@ import aiohttp
 from yarl import URL
 
 from app.alpaca.breaker import CallNotPermitted, CircuitBreaker, Permit
+from app.alpaca.rate_hold import RateLimitHold
 from app.alpaca.wire import decode_exact, decode_json
 from app.errors import ALPACA_UNWELL, ErrorCode, GatewayError, Upstream
 from app.metrics import Metrics, UpstreamOutcome
@@ -90,7 +91,11 @@ class AlpacaTransport:
             if timeouts is None
             else aiohttp.ClientTimeout(total=timeouts.total_s, sock_connect=timeouts.connect_s)
         )
-        self._blocked_until = 0.0
+        # A probe's lease covers one whole call, so a slow probe is never joined by a second.
+        total_s = timeouts.total_s if timeouts is not None else None
+        if total_s is None and session is not None:
+            total_s = session.timeout.total
+        self._hold = RateLimitHold(probe_lease_s=total_s or 10.0, clock=clock)
 
     def url(self, *segments: str) -> URL:
         """Base URL + path segments. Callers validate identifiers first; this is the last guard:
@@ -121,7 +126,7 @@ class AlpacaTransport:
         `outcome` names a successful answer for the metrics (`no_data`, `not_found`); "ok"
         otherwise. Either way Alpaca answered, which is what the breaker judges.
         """
-        refused = self.refusal(endpoint)
+        refused = self.refusal(endpoint, take=True)
         session = self._session
         if refused is not None or session is None:
             raise refused or self._not_configured()
@@ -151,23 +156,27 @@ class AlpacaTransport:
         self._metrics.upstream_success(self.upstream, self._clock())
         return result
 
-    def refusal(self, endpoint: str) -> GatewayError | None:
+    def refusal(self, endpoint: str, *, take: bool = False) -> GatewayError | None:
         """The error a call would get right now without touching the network, or None.
 
         Takes no half-open trial permit, so callers may ask before doing any other work (the
         read path asks before it starts a single-flight task: an open breaker answers at once).
+        After a 429 hold only one probe call goes until Alpaca answers it (`RateLimitHold`):
+        `take=True` is `call` itself, which becomes that probe; a look never does.
         """
         if self._session is None:
             return self._not_configured()
-        now = self._clock()
-        if now < self._blocked_until:
+        wait_s = self._hold.wait_s()
+        if wait_s > 0:
             # Alpaca said when the budget resets; asking again earlier only burns goodwill.
             self._metrics.upstream_outcome(self.upstream, endpoint, "rate_limited")
-            return self._rate_limited(self._blocked_until - now)
+            return self._rate_limited(wait_s)
         wait_s = self.breaker.retry_after_s()
         if wait_s > 0:
             self._metrics.upstream_outcome(self.upstream, endpoint, "circuit_open")
             return self._circuit_open(self.breaker.state.value, wait_s)
+        if take:
+            self._hold.admit()
         return None
 
     def _not_configured(self) -> GatewayError:
@@ -229,6 +238,8 @@ class AlpacaTransport:
     ) -> T:
         status, body, headers = raw
         self._note_budget(headers)
+        if status != 429:
+            self._hold.answered()  # a probe after a 429 hold is back: calls flow again
         if 200 <= status < 300 or status in expect:
             try:
                 payload = self._decode(body) if body else None
@@ -251,7 +262,7 @@ class AlpacaTransport:
         if status == 429:
             reset = _header_float(headers, "X-RateLimit-Reset")
             wait = (reset - self._clock()) if reset is not None else 1.0
-            self._blocked_until = self._clock() + max(wait, 1.0)
+            self._hold.hold(self._clock() + max(wait, 1.0))
             return self._rate_limited(wait)
         if status == 401:
             return GatewayError(
