@@ -280,6 +280,8 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
             settings.key_quota_burst,
             namespace=settings.cache_namespace,
             fallback=local_quotas,
+            timeout_s=settings.redis_timeout_s,
+            on_error=metrics.cache_backend_error,
         )
     trading_client = TradingAccountClient(trading)
     orders = OrderDesk(

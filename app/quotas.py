@@ -3,11 +3,13 @@
 `take(key_id)` spends one token and returns 0, or returns how long to wait for the next one.
 The Redis bucket is one atomic Lua call per request using Redis's clock, so every gateway
 instance draws from the same bucket. If Redis fails, the in-process bucket answers (fail open
-to a per-instance quota, counted and logged once), never an error.
+to a per-instance quota, counted and logged once per outage), never an error, and Redis is
+asked again once per retry interval, not on every request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from typing import Protocol
 
 from loguru import logger
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 # KEYS[1] bucket; ARGV rate per second, burst. State: tokens and last refill time (ms).
@@ -71,30 +74,85 @@ class MemoryQuotas:
 
 
 class RedisQuotas:
+    """The shared bucket, failing open to `fallback` the way the cache does (`RedisCache`).
+
+    After a Redis failure the fallback answers for `retry_interval_s` without asking Redis (a
+    frozen Redis would otherwise cost every keyed request a timeout); then one request tries
+    Redis again. The outage is logged once, each failure counted through `on_error`. A pooled
+    connection that Redis closed (a restart) is not an outage: the call is retried once, at once,
+    on a fresh connection.
+    """
+
     def __init__(
-        self, redis: Redis, per_minute: int, burst: int, *, namespace: str, fallback: MemoryQuotas
+        self,
+        redis: Redis,
+        per_minute: int,
+        burst: int,
+        *,
+        namespace: str,
+        fallback: MemoryQuotas,
+        timeout_s: float = 0.1,
+        retry_interval_s: float = 1.0,
+        on_error: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`timeout_s` bounds each call (twice it, as the cache does, past the client's own
+        socket timeout); `redis` is shared and closed by its owner."""
         self._redis = redis
         self._rate = per_minute / 60
         self._burst = burst
         self._prefix = f"{namespace}:quota:"
         self._fallback = fallback
-        self._failing = False
+        self._timeout_s = timeout_s
+        self._retry_interval_s = retry_interval_s
+        self._on_error = on_error
+        self._clock = clock
+        self._down_since: float | None = None
+        self._skip_until = 0.0
 
     async def take(self, key_id: str) -> float:
-        try:
-            wait_ms = await self._redis.eval(
-                _TAKE, 1, self._prefix + key_id, str(self._rate), str(self._burst)
-            )
-        except (RedisError, OSError, TimeoutError) as exc:
-            if not self._failing:
-                self._failing = True
-                logger.bind(dependency="redis").warning(
-                    "quota store unavailable ({}); per-instance quotas until it returns",
-                    type(exc).__name__,
-                )
+        if self._down_since is not None and self._clock() < self._skip_until:
             return await self._fallback.take(key_id)
-        if self._failing:
-            self._failing = False
-            logger.bind(dependency="redis").info("quota store back; shared quotas resumed")
-        return int(wait_ms) / 1000
+        try:
+            wait_ms = await self._take_shared(key_id)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc)
+            return await self._fallback.take(key_id)
+        self._recovered()
+        return wait_ms / 1000
+
+    async def _take_shared(self, key_id: str) -> int:
+        """Milliseconds to wait (0: a token was spent), from the shared bucket."""
+
+        async def attempt() -> int:
+            async with asyncio.timeout(self._timeout_s * 2):
+                wait_ms = await self._redis.eval(
+                    _TAKE, 1, self._prefix + key_id, str(self._rate), str(self._burst)
+                )
+            return int(wait_ms)
+
+        try:
+            return await attempt()
+        except (RedisConnectionError, ConnectionError):
+            # The pooled connection was closed under us (Redis restarted, an idle timeout):
+            # redis-py has dropped it, so this attempt connects afresh. A Redis that is really
+            # away refuses this one too, at once; a hung one times out and is not retried.
+            return await attempt()
+
+    def _failed(self, exc: BaseException) -> None:
+        self._on_error()
+        self._skip_until = self._clock() + self._retry_interval_s
+        if self._down_since is None:
+            self._down_since = self._clock()
+            logger.bind(dependency="redis").warning(
+                "quota store unavailable ({}); per-instance quotas until it returns",
+                type(exc).__name__,
+            )
+
+    def _recovered(self) -> None:
+        if self._down_since is not None:
+            outage_s = self._clock() - self._down_since
+            self._down_since = None
+            logger.bind(dependency="redis").info(
+                "quota store back after {:.1f}s; shared quotas resumed", outage_s
+            )
