@@ -37,6 +37,7 @@ from app.cache import Cache, MemoryCache, RedisCache, fail_fast_redis
 from app.keys import KeyRing
 from app.logs import logger_level_no, setup_logging
 from app.metrics import UPSTREAMS, Metrics
+from app.order_sweep import OrderSweep
 from app.orders import OrderDesk
 from app.quotas import MemoryQuotas, Quotas, RedisQuotas
 from app.reads.missing import MissingSymbols
@@ -291,6 +292,18 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
         reconcile_first_wait_s=settings.order_reconcile_first_wait_s,
     )
     stack.push_async_callback(orders.aclose)  # runs before the sessions and store close
+    if settings.order_sweep_interval_s > 0 and settings.credentials_configured:
+        sweep = OrderSweep(
+            orders,
+            store,
+            metrics,
+            interval_s=settings.order_sweep_interval_s,
+            min_age_s=settings.order_sweep_min_age_s,
+            never_placed_after_s=settings.order_sweep_never_placed_after_s,
+            batch_size=settings.order_sweep_batch_size,
+        )
+        sweep.start()  # its first pass runs now, beside start-up, not before it
+        stack.push_async_callback(sweep.aclose)
     read_through = ReadThrough(
         cache,
         metrics,

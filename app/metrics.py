@@ -46,6 +46,9 @@ DataKind = Literal[
 ServedAs = Literal["miss", "hit", "shared", "stale"]
 Dependency = Literal["redis"]
 Structure = Literal["value_cache", "near_cache", "flights", "key_cache"]
+# What the order sweep made of an unsettled audit row (app/order_sweep.py).
+SweepResult = Literal["reconciled", "never_placed", "still_unknown"]
+SWEEP_RESULTS: tuple[SweepResult, ...] = get_args(SweepResult)
 UPSTREAMS: tuple[Upstream, ...] = get_args(Upstream)
 UPSTREAM_OUTCOMES: tuple[UpstreamOutcome, ...] = get_args(UpstreamOutcome)
 CACHE_RESULTS: tuple[CacheResult, ...] = get_args(CacheResult)
@@ -205,6 +208,21 @@ class Metrics:
             multiprocess_mode="max",
             registry=r,
         )
+        self._order_sweep_rows = Counter(
+            "gateway_order_sweep_rows_total",
+            "Unsettled order audit rows the sweep looked up at Alpaca, by result: reconciled"
+            " (Alpaca holds the order), never_placed (Alpaca's own not-found, past"
+            " ORDER_SWEEP_NEVER_PLACED_AFTER_S), still_unknown (left for the next sweep)",
+            ["result"],
+            registry=r,
+        )
+        self._order_audit_unsettled = Gauge(
+            "gateway_order_audit_unsettled_rows",
+            "Order audit rows still pending or unknown ORDER_SWEEP_MIN_AGE_S after they were"
+            " recorded, counted at the end of each sweep",
+            multiprocess_mode="mostrecent",
+            registry=r,
+        )
         self._sizes: dict[str, Callable[[], tuple[int, int | None]]] = {}
         # Every label set here comes from a closed set (codes, upstreams, endpoints, outcomes).
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
@@ -224,6 +242,8 @@ class Metrics:
         for code in ErrorCode:
             self._http_errors.labels(code.name)
         self._cache_backend_errors.labels("redis")
+        for swept in SWEEP_RESULTS:
+            self._order_sweep_rows.labels(swept)
 
     # --- what the gateway records, one named method each ----------------------------------------
     def http_request(self, method: str, route: str, status: int, duration_s: float) -> None:
@@ -302,6 +322,12 @@ class Metrics:
 
     def error_log_dropped(self) -> None:
         self._error_log_dropped.inc()
+
+    def order_swept(self, result: SweepResult) -> None:
+        self._child(self._order_sweep_rows, result).inc()
+
+    def order_audit_unsettled(self, rows: int) -> None:
+        self._order_audit_unsettled.set(rows)
 
     def watch_size(self, structure: Structure, sizes: Callable[[], tuple[int, int | None]]) -> None:
         """Report an in-process structure's (entries, bytes or None) at every scrape, so a bound

@@ -3,7 +3,9 @@
 The Idempotency-Key becomes Alpaca's client_order_id, so Alpaca itself refuses a second order
 with it. The request is recorded in the order audit before it is sent (no record, no order);
 a timeout, reset or 5xx is resolved by asking Alpaca for the order by client_order_id, never by
-sending it again. Concurrent submits with one key in this process share one attempt.
+sending it again. Concurrent submits with one key in this process share one attempt. A row
+whose outcome was never learned (the process stopped, the store failed) is settled later by
+the order sweep (app/order_sweep.py), which looks the order up the same way.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ class OrderDesk:
         if previous:
             # An earlier attempt's fate is unknown: ask Alpaca before anything else, and send
             # nothing unless Alpaca itself says it holds no order under the key.
-            found = await self._lookup(key)
+            found = await self.lookup(key)
             if isinstance(found, GatewayError):
                 raise await self._unknown(audit_id, key, found)
             if not isinstance(found, _NotFound):
@@ -156,7 +158,7 @@ class OrderDesk:
         wait_s = self._first_wait_s
         last: GatewayError = cause
         for attempt in range(self._attempts):
-            found = await self._lookup(key)
+            found = await self.lookup(key)
             if isinstance(found, GatewayError):
                 last = found  # could not ask: still unknown, never "not there"
             elif not isinstance(found, _NotFound):
@@ -184,7 +186,7 @@ class OrderDesk:
         self, audit_id: int, key: str, order: OrderRequest, found: Order
     ) -> Order:
         """The order Alpaca holds under this key is the answer, if it is this order."""
-        if not _same_order(order, found):
+        if not same_order(order, found):
             # Another body used this key earlier (elsewhere: another instance, Alpaca directly).
             conflict = _conflict(key)
             await self._complete(audit_id, "rejected", error=conflict)
@@ -199,7 +201,11 @@ class OrderDesk:
         if pending:
             await asyncio.wait(pending, timeout=timeout_s)
 
-    async def _lookup(self, key: str) -> Order | _NotFound | GatewayError:
+    def in_flight(self, key: str) -> bool:
+        """A submit with this key is under way in this process (it will settle its own row)."""
+        return key in self._in_flight
+
+    async def lookup(self, key: str) -> Order | _NotFound | GatewayError:
         """The order Alpaca holds under the key; NOT_FOUND only on Alpaca's own "not found".
 
         Any other failure (timeout, 5xx, an answer we cannot read, a bare 404) means we could
@@ -249,16 +255,13 @@ class OrderDesk:
         order: Order | None = None,
         error: GatewayError | None = None,
     ) -> None:
-        detail = None
-        if error is not None:
-            detail = json.dumps({"detail": error.detail, **error.extensions}, default=str)
         try:
             await self._store.complete_order_audit(
                 audit_id,
                 status=status,
                 alpaca_order=order,
                 error_code=None if error is None else error.code.name,
-                error_detail=detail,
+                error_detail=None if error is None else error_detail(error),
             )
         except Exception:
             # Alpaca has answered: whatever the store raised (unavailable, or a failure of a
@@ -270,25 +273,38 @@ class OrderDesk:
             )
 
 
+def error_detail(error: GatewayError) -> str:
+    """What an audit row keeps of an error: its detail and extensions, as JSON text."""
+    return json.dumps({"detail": error.detail, **error.extensions}, default=str)
+
+
 def _settled(previous: list[OrderAuditRow], key: str) -> Order | None:
     """The answer an earlier attempt already got, if it got one; raises a kept rejection."""
     for row in reversed(previous):
         if row.status in ("submitted", "reconciled") and row.alpaca_order is not None:
-            return row.alpaca_order
+            if row.error_code is None:
+                return row.alpaca_order
+            # Reconciled by the order sweep with an order whose terms differ from the request:
+            # what Alpaca holds, but not this order.
+            raise _kept_error(row, key)
         if row.status == "rejected":
-            kept = json.loads(row.error_detail or "{}")
-            # Rejected by Alpaca, or refused here because the key belongs to another order.
-            code = ErrorCode.__members__.get(row.error_code or "", ErrorCode.ORDER_REJECTED)
-            raise GatewayError(
-                code,
-                str(kept.pop("detail", "Alpaca rejected the order")),
-                upstream="trading" if code is ErrorCode.ORDER_REJECTED else None,
-                extensions={**kept, "client_order_id": key},
-            )
+            raise _kept_error(row, key)
     return None
 
 
-def _same_order(order: OrderRequest, found: Order) -> bool:
+def _kept_error(row: OrderAuditRow, key: str) -> GatewayError:
+    kept = json.loads(row.error_detail or "{}")
+    # Rejected by Alpaca, or refused here because the key belongs to another order.
+    code = ErrorCode.__members__.get(row.error_code or "", ErrorCode.ORDER_REJECTED)
+    return GatewayError(
+        code,
+        str(kept.pop("detail", "Alpaca rejected the order")),
+        upstream="trading" if code is ErrorCode.ORDER_REJECTED else None,
+        extensions={**kept, "client_order_id": key},
+    )
+
+
+def same_order(order: OrderRequest, found: Order) -> bool:
     """Alpaca's order matches the request on what defines it (decimals compared by value): the
     instrument, side, type, time in force, size, extended hours and every price the request set.
     Prices it did not set are not compared: Alpaca fills in some itself (a trailing stop's

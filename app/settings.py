@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ALPACA_DATA_URL = "https://data.alpaca.markets"
@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     # --- Orders ----------------------------------------------------------------------------------
     order_reconcile_attempts: int = Field(default=4, ge=1, le=20)
     order_reconcile_first_wait_s: float = Field(default=0.25, gt=0)
+    # The sweep that settles audit rows whose outcome was never learned (app/order_sweep.py).
+    order_sweep_interval_s: float = Field(default=30.0, ge=0)
+    order_sweep_min_age_s: float = Field(default=30.0, gt=0)
+    order_sweep_never_placed_after_s: float = Field(default=120.0, gt=0)
+    order_sweep_batch_size: int = Field(default=20, ge=1, le=1000)
     error_log_queue_size: int = Field(default=1000, ge=1)
     # error_logs keeps the newest ERROR_LOG_MAX_ROWS rows, none older than the retention.
     error_log_max_rows: int = Field(default=100_000, ge=1)
@@ -129,6 +134,30 @@ class Settings(BaseSettings):
         if feed not in STOCK_FEEDS:
             raise ValueError(f"ALPACA_DATA_FEED must be one of {', '.join(STOCK_FEEDS)}")
         return feed
+
+    @model_validator(mode="after")
+    def _never_placed_outlasts_a_submit(self) -> Settings:
+        # Alpaca's "not found" proves an order was never placed only once no submit can still
+        # be sending it: a shorter bound could mark as never placed an order then accepted.
+        if self.order_sweep_never_placed_after_s <= self.order_submit_max_s:
+            raise ValueError(
+                "ORDER_SWEEP_NEVER_PLACED_AFTER_S must be longer than the longest submit"
+                f" ({self.order_submit_max_s:g} s from TRADING_TIMEOUT_S and the reconcile"
+                " settings)"
+            )
+        if self.order_sweep_never_placed_after_s < self.order_sweep_min_age_s:
+            raise ValueError(
+                "ORDER_SWEEP_NEVER_PLACED_AFTER_S must be at least ORDER_SWEEP_MIN_AGE_S"
+            )
+        return self
+
+    @property
+    def order_submit_max_s(self) -> float:
+        """The longest one submit can take: a lookup of an earlier attempt, the POST, then
+        every reconcile lookup (each bounded by TRADING_TIMEOUT_S) and the waits between them."""
+        attempts = self.order_reconcile_attempts
+        waits_s = self.order_reconcile_first_wait_s * ((1 << (attempts - 1)) - 1)
+        return self.trading_timeout_s * (attempts + 2) + waits_s
 
     @property
     def watchlist(self) -> tuple[str, ...]:

@@ -33,6 +33,7 @@ from app.storage.schema import load_migrations
 from app.storage.store import (
     ApiKeyExists,
     StoreUnavailable,
+    check_settled,
     check_status,
     dump_json,
     load_json,
@@ -182,6 +183,47 @@ class EmbeddedStore:
             ).fetchall()
         )
         return [_audit_row(row) for row in rows]
+
+    async def unsettled_order_audits(
+        self, *, created_before: datetime, limit: int
+    ) -> list[OrderAuditRow]:
+        params = (_text(created_before), limit)
+        rows = await self._call(lambda c: c.execute(UNSETTLED_ROWS, params).fetchall())
+        return [_audit_row(row) for row in rows]
+
+    async def count_unsettled_order_audits(self, *, created_before: datetime) -> int:
+        params = (_text(created_before),)
+        (count,) = await self._call(
+            lambda c: c.execute(
+                "SELECT count(*) FROM order_audit WHERE status IN ('pending', 'unknown')"
+                " AND created_at < ?",
+                params,
+            ).fetchone()
+        )
+        return int(count)
+
+    async def settle_order_audit(
+        self,
+        audit_id: int,
+        *,
+        status: AuditStatus,
+        alpaca_order: dict[str, Any] | None,
+        error_code: str | None,
+        error_detail: str | None,
+    ) -> bool:
+        check_settled(status)
+        order = None if alpaca_order is None else dump_json(alpaca_order)
+        params = (status, order, error_code, error_detail, _text(utc_now()), audit_id)
+        # One conditional statement: of two processes settling the row, one updates it.
+        cursor = await self._call(
+            lambda c: c.execute(
+                "UPDATE order_audit SET status = ?, alpaca_order = ?, error_code = ?,"
+                " error_detail = ?, updated_at = ?"
+                " WHERE id = ? AND status IN ('pending', 'unknown')",
+                params,
+            )
+        )
+        return bool(cursor.rowcount > 0)
 
     # --- error log ----------------------------------------------------------------------------
     async def insert_error_logs(self, entries: Sequence[ErrorLogEntry]) -> None:
@@ -355,6 +397,13 @@ _PRUNE_EXCESS_ERROR_LOGS = (
     "DELETE FROM error_logs WHERE id IN ("
     " SELECT id FROM error_logs WHERE id <= (SELECT max(id) FROM error_logs) - ?"
     " ORDER BY id LIMIT ?)"
+)
+
+
+# Written as the partial index is (0005_order_audit_unsettled.sql), so the database uses it.
+UNSETTLED_ROWS = (
+    "SELECT * FROM order_audit WHERE status IN ('pending', 'unknown') AND created_at < ?"
+    " ORDER BY created_at, id LIMIT ?"
 )
 
 

@@ -33,6 +33,7 @@ from app.storage.schema import load_migrations
 from app.storage.store import (
     ApiKeyExists,
     StoreUnavailable,
+    check_settled,
     check_status,
     dump_json,
     load_json,
@@ -230,6 +231,47 @@ class PostgresStore:
             )
         return [_audit_row(record) for record in records]
 
+    async def unsettled_order_audits(
+        self, *, created_before: datetime, limit: int
+    ) -> list[OrderAuditRow]:
+        async with self._connection() as connection:
+            records = await connection.fetch(UNSETTLED_ROWS, created_before, limit)
+        return [_audit_row(record) for record in records]
+
+    async def count_unsettled_order_audits(self, *, created_before: datetime) -> int:
+        async with self._connection() as connection:
+            count = await connection.fetchval(
+                "SELECT count(*) FROM order_audit WHERE status IN ('pending', 'unknown')"
+                " AND created_at < $1",
+                created_before,
+            )
+        return int(count)
+
+    async def settle_order_audit(
+        self,
+        audit_id: int,
+        *,
+        status: AuditStatus,
+        alpaca_order: dict[str, Any] | None,
+        error_code: str | None,
+        error_detail: str | None,
+    ) -> bool:
+        check_settled(status)
+        async with self._connection() as connection:
+            # One conditional statement: of two gateways settling the row, one updates it.
+            result = await connection.execute(
+                "UPDATE order_audit SET status = $2, alpaca_order = $3::json, error_code = $4,"
+                " error_detail = $5, updated_at = $6"
+                " WHERE id = $1 AND status IN ('pending', 'unknown')",
+                audit_id,
+                status,
+                None if alpaca_order is None else dump_json(alpaca_order),
+                error_code,
+                error_detail,
+                utc_now(),
+            )
+        return result != "UPDATE 0"
+
     # --- error log ----------------------------------------------------------------------------
     async def insert_error_logs(self, entries: Sequence[ErrorLogEntry]) -> None:
         if not entries:
@@ -358,6 +400,13 @@ _PRUNE_EXCESS_ERROR_LOGS = (
     "DELETE FROM error_logs WHERE id IN ("
     " SELECT id FROM error_logs WHERE id <= (SELECT max(id) FROM error_logs) - $1"
     " ORDER BY id LIMIT $2)"
+)
+
+
+# Written as the partial index is (0005_order_audit_unsettled.sql), so the database uses it.
+UNSETTLED_ROWS = (
+    "SELECT * FROM order_audit WHERE status IN ('pending', 'unknown') AND created_at < $1"
+    " ORDER BY created_at, id LIMIT $2"
 )
 
 

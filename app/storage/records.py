@@ -9,6 +9,9 @@ from typing import Any, Literal, get_args
 
 AuditStatus = Literal["pending", "submitted", "rejected", "failed", "reconciled", "unknown"]
 AUDIT_STATUSES: tuple[AuditStatus, ...] = get_args(AuditStatus)
+# Rows whose outcome the gateway has not learned: recorded and maybe sent (`pending`), or sent
+# and not confirmed by the submit's own lookups (`unknown`). The order sweep settles them.
+UNSETTLED_STATUSES: tuple[AuditStatus, ...] = ("pending", "unknown")
 
 
 def utc_now() -> datetime:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from app.storage.records import (
     AUDIT_STATUSES,
+    UNSETTLED_STATUSES,
     ApiKeyRow,
     AuditStatus,
     ErrorLogEntry,
@@ -71,6 +72,31 @@ class Store(Protocol):
         """Every audit row for one client_order_id, oldest first."""
         ...
 
+    async def unsettled_order_audits(
+        self, *, created_before: datetime, limit: int
+    ) -> list[OrderAuditRow]:
+        """Rows still `pending` or `unknown` that were recorded before `created_before`, oldest
+        first, at most `limit`."""
+        ...
+
+    async def count_unsettled_order_audits(self, *, created_before: datetime) -> int:
+        """How many rows `unsettled_order_audits` would return without a limit."""
+        ...
+
+    async def settle_order_audit(
+        self,
+        audit_id: int,
+        *,
+        status: AuditStatus,
+        alpaca_order: dict[str, Any] | None,
+        error_code: str | None,
+        error_detail: str | None,
+    ) -> bool:
+        """Set the outcome of an audited order only while it is still `pending` or `unknown`,
+        in one statement: True if this call settled it, False if it was settled already (by
+        the submit itself, or by another gateway's sweep) or does not exist."""
+        ...
+
     # --- error log ----------------------------------------------------------------------------
     async def insert_error_logs(self, entries: Sequence[ErrorLogEntry]) -> None: ...
 
@@ -103,6 +129,13 @@ class Store(Protocol):
     async def touch_api_key(self, key_id: str, when: datetime) -> None:
         """Move last_used_at forward to `when` (never backwards)."""
         ...
+
+
+def check_settled(status: AuditStatus) -> AuditStatus:
+    """A status that settles a row: known, and neither `pending` nor `unknown`."""
+    if check_status(status) in UNSETTLED_STATUSES:
+        raise ValueError(f"{status!r} does not settle an order audit row")
+    return status
 
 
 def check_status(status: str) -> AuditStatus:

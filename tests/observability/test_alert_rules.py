@@ -71,6 +71,7 @@ def test_every_alert_is_labelled_and_explained() -> None:
         "GatewayQuoteAgeHigh",
         "GatewayInternalError",
         "GatewayUpstreamNoSuccess",
+        "GatewayOrderAuditUnsettled",
     }
     for rule in rules:
         assert rule["labels"]["severity"] in SEVERITIES, rule["alert"]
