@@ -8,19 +8,25 @@ from .config import Config
 from .control_api import add_control_routes, control_errors
 from .middleware import alpaca_pipeline
 from .routes import add_alpaca_routes
+from .scenario import ScenarioSource
 from .state import STATE_KEY, Credentials, EmulatorState
 
 
-def create_app(credentials: Credentials, start_config: Config | None = None) -> web.Application:
+def create_app(
+    credentials: Credentials,
+    start_config: Config | None = None,
+    start_scenario: ScenarioSource | None = None,
+) -> web.Application:
     """The Alpaca endpoints plus the ``/_emulator`` control API, with fresh state.
 
-    ``start_config`` is the configuration at start and after every ``POST /_emulator/reset``.
+    ``start_config`` is the configuration at start and after every ``POST /_emulator/reset``;
+    ``start_scenario`` (checked already) is loaded when the app starts and at every reset.
 
     Serve it with ``handler_cancellation=True`` (as ``__main__`` does) so a request held by a
     ``hang`` fault ends when its client disconnects instead of waiting for a fault reset.
     """
     app = web.Application(middlewares=[alpaca_pipeline, control_errors])
-    state = EmulatorState(credentials, start_config)
+    state = EmulatorState(credentials, start_config, start_scenario)
     app[STATE_KEY] = state
     add_alpaca_routes(app)
     add_control_routes(app)
@@ -29,5 +35,15 @@ def create_app(credentials: Credentials, start_config: Config | None = None) -> 
         # Without this, shutdown would wait for requests that are hung on purpose.
         state.faults.clear()
 
+    async def load_start_scenario(_: web.Application) -> None:
+        # Here, not in EmulatorState(): the scenario's fault timeline runs on the event loop.
+        if start_scenario is not None:
+            state.reset()
+
+    async def stop_timeline(_: web.Application) -> None:
+        state.timeline.cancel()
+
+    app.on_startup.append(load_start_scenario)
     app.on_shutdown.append(release_hung_requests)
+    app.on_cleanup.append(stop_timeline)
     return app

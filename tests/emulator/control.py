@@ -6,15 +6,18 @@ setup fails loudly at the setup line rather than as a puzzling assertion later.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Mapping, Sequence
 from functools import cache
+from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any, Literal, Self
 from urllib.parse import quote
 
 import httpx
 
+from .scenario_text import YAML_SUFFIXES
 from .wire_json import dumps
 
 WireObject = Mapping[str, Any]
@@ -189,6 +192,17 @@ class EmulatorControl:
             body["option_contracts"] = option_contracts
         await self._send("POST", "/_emulator/state", body)
 
+    async def load_scenario(self, scenario: WireObject) -> None:
+        """A clean emulator holding this scenario document (see ``scenario.py``), as of now."""
+        await self._send("POST", "/_emulator/scenario", scenario)
+
+    async def load_scenario_file(self, path: Path) -> None:
+        """The same, from a file: YAML for ``.yaml``/``.yml``, JSON otherwise, sent as written."""
+        is_yaml = path.suffix.lower() in YAML_SUFFIXES
+        content_type = "application/yaml" if is_yaml else "application/json"
+        text = await asyncio.to_thread(path.read_text, "utf-8")
+        await self._send_text("POST", "/_emulator/scenario", text, content_type)
+
     async def configure(
         self,
         *,
@@ -285,8 +299,14 @@ class EmulatorControl:
         return answer
 
     async def _send(self, method: str, path: str, body: object = ...) -> httpx.Response:
-        content = None if body is ... else dumps(body)
-        headers = {"Content-Type": "application/json"} if content is not None else None
+        if body is ...:
+            return await self._send_text(method, path, None, None)
+        return await self._send_text(method, path, dumps(body), "application/json")
+
+    async def _send_text(
+        self, method: str, path: str, content: str | None, content_type: str | None
+    ) -> httpx.Response:
+        headers = None if content_type is None else {"Content-Type": content_type}
         response = await self._client.request(method, path, content=content, headers=headers)
         if not response.is_success:
             raise EmulatorControlError(method, path, response.status_code, response.text)

@@ -16,6 +16,7 @@ from .occ import parse_occ
 from .orders import move_order
 from .params import canonical_timeframe
 from .responses import json_response
+from .scenario import ScenarioError, ScenarioSource
 from .state import STATE_KEY, EmulatorState, stored_bars
 from .wire_json import Json, JsonObject, WireJsonError, loads
 
@@ -190,6 +191,20 @@ def _option_objects(body: JsonObject, name: str) -> dict[str, JsonObject | None]
     return values
 
 
+async def post_scenario(request: web.Request) -> web.Response:
+    """POST /_emulator/scenario: a clean emulator holding this scenario (JSON, or YAML when the
+    Content-Type names yaml), as of now; 400 with the place and reason if it is refused."""
+    is_yaml = "yaml" in request.content_type
+    try:
+        source = ScenarioSource.from_text(
+            await request.text(), is_yaml=is_yaml, name="scenario (request body)"
+        )
+    except ScenarioError as exc:
+        raise ControlError(str(exc)) from exc
+    _state(request).load_scenario(source)
+    return _no_content()
+
+
 async def put_account(request: web.Request) -> web.Response:
     """PUT /_emulator/account: fields merged over the current account (GET /v2/account)."""
     fields = _object_or_null(await _body(request), "account")
@@ -314,6 +329,7 @@ def add_control_routes(app: web.Application) -> None:
     router.add_put(f"{PREFIX}/orders/{{order_id}}/status", put_order_status)
     router.add_put(f"{PREFIX}/clock", put_clock)
     router.add_post(f"{PREFIX}/state", post_state)
+    router.add_post(f"{PREFIX}/scenario", post_scenario)
     router.add_get(f"{PREFIX}/config", get_config)
     router.add_put(f"{PREFIX}/config", put_config)
     router.add_post(f"{PREFIX}/faults", add_fault)

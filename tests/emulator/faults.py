@@ -76,6 +76,31 @@ def _optional_int(body: dict[str, Json], name: str, minimum: int) -> int | None:
     return value
 
 
+def parse_fault(body: Json, fault_id: str) -> Fault:
+    """A fault from its control-API body (``path``, ``kind``, ``count``, ``delay_ms``,
+    ``retry_after_s``); ValueError explains a bad body. Other members are ignored here."""
+    if not isinstance(body, dict):
+        raise ValueError("fault body must be a JSON object")
+    path, kind = body.get("path"), body.get("kind")
+    if not isinstance(path, str) or not path.startswith(("/", "*")):
+        raise ValueError("path must be an fnmatch pattern on the request path, e.g. /v2/*")
+    if kind not in {k.value for k in FaultKind}:
+        raise ValueError(f"kind must be one of {sorted(k.value for k in FaultKind)}")
+    fault_kind = FaultKind(str(kind))
+    delay_ms = _optional_int(body, "delay_ms", 0)
+    if fault_kind is FaultKind.LATENCY and delay_ms is None:
+        raise ValueError("latency faults need delay_ms")
+    retry_after_s = _optional_int(body, "retry_after_s", 0)
+    return Fault(
+        id=fault_id,
+        path=path,
+        kind=fault_kind,
+        remaining=_optional_int(body, "count", 1),
+        delay_ms=delay_ms or 0,
+        retry_after_s=DEFAULT_RETRY_AFTER_S if retry_after_s is None else retry_after_s,
+    )
+
+
 class FaultRegistry:
     """The ordered list of active faults, plus the gate that hung requests wait on."""
 
@@ -86,26 +111,8 @@ class FaultRegistry:
 
     def add_from_wire(self, body: Json) -> Fault:
         """Validate a control-API fault body and append it; ValueError explains a bad body."""
-        if not isinstance(body, dict):
-            raise ValueError("fault body must be a JSON object")
-        path, kind = body.get("path"), body.get("kind")
-        if not isinstance(path, str) or not path.startswith(("/", "*")):
-            raise ValueError("path must be an fnmatch pattern on the request path, e.g. /v2/*")
-        if kind not in {k.value for k in FaultKind}:
-            raise ValueError(f"kind must be one of {sorted(k.value for k in FaultKind)}")
-        fault_kind = FaultKind(str(kind))
-        delay_ms = _optional_int(body, "delay_ms", 0)
-        if fault_kind is FaultKind.LATENCY and delay_ms is None:
-            raise ValueError("latency faults need delay_ms")
-        retry_after_s = _optional_int(body, "retry_after_s", 0)
-        fault = Fault(
-            id=f"fault-{next(self._ids)}",
-            path=path,
-            kind=fault_kind,
-            remaining=_optional_int(body, "count", 1),
-            delay_ms=delay_ms or 0,
-            retry_after_s=DEFAULT_RETRY_AFTER_S if retry_after_s is None else retry_after_s,
-        )
+        fault = parse_fault(body, "")
+        fault.id = f"fault-{next(self._ids)}"  # numbered only once valid
         self._faults.append(fault)
         return fault
 

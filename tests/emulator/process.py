@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from .scenario import REFUSED_SCENARIO_PREFIX
 from .state import DEFAULT_KEY_ID, DEFAULT_SECRET_KEY
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -39,9 +40,15 @@ class EmulatorProcess:
         host: str = "127.0.0.1",
         start_timeout_s: float = START_TIMEOUT_S,
         random_walk_seed: int | None = None,
+        scenario: Path | None = None,
+        port: int = 0,
     ) -> None:
+        """``scenario``: a file loaded at start and at every reset (``--scenario``); a scenario
+        the emulator refuses makes :meth:`start` raise with its reason. ``port`` 0 picks one."""
         self.key_id = key_id
         self.random_walk_seed = random_walk_seed
+        self.scenario = scenario
+        self.port = port
         self.secret_key = secret_key
         self.host = host
         self._start_timeout_s = start_timeout_s
@@ -67,10 +74,12 @@ class EmulatorProcess:
             raise RuntimeError("the emulator is already started")
         # Open for the life of the child (it writes there), so closed in stop(), not a `with`.
         self._stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115
-        argv = [sys.executable, "-m", "tests.emulator", "--port", "0", "--host", self.host]
-        argv += ["--key-id", self.key_id, "--secret-key", self.secret_key]
+        argv = [sys.executable, "-m", "tests.emulator", "--port", str(self.port)]
+        argv += ["--host", self.host, "--key-id", self.key_id, "--secret-key", self.secret_key]
         if self.random_walk_seed is not None:
             argv += ["--random-walk", str(self.random_walk_seed)]
+        if self.scenario is not None:
+            argv += ["--scenario", str(self.scenario.resolve())]
         self._process = subprocess.Popen(
             argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=self._stderr, text=True
         )
@@ -136,6 +145,8 @@ class EmulatorProcess:
         return self._stderr.read()
 
     def _failure_message(self, line: str | None, stderr: str) -> str:
+        if stderr.startswith(REFUSED_SCENARIO_PREFIX):
+            return stderr.strip()  # the place and reason, as the user should see them
         seen = "nothing" if line is None else repr(line)
         stderr = stderr or "(empty)"
         return (

@@ -6,6 +6,7 @@ it back to its initial condition without restarting the server.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from .order_book import OrderBook
 from .random_walk import MarketWalk
 from .ratelimit import RateLimiter
 from .samples import default_account, default_asset, default_clock, default_option_contract
+from .scenario import Scenario, ScenarioSource
+from .timeline import FaultTimeline
 from .timestamps import rfc3339_ns
 from .wire_json import Json, JsonObject
 
@@ -110,9 +113,17 @@ def _check_occ(occ: str) -> None:
 class EmulatorState:
     """The whole mutable state of one emulator process."""
 
-    def __init__(self, credentials: Credentials, start_config: Config | None = None) -> None:
+    def __init__(
+        self,
+        credentials: Credentials,
+        start_config: Config | None = None,
+        start_scenario: ScenarioSource | None = None,
+    ) -> None:
+        """``start_config`` and ``start_scenario`` are what :meth:`reset` goes back to. The
+        scenario is not loaded here (its fault timeline needs the event loop): call reset()."""
         self.credentials = credentials
         self.start_config = start_config or Config()
+        self.start_scenario = start_scenario
         self.config = self.start_config
         self.market = MarketData()
         self.options = OptionData()
@@ -123,13 +134,26 @@ class EmulatorState:
         self.clock: JsonObject = default_clock()
         self.account: JsonObject = default_account()
         self.faults = FaultRegistry()
+        self.timeline = FaultTimeline()
         self.walk = MarketWalk()
         self.rate_limiter = RateLimiter(self.config.rate_limit_per_minute)
         self.call_counts: Counter[str] = Counter()
         self.requests: list[RequestRecord] = []
 
     def reset(self) -> None:
-        """Back to the state of a freshly started process (credentials are kept)."""
+        """Back to the state of a freshly started process (credentials are kept), with the
+        start scenario, if any, loaded again: its relative times and fault timeline start now."""
+        self._clean()
+        if self.start_scenario is not None:
+            self._load(self.start_scenario.resolve(time.time_ns()))
+
+    def load_scenario(self, source: ScenarioSource) -> None:
+        """A clean emulator (start configuration, no data) holding ``source`` as of now."""
+        scenario = source.resolve(time.time_ns())  # checked before anything is cleared
+        self._clean()
+        self._load(scenario)
+
+    def _clean(self) -> None:
         self.config = self.start_config
         self.market = MarketData()
         self.options = OptionData()
@@ -139,10 +163,39 @@ class EmulatorState:
         self.orders = OrderBook()
         self.clock = default_clock()
         self.account = default_account()
+        self.timeline.cancel()
         self.faults.clear()
         self.walk.clear()
         self.rate_limiter.reconfigure(self.config.rate_limit_per_minute)
         self.clear_calls()
+
+    def _load(self, scenario: Scenario) -> None:
+        """Store a resolved scenario over a clean state and start its fault timeline."""
+        self.configure(scenario.config)
+        self.clock = scenario.clock or self.clock
+        self.account = {**self.account, **scenario.account}
+        for symbol, fields in scenario.assets.items():  # first: data keeps their fields
+            self.set_asset(symbol, fields)
+        for symbol, quote in scenario.quotes.items():
+            self.set_quote(symbol, quote)
+        for symbol, trade in scenario.trades.items():
+            self.set_trade(symbol, trade)
+        for symbol, by_timeframe in scenario.bars.items():
+            for timeframe, bars in by_timeframe.items():
+                self.set_bars(symbol, bars, timeframe)
+        for symbol, snapshot in scenario.snapshots.items():
+            self.set_snapshot(symbol, snapshot)
+        for occ, fields in scenario.option_contracts.items():
+            self.set_option_contract(occ, fields)
+        for occ, quote in scenario.option_quotes.items():
+            self.set_option_quote(occ, quote)
+        for occ, trade in scenario.option_trades.items():
+            self.set_option_trade(occ, trade)
+        for occ, snapshot in scenario.option_snapshots.items():
+            self.set_option_snapshot(occ, snapshot)
+        for symbol, position in scenario.positions.items():
+            self.set_position(symbol, position)
+        self.timeline.start(self.faults, scenario.faults)
 
     def configure(self, changes: Mapping[str, Json]) -> None:
         """Merge configuration changes; a new rate limit starts fresh budgets."""
