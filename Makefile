@@ -3,6 +3,7 @@
 #   make test    lint, type-check and run the whole test suite against real Redis/PostgreSQL
 #   make run     run the gateway (settings from the environment and config/.env)
 #   make demo    run the gateway against the Alpaca emulator, with curl commands to try
+#   make kit     the gateway + the Alpaca emulator for a bot's tests (prints GATEWAY_URL, _KEY)
 #
 # VENV and PYTHON can be overridden: `make test VENV=/tmp/venv-check PYTHON=python3.12`.
 
@@ -15,13 +16,14 @@ STAMP := $(VENV)/.requirements.stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint typecheck fmt demo bench clean
+.PHONY: help venv run test lint typecheck fmt demo kit bench clean
 
 help:
 	@echo "make venv       create $(VENV) and install requirements-dev.txt (only when changed)"
 	@echo "make run        run the gateway on GATEWAY_HOST:GATEWAY_PORT (127.0.0.1:8000)"
 	@echo "make test       ruff format --check, ruff check, mypy, then pytest with real services"
 	@echo "make demo       the gateway in front of the Alpaca emulator, with curl commands"
+	@echo "make kit        gateway + emulator for a bot's CI (SCENARIO=file PORT=n KIT_ARGS=--detach)"
 	@echo "make bench      gateway vs bare app vs nginx (SERVER=granian|uvicorn|both, ROUNDS=n, LOAD=aio)"
 	@echo "make lint       ruff format --check and ruff check"
 	@echo "make typecheck  mypy --strict on app/ and tests/emulator/"
@@ -49,6 +51,11 @@ run: venv
 
 demo: venv
 	$(BIN)/python -m tests.demo
+
+# The contract-test kit (tests/emulator/kit.py): the emulator loaded with SCENARIO, the gateway in
+# front of it with its own temporary store, a key; prints GATEWAY_URL=, GATEWAY_KEY=, EMULATOR_URL=.
+kit: venv
+	$(BIN)/python -m tests.emulator.kit --scenario $(or $(SCENARIO),tests/emulator/scenarios/example.yaml) --port $(or $(PORT),8000) $(KIT_ARGS)
 
 # tests/performance: never part of make test. wrk and nginx come from Debian (installed when root,
 # else the one command to run); LOAD=aio swaps wrk for the slower asyncio generator, by name only.

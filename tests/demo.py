@@ -19,37 +19,25 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 
-import httpx
-
 from app.settings import load_settings
 from tests.emulator.demo_market import SeedData, seed, utc_z
+from tests.emulator.gateway_process import (
+    ALL_SCOPES,
+    GatewayProcess,
+    GatewayStartError,
+    create_key,
+    emulator_env,
+    run_cli,
+)
 from tests.emulator.process import EmulatorProcess
 
-GATEWAY_START_TIMEOUT_S = 30.0
-GATEWAY_STOP_TIMEOUT_S = 10.0
-CLI_TIMEOUT_S = 60.0
 WALK_SEED = 20250624
-SCOPES = "data:read,trading:read,trading:write"
-
-
-def gateway_env(emulator: EmulatorProcess) -> dict[str, str]:
-    """This environment pointed at the emulator. The store settings are left alone on purpose:
-    the CLI, run by hand with the same settings, must reach the same key store."""
-    env = dict(os.environ)
-    env.update(
-        ALPACA_DATA_URL=emulator.base_url,
-        ALPACA_TRADING_URL=emulator.base_url,
-        ALPACA_API_KEY_ID=emulator.key_id,
-        ALPACA_API_SECRET_KEY=emulator.secret_key,
-        UPSTREAM_SOURCE_NAME="emulator",
-    )
-    return env
+SCOPES = ALL_SCOPES
 
 
 def key_store() -> str:
@@ -60,59 +48,12 @@ def key_store() -> str:
     return f"the SQLite file {settings.embedded_db_path} (EMBEDDED_DB_PATH)"
 
 
-def cli(env: dict[str, str], *args: str) -> str:
-    """Run `python -m app.cli ARGS` as an operator would; its stdout."""
-    argv = [sys.executable, "-m", "app.cli", *args]
-    done = subprocess.run(
-        argv, env=env, capture_output=True, text=True, check=False, timeout=CLI_TIMEOUT_S
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"demo: `python -m app.cli {' '.join(args)}` failed:\n{done.stderr}")
-    return done.stdout
-
-
-def create_demo_key(env: dict[str, str]) -> str:
-    """A key made the way an operator makes one: the CLI prints it as its last line."""
-    return cli(env, "keys", "create", "--name", "demo", "--scopes", SCOPES).strip().splitlines()[-1]
-
-
 def revoke_demo_key(env: dict[str, str], key: str) -> None:
     """Keys look like gw_<id>_<secret>; the demo's own key does not outlive the demo."""
     try:
-        cli(env, "keys", "revoke", key.split("_", 2)[1])
-    except (SystemExit, subprocess.TimeoutExpired) as exc:
+        run_cli(env, None, "keys", "revoke", key.split("_", 2)[1])
+    except GatewayStartError as exc:
         print(f"demo: could not revoke the demo key: {exc}", file=sys.stderr)
-
-
-def start_gateway(env: dict[str, str], host: str, port: int) -> subprocess.Popen[bytes]:
-    """The gateway as `make run` starts it (the configured server), on the demo's port."""
-    served = {**env, "GATEWAY_HOST": host, "GATEWAY_PORT": str(port)}
-    return subprocess.Popen([sys.executable, "-m", "app.serve"], env=served)
-
-
-def wait_for_health(gateway: subprocess.Popen[bytes], base_url: str) -> None:
-    deadline = time.monotonic() + GATEWAY_START_TIMEOUT_S
-    with httpx.Client(timeout=1.0) as client:
-        while time.monotonic() < deadline:
-            if gateway.poll() is not None:
-                raise SystemExit(f"demo: the gateway exited with status {gateway.returncode}")
-            try:
-                if client.get(f"{base_url}/health").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass  # not listening yet
-            time.sleep(0.2)
-    raise SystemExit(f"demo: the gateway did not answer {base_url}/health in time")
-
-
-def stop_gateway(gateway: subprocess.Popen[bytes]) -> None:
-    if gateway.poll() is None:
-        gateway.terminate()
-        try:
-            gateway.wait(timeout=GATEWAY_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            gateway.kill()
-            gateway.wait()
 
 
 def instructions(base_url: str, emulator_url: str, key: str, seeded: SeedData) -> str:
@@ -166,22 +107,28 @@ def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
 
 
 def run_demo(host: str, port: int) -> int:
-    base_url = f"http://{host}:{port}"
     with EmulatorProcess(random_walk_seed=WALK_SEED) as emulator:
         seeded = asyncio.run(seed(emulator.base_url))
-        env = gateway_env(emulator)
-        key = create_demo_key(env)
+        # The store settings are left alone on purpose: the CLI, run by hand with the same
+        # settings, must reach the same key store.
+        env = emulator_env(os.environ, emulator)
         try:
-            gateway = start_gateway(env, host, port)
+            key = create_key(env, None, "demo", SCOPES)
+        except GatewayStartError as exc:
+            raise SystemExit(f"demo: {exc}") from exc
+        try:
+            gateway = GatewayProcess(env, host=host, port=port)
             try:
-                wait_for_health(gateway, base_url)
-                print(instructions(base_url, emulator.base_url, key, seeded), flush=True)
-                while gateway.poll() is None:
+                gateway.start()
+                print(instructions(gateway.base_url, emulator.base_url, key, seeded), flush=True)
+                while gateway.returncode is None:
                     time.sleep(0.5)
                 print(f"demo: the gateway exited with status {gateway.returncode}", file=sys.stderr)
                 return 1
+            except GatewayStartError as exc:
+                raise SystemExit(f"demo: {exc}") from exc
             finally:
-                stop_gateway(gateway)
+                gateway.stop()
         finally:
             revoke_demo_key(env, key)
 

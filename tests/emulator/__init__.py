@@ -6,7 +6,10 @@ One aiohttp server answers both market-data paths (``/v2/stocks/...``,
 shapes of Alpaca's OpenAPI documents, plus an unauthenticated control API under
 ``/_emulator`` that tests use to store data, inject faults and read call counts. Start it
 with ``python -m tests.emulator --port 0`` or :class:`tests.emulator.process.EmulatorProcess`;
-drive it with :class:`tests.emulator.control.EmulatorControl`.
+drive it with :class:`tests.emulator.control.EmulatorControl`. A scenario file (YAML or JSON,
+``scenario.py``) sets a whole market and a timeline of faults at start (``--scenario FILE``) or
+through ``POST /_emulator/scenario``; ``python -m tests.emulator.kit`` puts the gateway in front
+of it for a bot's CI.
 
 It never invents market data: every quote, trade, bar and snapshot it answers is exactly the
 JSON a test stored, unless a test switches on the seeded random walk of latest quotes and
