@@ -28,7 +28,7 @@ from app.alpaca.transport import (
     close_session,
     open_session,
 )
-from app.api import clock, docs, options, stocks, system, trading
+from app.api import alpaca, clock, docs, options, stocks, system, trading
 from app.api.hot import GatewayApp, HotRoute, HotRoutes, dispatch
 from app.api.middleware import RequestContextMiddleware
 from app.api.openapi import operation_id, problem_openapi
@@ -40,6 +40,7 @@ from app.metrics import UPSTREAMS, Metrics
 from app.order_sweep import OrderSweep
 from app.orders import OrderDesk
 from app.quotas import MemoryQuotas, Quotas, RedisQuotas
+from app.reads.alpaca import AlpacaReads
 from app.reads.missing import MissingSymbols
 from app.reads.options import OptionReads
 from app.reads.read_through import ReadThrough, Served
@@ -142,6 +143,7 @@ def create_app(settings: Settings, *, freeze_after_startup: bool = False) -> Gat
     app.include_router(trading.router)
     app.include_router(clock.router)
     app.include_router(system.router)
+    app.include_router(alpaca.router)
     app.include_router(docs.router)
     access_log = logger_level_no(settings.log_level) <= logger_level_no("INFO")
     app.add_middleware(
@@ -339,6 +341,8 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
         orders=orders,
         store=store,
         keys=keys,
+        alpaca=AlpacaReads(data, options, read_through, settings),
+        transports={"data": data, "options": options, "trading": trading, "reference": reference},
         quotas=quotas,
         error_log=error_log,
         source=settings.source_name,

@@ -42,6 +42,15 @@ DataKind = Literal[
     "option_chain",
     "option_contracts",
     "option_contract",
+    # The Alpaca-compatible face keeps Alpaca's own objects (app/reads/alpaca.py).
+    "alpaca_quote",
+    "alpaca_trade",
+    "alpaca_bar",
+    "alpaca_snapshot",
+    "alpaca_option_quote",
+    "alpaca_option_trade",
+    "alpaca_option_snapshot",
+    "alpaca_page",
 ]
 ServedAs = Literal["miss", "hit", "shared", "stale"]
 Dependency = Literal["redis"]
@@ -55,13 +64,23 @@ CACHE_RESULTS: tuple[CacheResult, ...] = get_args(CacheResult)
 DATA_KINDS: tuple[DataKind, ...] = get_args(DataKind)
 # Closed set of upstream operations per upstream (the `endpoint` label).
 UPSTREAM_ENDPOINTS = {
-    "data": ("quotes_latest", "trades_latest", "snapshots", "bars"),
-    "options": ("option_quotes_latest", "option_chain"),
-    "trading": (
-        *("account", "positions", "orders", "order", "order_by_client_id"),
-        *("submit_order", "cancel_order"),
+    "data": (
+        "quotes_latest",
+        "trades_latest",
+        "bars_latest",
+        "snapshots",
+        "bars",
+        "quotes",
+        "trades",
     ),
-    "reference": ("asset", "clock", "option_contracts", "option_contract"),
+    "options": (
+        *("option_quotes_latest", "option_trades_latest", "option_snapshots", "option_chain"),
+    ),
+    "trading": (
+        *("account", "positions", "position", "orders", "order", "order_by_client_id"),
+        *("submit_order", "replace_order", "cancel_order", "cancel_orders"),
+    ),
+    "reference": ("asset", "assets", "clock", "calendar", "option_contracts", "option_contract"),
 }
 
 HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)

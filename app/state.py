@@ -6,12 +6,14 @@ from dataclasses import dataclass
 
 from app.alpaca.breaker import CircuitBreaker
 from app.alpaca.trading import TradingAccountClient
+from app.alpaca.transport import AlpacaTransport
 from app.cache import Cache
 from app.errors import Upstream
 from app.keys import KeyRing
 from app.metrics import Metrics
 from app.orders import OrderDesk
 from app.quotas import Quotas
+from app.reads.alpaca import AlpacaReads
 from app.reads.options import OptionReads
 from app.reads.stocks import StockReads
 from app.settings import Settings
@@ -26,6 +28,10 @@ class GatewayState:
     cache: Cache
     breakers: dict[Upstream, CircuitBreaker]
     stocks: StockReads
+    # The Alpaca-compatible face: Alpaca's own objects through the same cache and breakers, and
+    # the transports its pass-through trading calls use (one per upstream, as everywhere).
+    alpaca: AlpacaReads
+    transports: dict[Upstream, AlpacaTransport]
     options: OptionReads
     trading: TradingAccountClient
     orders: OrderDesk

@@ -47,6 +47,8 @@ class Timeouts:
 class Reply:
     status: int
     payload: Any
+    # The body exactly as Alpaca sent it, for answers passed on untouched (the Alpaca face).
+    raw: bytes = b""
 
 
 def _error_message(body: bytes) -> str | None:
@@ -246,7 +248,7 @@ class AlpacaTransport:
             except ValueError as exc:
                 raise self._bad(f"Alpaca sent invalid JSON (HTTP {status})") from exc
             try:
-                return parse(Reply(status, payload))
+                return parse(Reply(status, payload, body))
             except GatewayError as exc:
                 # Parsers are shared by upstreams (the trading host serves two): the answer is
                 # about the one that was called.

@@ -161,7 +161,7 @@ async def order(request: Request) -> Response:
 async def submit_order(request: Request) -> Response:
     key_row = await authorize(request, SUBMIT.scope)
     key = IDEMPOTENCY_KEY.text(request) or ""
-    order_request = await _order_body(request)
+    order_request = await order_request_from(request)
     if order_request.client_order_id not in (None, key):
         raise invalid("client_order_id", "differs from the Idempotency-Key header")
     gateway = gateway_of(request)
@@ -202,7 +202,8 @@ def _require_json(request: Request) -> None:
         )
 
 
-async def _order_body(request: Request) -> OrderRequest:
+async def order_request_from(request: Request) -> OrderRequest:
+    """The order in the request's body (application/json), checked strictly."""
     _require_json(request)
     try:
         # Numbers as their own text: a float could round a long quantity or price.
