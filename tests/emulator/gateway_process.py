@@ -2,8 +2,9 @@
 
 It is started as ``make run`` starts it (``python -m app.serve``, settings from the
 environment) and its keys are made as an operator makes them (``python -m app.cli keys
-create``), so what a user's CI or the demo exercises is the gateway they would deploy. Only the
-standard library is used here: the kit also runs in a container with the runtime requirements.
+create``), so what a user's CI or the demo exercises is the gateway they would deploy. Nothing
+here needs a development requirement (health is probed with urllib, not httpx): the kit also
+runs in a container built from requirements.txt.
 """
 
 from __future__ import annotations
