@@ -124,11 +124,12 @@ def face_env(emulator: EmulatorProcess, store: Path, **settings: str) -> dict[st
         TRADING_TIMEOUT_S="1",
         DATA_TIMEOUT_S="1",
         LOG_LEVEL="INFO",
-        **settings,
     )
-    # The embedded cache: one served process, nothing shared with other tests' Redis keys.
+    # The embedded cache and store unless a test says otherwise: nothing shared with other
+    # tests' Redis keys.
     env.pop("REDIS_URL", None)
     env.pop("DATABASE_URL", None)
+    env.update(settings)
     return env
 
 
@@ -682,10 +683,49 @@ def test_answers_never_carry_the_gateways_alpaca_credentials(stack: Stack) -> No
 @contextmanager
 def private_face(stack: Stack, tmp_path: Path, **settings: str) -> Iterator[Clients]:
     """Another served gateway on the same emulator, for a test that leaves it unusable."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     env = face_env(stack.emulator, tmp_path / "gateway.sqlite3", **settings)
     keys = Keys.of(create_key(env, "data:read,trading:read"))
     with ServedGateway(env, tmp_path / "gateway.log") as gateway:
         yield Clients(gateway.base_url + "/alpaca", keys)
+
+
+@proves(
+    "StockHistoricalDataClient.get_stock_latest_quote",
+    "StockHistoricalDataClient.get_stock_snapshot",
+    "StockHistoricalDataClient.get_stock_bars",
+    "OptionHistoricalDataClient.get_option_chain",
+)
+async def test_with_redis_two_gateways_share_one_upstream_call_and_answer_alpacas_values(
+    stack: Stack, control: EmulatorControl, tmp_path: Path, redis_url: str
+) -> None:
+    shared = {"REDIS_URL": redis_url, "CACHE_NAMESPACE": f"face-{uuid.uuid4().hex}"}
+    start = datetime(*stack.seeded.first_bar_day.timetuple()[:3], tzinfo=UTC)
+    calls: list[tuple[str, str, Any]] = [
+        ("stocks", "get_stock_latest_quote", StockLatestQuoteRequest(symbol_or_symbols=STOCKS)),
+        ("stocks", "get_stock_snapshot", StockSnapshotRequest(symbol_or_symbols=STOCKS)),
+        ("stocks", "get_stock_bars",
+         StockBarsRequest(symbol_or_symbols=STOCKS, timeframe=TimeFrame.Day, start=start)),
+        ("options", "get_option_chain", OptionChainRequest(underlying_symbol="AAPL")),
+    ]  # fmt: skip
+    direct = [getattr(getattr(stack.alpaca, c)(), m)(r) for c, m, r in calls]
+    await control.reset_calls()
+    with (
+        private_face(stack, tmp_path / "one", **shared) as one,
+        private_face(stack, tmp_path / "two", **shared) as two,
+    ):
+        through_one = [getattr(getattr(one, c)(), m)(r) for c, m, r in calls]
+        through_two = [getattr(getattr(two, c)(), m)(r) for c, m, r in calls]
+    upstream = await control.calls()
+    upstream.pop("/v2/clock", None)  # each gateway reads Alpaca's clock at start
+
+    assert through_one == through_two == direct
+    assert upstream == {
+        "/v2/stocks/quotes/latest": 1,
+        "/v2/stocks/snapshots": 1,
+        "/v2/stocks/bars": 1,
+        "/v1beta1/options/snapshots/AAPL": 1,
+    }
 
 
 async def test_an_open_breaker_is_a_fast_503_and_spares_alpaca(
