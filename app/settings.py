@@ -6,6 +6,8 @@ Nothing here is read at import time: `create_app()` receives a `Settings` instan
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -47,6 +49,9 @@ class Settings(BaseSettings):
     # The HTTP server `python -m app.serve` (make run, the container) starts, and its workers.
     gateway_server: Literal["granian", "uvicorn"] = "granian"
     gateway_workers: int = Field(default=1, ge=1, le=64)
+    # Names this replica where several share Redis (logs, metrics, /ready, shared breakers);
+    # empty: the host name. Each worker process adds its pid: each has its own breakers.
+    gateway_instance: str = Field(default="", pattern=r"^[A-Za-z0-9._-]{0,64}$")
     log_level: str = "INFO"
     log_json: bool = False
     max_body_bytes: int = Field(default=65_536, gt=0)
@@ -163,6 +168,12 @@ class Settings(BaseSettings):
     def watchlist(self) -> tuple[str, ...]:
         symbols = (s.strip().upper() for s in self.metrics_watchlist.split(","))
         return tuple(dict.fromkeys(s for s in symbols if s))[:50]
+
+    @property
+    def instance_name(self) -> str:
+        """This worker process among the replicas: `GATEWAY_INSTANCE` (or the host name) and
+        the pid, computed on each call so a forked worker names itself, not its parent."""
+        return f"{self.gateway_instance or socket.gethostname()}:{os.getpid()}"
 
     @property
     def data_base_url(self) -> str:
