@@ -65,8 +65,9 @@ _SCHEMA_EXAMPLES: dict[str, dict[str, tuple[str, ...]]] = {
         "Position": ("x-examples", "example-2"),
     },
 }
-# The option contract has no whole example: its properties' examples make one (contract test).
-_PROPERTY_EXAMPLES = {"trading": ("OptionContract",)}
+# The option contract and the calendar day have no whole example: their properties' examples
+# make one (contract test).
+_PROPERTY_EXAMPLES = {"trading": ("OptionContract", "legacy_calendar_day")}
 # Alpaca's not-found error code, from its one documented 404 example (test_parsers.py).
 _ERROR_EXAMPLES = {("trading", "GET", "/v2/options/contracts/{symbol_or_id}"): "404"}
 # The feeds the emulator accepts must be exactly these enums (contract test).

@@ -271,6 +271,8 @@ HISTORICAL = {
     "currency": "USD",
     "sort": "asc",
 }
+# Historical quotes and trades take the bars' parameters but timeframe and adjustment.
+TICKS = {k: v for k, v in HISTORICAL.items() if k not in ("timeframe", "adjustment")}
 OPTION_PAGE = {"feed": "indicative", "limit": "10", "updated_since": "2024-04-01T00:00:00Z"}
 CONTRACT_FILTERS = {
     "underlying_symbols": "AAPL", "show_deliverables": "true", "status": "active",
@@ -284,6 +286,9 @@ ORDER_FILTERS = {
     "until": "2100-01-01", "direction": "asc", "nested": "false", "symbols": "AAPL",
     "side": "buy", "asset_class": "us_equity",
 }  # fmt: skip
+ASSET_FILTERS = {"status": "active", "asset_class": "us_equity", "exchange": "NASDAQ",
+                 "attributes": "has_options,ipo"}  # fmt: skip
+CALENDAR = {"start": "2025-01-01", "end": "2025-01-31T23:59:59-05:00", "date_type": "TRADING"}
 # The documented request example for an equity order, with a client_order_id of our own.
 ORDER_BODY = {
     "symbol": "AAPL",
@@ -294,6 +299,9 @@ ORDER_BODY = {
     "limit_price": "150",
     "client_order_id": "client-1",
 }
+# The documented Equity replace example, with a client_order_id for the new order.
+REPLACE_BODY = {"limit_price": "155", "qty": "4", "time_in_force": "gtc",
+                "client_order_id": "client-2"}  # fmt: skip
 CASES = [
     Case("/v2/stocks/quotes/latest", "/v2/stocks/quotes/latest", TWO_SYMBOLS),
     Case("/v2/stocks/{symbol}/quotes/latest", "/v2/stocks/AAPL/quotes/latest", LATEST),
@@ -305,7 +313,13 @@ CASES = [
     Case("/v2/stocks/{symbol}/snapshot", "/v2/stocks/AAPL/snapshot", LATEST),
     Case("/v2/stocks/bars", "/v2/stocks/bars", {"symbols": "AAPL", **HISTORICAL}),
     Case("/v2/stocks/{symbol}/bars", "/v2/stocks/AAPL/bars", HISTORICAL),
+    Case("/v2/stocks/quotes", "/v2/stocks/quotes", {"symbols": "AAPL", **TICKS}),
+    Case("/v2/stocks/{symbol}/quotes", "/v2/stocks/AAPL/quotes", TICKS),
+    Case("/v2/stocks/trades", "/v2/stocks/trades", {"symbols": "AAPL", **TICKS}),
+    Case("/v2/stocks/{symbol}/trades", "/v2/stocks/AAPL/trades", TICKS),
     Case("/v2/clock", "/v2/clock", {}),
+    Case("/v2/calendar", "/v2/calendar", CALENDAR),
+    Case("/v2/assets", "/v2/assets", ASSET_FILTERS),
     Case("/v2/assets/{symbol_or_asset_id}", "/v2/assets/AAPL", {}),
     Case("/v2/account", "/v2/account", {}),
     Case("/v1beta1/options/quotes/latest", "/v1beta1/options/quotes/latest",
@@ -326,6 +340,7 @@ CASES = [
     Case("/v2/orders", "/v2/orders", {}, "POST", ORDER_BODY),
     Case("/v2/orders", "/v2/orders", ORDER_FILTERS),
     Case("/v2/orders/{order_id}", "/v2/orders/{order_id}", {"nested": "false"}),
+    Case("/v2/orders/{order_id}", "/v2/orders/{order_id}", {}, "PATCH", REPLACE_BODY),
     Case("/v2/orders:by_client_order_id", "/v2/orders:by_client_order_id",
          {"client_order_id": "client-1"}),
 ]  # fmt: skip
@@ -360,9 +375,19 @@ async def _store_example(control: EmulatorControl, route_path: str, example: Jso
         await control.set_state(bars=example["bars"])
     elif route_path == "/v2/stocks/{symbol}/bars":
         await control.set_bars(example["symbol"], example["bars"])
+    elif route_path == "/v2/stocks/quotes":
+        await control.set_state(quotes_history=example["quotes"])
+    elif route_path == "/v2/stocks/{symbol}/quotes":
+        await control.set_quotes_history(example["symbol"], example["quotes"])
+    elif route_path == "/v2/stocks/trades":
+        await control.set_state(trades_history=example["trades"])
+    elif route_path == "/v2/stocks/{symbol}/trades":
+        await control.set_trades_history(example["symbol"], example["trades"])
     elif route_path == "/v2/clock":
         await control.set_clock(example)
-    elif route_path == "/v2/assets/{symbol_or_asset_id}":
+    elif route_path == "/v2/calendar":
+        await control.set_calendar([example])
+    elif route_path.startswith("/v2/assets"):
         await control.set_asset(example["symbol"], example)
     elif route_path == "/v1beta1/options/quotes/latest":
         await control.set_state(option_quotes=example["quotes"])
@@ -389,15 +414,20 @@ async def _prepare(
         return case.url
     submitted = await alpaca.post("/v2/orders", json=ORDER_BODY)
     assert submitted.status_code == 200, submitted.text
-    return case.url.replace("{order_id}", submitted.json()["id"])
+    order_id = submitted.json()["id"]
+    if case.method == "PATCH":
+        await control.set_order_status(order_id, "new")  # Alpaca replaces only orders it routed
+    return case.url.replace("{order_id}", order_id)
 
 
 def _documented_example(documents: dict[ApiFamily, Document], route: AlpacaRoute) -> Json:
     document = documents[route.family]
     if route.endpoint.value == "clock":  # the clock's example sits on its schema
         return document.schema_example("legacy_clock")
-    if route.endpoint.value == "asset":  # and the asset's in the schema's x-examples
+    if route.endpoint.value in ("asset", "assets"):  # the asset's is in the schema's x-examples
         return document.schema_example("Assets")
+    if route.endpoint.value == "calendar":  # the calendar day's properties make one
+        return document.schema_example("legacy_calendar_day")
     if route.endpoint.value in ("positions", "position"):
         return document.schema_example("Position")
     if route.endpoint.value in ("option_contracts", "option_contract"):
@@ -435,12 +465,16 @@ async def test_answer_validates_against_the_documented_schema(
     document.validate_ok_body(route.path, route.method, body)
     for header in document.ok_response(route.path, route.method)["headers"]:
         assert response.headers[header].isdigit(), header
-    if route.path in ("/v2/stocks/bars", "/v2/stocks/{symbol}/bars"):
+    if route.endpoint.value in ("bars", "symbol_bars", "quotes", "symbol_quotes", "trades",
+                                "symbol_trades"):  # fmt: skip
         # The example's next_page_token points at data the example does not show.
-        assert body["bars"] == example["bars"]
-        assert body["next_page_token"] is None
+        assert body == example | {"next_page_token": None}
     elif route.path in ("/v2/assets/{symbol_or_asset_id}", "/v2/options/contracts/{symbol_or_id}"):
         assert body | example == body  # the example's fields, plus realistic defaults
+    elif route.path == "/v2/assets":
+        assert [body[0] | example] == body
+    elif route.path == "/v2/calendar":
+        assert body == [example]
     elif route.path == "/v2/options/contracts":
         assert [body["option_contracts"][0] | example] == body["option_contracts"]
         assert body["next_page_token"] is None
@@ -449,6 +483,9 @@ async def test_answer_validates_against_the_documented_schema(
         assert body == {"snapshots": example["snapshots"], "next_page_token": None}
     elif route.path == "/v2/positions":
         assert body == [example]
+    elif case.method == "PATCH":
+        assert (body["client_order_id"], body["replaces"]) == ("client-2", url.split("/")[-1])
+        assert (body["qty"], body["limit_price"], body["time_in_force"]) == ("4", "155", "gtc")
     elif route.path.startswith("/v2/orders"):
         order = body[0] if isinstance(body, list) else body
         assert order["client_order_id"] == "client-1"

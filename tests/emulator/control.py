@@ -96,6 +96,20 @@ class EmulatorControl:
         query = "" if timeframe is None else f"?timeframe={quote(timeframe, safe='')}"
         await self._send("PUT", f"/_emulator/bars/{_segment(symbol)}{query}", bars)
 
+    async def set_quotes_history(self, symbol: str, quotes: Sequence[WireObject] | None) -> None:
+        """Replace the historical quotes GET /v2/stocks/quotes pages through (each needs an
+        RFC 3339 ``t``; kept verbatim, ordered by t); None removes them."""
+        await self._send("PUT", f"/_emulator/history/quotes/{_segment(symbol)}", quotes)
+
+    async def set_trades_history(self, symbol: str, trades: Sequence[WireObject] | None) -> None:
+        """Replace the historical trades GET /v2/stocks/trades pages through; None removes them."""
+        await self._send("PUT", f"/_emulator/history/trades/{_segment(symbol)}", trades)
+
+    async def set_calendar(self, days: Sequence[WireObject]) -> None:
+        """The market days GET /v2/calendar answers (each with a YYYY-MM-DD ``date``, kept
+        verbatim, ordered by date); ``[]`` for none, the default."""
+        await self._send("PUT", "/_emulator/calendar", days)
+
     async def set_snapshot(self, symbol: str, snapshot: WireObject | None) -> None:
         """Store the snapshot (any of latestTrade ... prevDailyBar); None removes it."""
         await self._send("PUT", f"/_emulator/snapshots/{_segment(symbol)}", snapshot)
@@ -170,6 +184,8 @@ class EmulatorControl:
         option_snapshots: Mapping[str, WireObject | None] | None = None,
         option_contracts: Sequence[str] | Mapping[str, WireObject | None] | None = None,
         positions: Mapping[str, WireObject | None] | None = None,
+        quotes_history: Mapping[str, Sequence[WireObject] | None] | None = None,
+        trades_history: Mapping[str, Sequence[WireObject] | None] | None = None,
     ) -> None:
         """Merge many symbols' data in one call (None values remove).
 
@@ -179,6 +195,8 @@ class EmulatorControl:
             "quotes": quotes,
             "trades": trades,
             "bars": bars,
+            "quotes_history": quotes_history,
+            "trades_history": trades_history,
             "snapshots": snapshots,
             "option_quotes": option_quotes,
             "option_trades": option_trades,

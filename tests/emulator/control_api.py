@@ -17,15 +17,16 @@ from .orders import move_order
 from .params import canonical_timeframe
 from .responses import json_response
 from .scenario import ScenarioError, ScenarioSource
-from .state import STATE_KEY, EmulatorState, stored_bars
+from .state import STATE_KEY, EmulatorState, calendar_days, stamped
 from .wire_json import Json, JsonObject, WireJsonError, loads
 
 PREFIX = "/_emulator"
 _STATE_KEYS = frozenset({
     "quotes", "trades", "bars", "snapshots", "assets", "option_quotes", "option_trades",
-    "option_snapshots", "option_contracts", "positions",
+    "option_snapshots", "option_contracts", "positions", "quotes_history", "trades_history",
 })  # fmt: skip
 Setter = Callable[[EmulatorState, str, JsonObject | None], None]
+SeriesSetter = Callable[[EmulatorState, str, list[JsonObject] | None], None]
 
 
 class ControlError(Exception):
@@ -54,17 +55,18 @@ def _object_or_null(value: Json, what: str) -> JsonObject | None:
     return value
 
 
-def _bars_or_null(value: Json, what: str) -> list[JsonObject] | None:
+def _series_or_null(value: Json, what: str, item: str = "bar") -> list[JsonObject] | None:
+    """A JSON array of wire objects that each carry an RFC 3339 ``t``, or null."""
     if value is None:
         return None
-    if not isinstance(value, list) or not all(isinstance(bar, dict) for bar in value):
-        raise ControlError(f"{what} must be a JSON array of bar objects or null")
-    bars = [bar for bar in value if isinstance(bar, dict)]
+    if not isinstance(value, list) or not all(isinstance(one, dict) for one in value):
+        raise ControlError(f"{what} must be a JSON array of {item} objects or null")
+    items = [one for one in value if isinstance(one, dict)]
     try:
-        stored_bars(bars)  # checks every t before anything is stored
+        stamped(items, item)  # checks every t before anything is stored
     except ValueError as exc:
         raise ControlError(f"{what}: {exc}") from exc
-    return bars
+    return items
 
 
 def _symbol_map(body: JsonObject, name: str) -> dict[str, Json]:
@@ -113,8 +115,36 @@ async def put_bars(request: web.Request) -> web.Response:
             timeframe = canonical_timeframe(timeframe)
         except ValueError as exc:
             raise ControlError(str(exc)) from exc
-    bars = _bars_or_null(await _body(request), "bars")
+    bars = _series_or_null(await _body(request), "bars")
     _state(request).set_bars(request.match_info["symbol"], bars, timeframe)
+    return _no_content()
+
+
+def _put_series(
+    setter: SeriesSetter, what: str, item: str
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        items = _series_or_null(await _body(request), what, item)
+        setter(_state(request), request.match_info["symbol"], items)
+        return _no_content()
+
+    return handle
+
+
+async def put_calendar(request: web.Request) -> web.Response:
+    """PUT /_emulator/calendar: the market days GET /v2/calendar answers (a JSON array, each day
+    with a YYYY-MM-DD ``date``; ``[]`` or null for none), stored verbatim, sorted by date."""
+    value = await _body(request)
+    if value is None:
+        value = []
+    if not isinstance(value, list) or not all(isinstance(day, dict) for day in value):
+        raise ControlError("calendar must be a JSON array of market day objects or null")
+    days = [day for day in value if isinstance(day, dict)]
+    try:
+        calendar_days(days)  # checks every date before anything is stored
+    except ValueError as exc:
+        raise ControlError(f"calendar: {exc}") from exc
+    _state(request).set_calendar(days)
     return _no_content()
 
 
@@ -136,7 +166,15 @@ async def post_state(request: web.Request) -> web.Response:
     quotes = _objects(body, "quotes")
     trades = _objects(body, "trades")
     snaps = _objects(body, "snapshots")
-    bars = {s: _bars_or_null(v, f"bars.{s}") for s, v in _symbol_map(body, "bars").items()}
+    bars = {s: _series_or_null(v, f"bars.{s}") for s, v in _symbol_map(body, "bars").items()}
+    quote_history = {
+        s: _series_or_null(v, f"quotes_history.{s}", "quote")
+        for s, v in _symbol_map(body, "quotes_history").items()
+    }
+    trade_history = {
+        s: _series_or_null(v, f"trades_history.{s}", "trade")
+        for s, v in _symbol_map(body, "trades_history").items()
+    }
     assets = _assets(body.get("assets", []), "assets")
     option_quotes = _option_objects(body, "option_quotes")
     option_trades = _option_objects(body, "option_trades")
@@ -153,6 +191,10 @@ async def post_state(request: web.Request) -> web.Response:
         state.set_snapshot(symbol, snapshot)
     for symbol, symbol_bars in bars.items():
         state.set_bars(symbol, symbol_bars)
+    for symbol, quote_series in quote_history.items():
+        state.set_quote_history(symbol, quote_series)
+    for symbol, trade_series in trade_history.items():
+        state.set_trade_history(symbol, trade_series)
     for symbol, fields in assets.items():
         state.set_asset(symbol, fields)
     for occ, quote in option_quotes.items():
@@ -306,6 +348,16 @@ def add_control_routes(app: web.Application) -> None:
     )
     router.add_put(f"{PREFIX}/assets/{symbol}", _put_object(EmulatorState.set_asset, "asset"))
     router.add_put(f"{PREFIX}/bars/{symbol}", put_bars)
+    history = f"{PREFIX}/history"
+    router.add_put(
+        f"{history}/quotes/{symbol}",
+        _put_series(EmulatorState.set_quote_history, "quotes history", "quote"),
+    )
+    router.add_put(
+        f"{history}/trades/{symbol}",
+        _put_series(EmulatorState.set_trade_history, "trades history", "trade"),
+    )
+    router.add_put(f"{PREFIX}/calendar", put_calendar)
     options = f"{PREFIX}/options"
     router.add_put(
         f"{options}/quotes/{symbol}", _put_object(EmulatorState.set_option_quote, "option quote")

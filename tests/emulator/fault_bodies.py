@@ -10,7 +10,7 @@ Stored data is deep-copied first so a fault never alters what later answers retu
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 
@@ -25,6 +25,7 @@ from .samples import (
     default_asset,
     default_option_contract,
     sample_bar,
+    sample_calendar_day,
     sample_option_quote,
     sample_option_snapshot,
     sample_option_trade,
@@ -34,7 +35,7 @@ from .samples import (
     sample_snapshot,
     sample_trade,
 )
-from .state import STATE_KEY, EmulatorState
+from .state import STATE_KEY, EmulatorState, Stamped
 from .wire_json import Json, JsonObject
 
 
@@ -45,6 +46,8 @@ class _Item(Enum):
     TRADE = (("t",), ("p",))
     BAR = (("t",), ("o", "h", "l", "c", "vw"))
     CLOCK = (("timestamp",), ("is_open",))
+    # A calendar day's date is its time; "09:30" turns into a number.
+    CALENDAR_DAY = (("date",), ("open", "close"))
     ACCOUNT = (("id",), ("cash",))
     ASSET = (("id",), ("tradable",))
     CONTRACT = (("id",), ("strike_price",))
@@ -131,6 +134,42 @@ def _bars(request: web.Request, state: EmulatorState, symbol: str, items: Damage
     return list[Json](bars)
 
 
+def _history(
+    stored: Mapping[str, Sequence[Stamped]],
+    symbol: str,
+    sample: Callable[[], JsonObject],
+    item_kind: _Item,
+    items: Damaged,
+) -> list[Json]:
+    series = [copy.deepcopy(one.wire) for one in stored.get(symbol, ())] or [sample()]
+    items.extend((item_kind, one) for one in series)
+    return list[Json](series)
+
+
+def _history_multi(member: str, item_kind: _Item, sample: Callable[[], JsonObject]) -> Builder:
+    def build(request: web.Request, state: EmulatorState, items: Damaged) -> Json:
+        stored = _history_store(state, member)
+        by_symbol: JsonObject = {
+            s: _history(stored, s, sample, item_kind, items) for s in _symbols(request)
+        }
+        return {member: by_symbol, "next_page_token": None}
+
+    return build
+
+
+def _history_single(member: str, item_kind: _Item, sample: Callable[[], JsonObject]) -> Builder:
+    def build(request: web.Request, state: EmulatorState, items: Damaged) -> Json:
+        symbol = request.match_info["symbol"]
+        series = _history(_history_store(state, member), symbol, sample, item_kind, items)
+        return {"symbol": symbol, member: series, "next_page_token": None}
+
+    return build
+
+
+def _history_store(state: EmulatorState, member: str) -> Mapping[str, Sequence[Stamped]]:
+    return state.market.quote_history if member == "quotes" else state.market.trade_history
+
+
 def _latest_bar(state: EmulatorState, symbol: str, items: Damaged) -> JsonObject:
     stored = state.market.latest_bar(symbol)
     bar = copy.deepcopy(stored) if stored is not None else sample_bar()
@@ -188,6 +227,19 @@ def _trading(item_kind: _Item, pick: Callable[[web.Request, EmulatorState], Json
         return value
 
     return build
+
+
+def _calendar(request: web.Request, state: EmulatorState, items: Damaged) -> Json:
+    days = [copy.deepcopy(day) for day in state.calendar] or [sample_calendar_day()]
+    items.extend((_Item.CALENDAR_DAY, day) for day in days)
+    return list[Json](days)
+
+
+def _assets(request: web.Request, state: EmulatorState, items: Damaged) -> Json:
+    listed = [copy.deepcopy(found) for found in state.assets.values()]
+    listed = listed or [default_asset("AAPL")]
+    items.extend((_Item.ASSET, found) for found in listed)
+    return list[Json](listed)
 
 
 def _asset(request: web.Request, state: EmulatorState) -> JsonObject:
@@ -308,7 +360,13 @@ _BUILDERS: dict[Endpoint, Builder] = {
     Endpoint.SNAPSHOT: _single(None, _snapshot),
     Endpoint.BARS: _bars_multi,
     Endpoint.SYMBOL_BARS: _bars_single,
+    Endpoint.QUOTES: _history_multi("quotes", _Item.QUOTE, sample_quote),
+    Endpoint.SYMBOL_QUOTES: _history_single("quotes", _Item.QUOTE, sample_quote),
+    Endpoint.TRADES: _history_multi("trades", _Item.TRADE, sample_trade),
+    Endpoint.SYMBOL_TRADES: _history_single("trades", _Item.TRADE, sample_trade),
     Endpoint.CLOCK: _trading(_Item.CLOCK, lambda _, state: state.clock),
+    Endpoint.CALENDAR: _calendar,
+    Endpoint.ASSETS: _assets,
     Endpoint.ACCOUNT: _trading(_Item.ACCOUNT, lambda _, state: state.account),
     Endpoint.ASSET: _trading(_Item.ASSET, _asset),
     Endpoint.OPTION_LATEST_QUOTES: _option_latest("quotes", _option_quote),
@@ -323,6 +381,7 @@ _BUILDERS: dict[Endpoint, Builder] = {
     Endpoint.ORDER: _trading(_Item.ORDER, _order),
     Endpoint.ORDER_BY_CLIENT_ID: _trading(_Item.ORDER, _order),
     Endpoint.SUBMIT_ORDER: _trading(_Item.ORDER, _order),
+    Endpoint.REPLACE_ORDER: _trading(_Item.ORDER, _order),
     Endpoint.CANCEL_ORDER: _trading(_Item.ORDER, _order),
     Endpoint.CANCEL_ORDERS: _cancel_results,
 }

@@ -1,26 +1,29 @@
-"""Market-data handlers: latest quotes/trades/bars, snapshots and historical bars.
+"""Market-data handlers: latest quotes/trades/bars, snapshots, and historical bars, quotes and
+trades.
 
 Answers contain exactly what tests stored (unless ``random_walk`` is on: then latest quotes
 and trades, and those members of snapshots, come from the walk). Multi-symbol maps are written
 with sorted keys, as Alpaca's Go encoder writes maps; a valid symbol with no data is left out
 (or sent as ``null`` when configured), while single-symbol endpoints answer 200 with a null
-payload. Historical bars are those stored for the asked timeframe, else those stored without one.
+payload. Historical bars are those stored for the asked timeframe, else those stored without one;
+historical quotes and trades are the series stored for them, apart from the latest values.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from aiohttp import web
 
 from . import params
-from .pagination import PageCursor, bar_page
+from .pagination import PageCursor, series_page
 from .responses import data_error, json_response
-from .state import STATE_KEY, EmulatorState
+from .state import STATE_KEY, EmulatorState, Stamped
 from .wire_json import Json, JsonObject
 
 Lookup = Callable[[EmulatorState, str], JsonObject | None]
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 SNAPSHOT_MEMBERS = ("latestTrade", "latestQuote", "minuteBar", "dailyBar", "prevDailyBar")
 
 
@@ -133,16 +136,15 @@ async def snapshot(request: web.Request) -> web.Response:
     return json_response(answer)
 
 
-def _bars_page(
-    request: web.Request, symbols: list[str]
+def _series_page(
+    request: web.Request, symbols: list[str], stored: Mapping[str, Sequence[Stamped]]
 ) -> tuple[dict[str, list[JsonObject]], Json]:
-    """Validate the historical-bars parameters and cut the requested page."""
+    """Validate the parameters every historical series takes and cut the requested page."""
     query = request.query
-    timeframe = params.timeframe(query)
     window = params.time_range(query)
     limit = params.limit(query)
     params.feed(query, params.HISTORICAL_FEEDS)
-    params.check_adjustment(query)
+    params.check_asof(query)
     descending = params.descending(query)
     token = query.get("page_token")
     try:
@@ -150,28 +152,65 @@ def _bars_page(
     except ValueError as exc:
         raise data_error(400, str(exc)) from exc
     max_page = request.app[STATE_KEY].config.max_page_size
-    page = bar_page(
-        request.app[STATE_KEY].market.bars_for(timeframe),
+    page = series_page(
+        stored,
         symbols,
         window,
         limit=limit if max_page is None else min(limit, max_page),
         descending=descending,
         cursor=cursor,
     )
-    return page.bars, None if page.next_cursor is None else page.next_cursor.encode()
+    return page.items, None if page.next_cursor is None else page.next_cursor.encode()
 
 
-async def bars(request: web.Request) -> web.Response:
-    """GET /v2/stocks/bars: symbol-then-time pages; ``limit`` counts bars across symbols."""
-    page, token = _bars_page(request, params.symbols(request.query))
-    by_symbol: JsonObject = {symbol: list[Json](items) for symbol, items in page.items()}
-    return json_response({"bars": by_symbol, "next_page_token": token})
+def _stored_bars(request: web.Request) -> Mapping[str, Sequence[Stamped]]:
+    """The bars for the asked timeframe (validated first, with ``adjustment``)."""
+    timeframe = params.timeframe(request.query)
+    params.check_adjustment(request.query)
+    return request.app[STATE_KEY].market.bars_for(timeframe)
 
 
-async def symbol_bars(request: web.Request) -> web.Response:
-    """GET /v2/stocks/{symbol}/bars: ``bars`` is null when the page is empty, as Go sends nil."""
-    symbol = params.check_symbol(request.match_info["symbol"])
-    page, token = _bars_page(request, [symbol])
-    items = page.get(symbol)
-    answer_bars: Json = None if items is None else list[Json](items)
-    return json_response({"symbol": symbol, "bars": answer_bars, "next_page_token": token})
+def _stored_quotes(request: web.Request) -> Mapping[str, Sequence[Stamped]]:
+    return request.app[STATE_KEY].market.quote_history
+
+
+def _stored_trades(request: web.Request) -> Mapping[str, Sequence[Stamped]]:
+    return request.app[STATE_KEY].market.trade_history
+
+
+Series = Callable[[web.Request], Mapping[str, Sequence[Stamped]]]
+
+
+def _multi_series(member: str, series: Series) -> Handler:
+    """GET /v2/stocks/{member}: symbol-then-time pages; ``limit`` counts items across symbols.
+    A symbol with nothing in the range is left out of the map."""
+
+    async def handle(request: web.Request) -> web.Response:
+        symbols = params.symbols(request.query)
+        page, token = _series_page(request, symbols, series(request))
+        by_symbol: JsonObject = {symbol: list[Json](items) for symbol, items in page.items()}
+        return json_response({member: by_symbol, "next_page_token": token})
+
+    return handle
+
+
+def _single_series(member: str, series: Series) -> Handler:
+    """GET /v2/stocks/{symbol}/{member}: the list is null when the page is empty, as Go sends a
+    nil slice."""
+
+    async def handle(request: web.Request) -> web.Response:
+        symbol = params.check_symbol(request.match_info["symbol"])
+        page, token = _series_page(request, [symbol], series(request))
+        items = page.get(symbol)
+        answer: Json = None if items is None else list[Json](items)
+        return json_response({"symbol": symbol, member: answer, "next_page_token": token})
+
+    return handle
+
+
+bars = _multi_series("bars", _stored_bars)
+symbol_bars = _single_series("bars", _stored_bars)
+quotes = _multi_series("quotes", _stored_quotes)
+symbol_quotes = _single_series("quotes", _stored_quotes)
+trades = _multi_series("trades", _stored_trades)
+symbol_trades = _single_series("trades", _stored_trades)

@@ -1,4 +1,5 @@
-"""Orders: submit, list, get (by id or client_order_id) and cancel, with Alpaca's semantics.
+"""Orders: submit, list, get (by id or client_order_id), replace and cancel, with Alpaca's
+semantics.
 
 Numbers in a submitted order may be JSON numbers or strings; the order keeps them as
 normalised decimal strings (see :mod:`decimals`: ``1.0`` -> ``"1"``, ``"150.10"`` ->
@@ -6,6 +7,7 @@ normalised decimal strings (see :mod:`decimals`: ``1.0`` -> ``"1"``, ``"150.10"`
 value it refuses 422 40010000 (42210000 for pricing and tradability), an unknown symbol 422
 40010001, a reused ``client_order_id`` 422 40010001, too little buying power 403 40310000.
 Orders never fill by themselves: tests move them with ``PUT /_emulator/orders/{id}/status``.
+A replace (``PATCH``) closes the order as ``replaced`` and opens a new one with the new terms.
 """
 
 from __future__ import annotations
@@ -453,6 +455,182 @@ def cancel(order: StoredOrder) -> None:
     """Mark an open order canceled now."""
     now = format_ns(time.time_ns())
     order.wire.update({"status": "canceled", "canceled_at": now, "updated_at": now})
+
+
+# Alpaca refuses to replace an order its venue has not acknowledged yet, or one already being
+# canceled or replaced (the note on its Replace Order document). The messages are Alpaca's.
+_NOT_AT_VENUE = frozenset({"accepted", "pending_new"})
+_BEING_CHANGED = frozenset({"pending_cancel", "pending_replace"})
+# The terms a replace may change, in the order they are compared.
+_TERMS = ("qty", "notional", "time_in_force", "limit_price", "stop_price", "trail")
+
+
+def _check_replaceable(order: StoredOrder) -> None:
+    status = order.status
+    if status in _NOT_AT_VENUE:
+        raise trading_error(
+            422, UNPROCESSABLE, "unable to replace order, order isn't sent to exchange yet"
+        )
+    if not order.is_open or status in _BEING_CHANGED:
+        raise trading_error(422, UNPROCESSABLE, f'order is already in "{status}" state')
+    if order.wire.get("notional") is not None and order.wire.get("asset_class") != "ipo":
+        raise trading_error(422, UNPROCESSABLE, "notional orders cannot be replaced")
+
+
+def _held_decimal(order: StoredOrder, name: str) -> Decimal | None:
+    try:
+        return parse_decimal(order.wire.get(name))
+    except ValueError:
+        return None
+
+
+def _trail_field(order: StoredOrder) -> str:
+    return "trail_percent" if order.wire.get("trail_percent") is not None else "trail_price"
+
+
+def _current_terms(order: StoredOrder) -> dict[str, Decimal | str | None]:
+    tif = order.wire.get("time_in_force")
+    return {
+        "qty": _held_decimal(order, "qty"),
+        "notional": _held_decimal(order, "notional"),
+        "time_in_force": tif if isinstance(tif, str) else None,
+        "limit_price": _held_decimal(order, "limit_price"),
+        "stop_price": _held_decimal(order, "stop_price"),
+        "trail": _held_decimal(order, _trail_field(order)),
+    }
+
+
+def _new_terms(order: StoredOrder, body: JsonObject) -> dict[str, Decimal | str | None]:
+    """The terms the body asks for (None: keep the order's); 422 for a value Alpaca refuses."""
+    order_type = str(order.wire.get("type"))
+    asset_class = order.wire.get("asset_class")
+    qty = _positive(body, "qty")
+    notional = _positive(body, "notional")
+    if qty is not None and notional is not None:
+        raise _invalid("qty and notional cannot both be specified")
+    if qty is not None:
+        if qty != qty.to_integral_value():
+            raise _invalid("qty must be a whole number of shares")
+        held = _held_decimal(order, "qty")
+        if held is None or held != held.to_integral_value():
+            raise _invalid("qty of a fractional or notional order cannot be changed")
+    if notional is not None and asset_class != "ipo":
+        raise _invalid("notional can only be replaced on ipo orders")
+    limit_price = _number(body, "limit_price")
+    if limit_price is not None:
+        if order_type not in ("limit", "stop_limit"):
+            raise _invalid(f"limit_price cannot be set on a {order_type} order")
+        if limit_price <= 0 and order.wire.get("order_class") != "mleg":
+            raise _invalid("limit_price must be > 0")
+    stop_price = _positive(body, "stop_price")
+    if stop_price is not None and order_type not in ("stop", "stop_limit"):
+        raise _invalid(f"stop_price cannot be set on a {order_type} order")
+    trail = _positive(body, "trail")
+    if trail is not None and order_type != "trailing_stop":
+        raise _invalid(f"trail cannot be set on a {order_type} order")
+    time_in_force = _enum(body, "time_in_force", TIMES_IN_FORCE, required=False)
+    effective_tif = time_in_force or order.wire.get("time_in_force")
+    if asset_class == "us_option" and effective_tif != "day":
+        raise _invalid("option orders must be market or limit day orders")
+    if order.wire.get("extended_hours") is True and effective_tif not in ("day", "gtc"):
+        raise _invalid("extended hours order must be DAY or GTC limit orders")
+    _check_price_increment("limit_price", limit_price)
+    _check_price_increment("stop_price", stop_price)
+    _object(body, "advanced_instructions")  # validated; algorithmic routing is not modelled
+    return {"qty": qty, "notional": notional, "time_in_force": time_in_force,
+            "limit_price": limit_price, "stop_price": stop_price, "trail": trail}  # fmt: skip
+
+
+def _held_instrument(state: EmulatorState, order: StoredOrder) -> _Instrument | None:
+    """What the order trades, for the cost of its replacement; None for mleg orders."""
+    asset_class = order.wire.get("asset_class")
+    if not isinstance(asset_class, str) or not asset_class:
+        return None
+    symbol = str(order.wire.get("symbol"))
+    multiplier = Decimal(1)
+    if asset_class == "us_option":
+        contract = state.find_option_contract(symbol)
+        try:
+            multiplier = parse_decimal(None if contract is None else contract.get("multiplier"))
+        except ValueError:
+            multiplier = Decimal(100)
+    return _Instrument(symbol, str(order.wire.get("asset_id")), asset_class, multiplier)
+
+
+def _replacement(
+    state: EmulatorState, order: StoredOrder, body: JsonObject, now_ns: int
+) -> StoredOrder:
+    """Validate a replace against the order and the state; the new order (not yet stored)."""
+    _check_replaceable(order)
+    asked = _new_terms(order, body)
+    client_order_id = _text(body, "client_order_id")
+    if client_order_id is not None and len(client_order_id) > MAX_CLIENT_ORDER_ID:
+        raise _invalid(f"client_order_id must be no more than {MAX_CLIENT_ORDER_ID} characters")
+    current = _current_terms(order)
+    if all(asked[name] is None or asked[name] == current[name] for name in _TERMS):
+        raise trading_error(403, FORBIDDEN, "order parameters are not changed")
+    if client_order_id is not None and state.orders.by_client_order_id(client_order_id):
+        raise trading_error(422, ASSET_OR_DUPLICATE, "client_order_id must be unique")
+    terms = {name: current[name] if asked[name] is None else asked[name] for name in _TERMS}
+    instrument = _held_instrument(state, order)
+    if instrument is not None and order.wire.get("side") == "buy":
+        qty, notional = terms["qty"], terms["notional"]
+        price = terms["limit_price"] or terms["stop_price"]
+        _check_buying_power(
+            state,
+            instrument,
+            qty if isinstance(qty, Decimal) else None,
+            notional if isinstance(notional, Decimal) else None,
+            price if isinstance(price, Decimal) else _reference_price(state, instrument),
+        )
+
+    now = format_ns(now_ns)
+    wire = dict(order.wire)
+    wire.update({
+        "id": str(uuid.uuid4()), "client_order_id": client_order_id or str(uuid.uuid4()),
+        "created_at": now, "updated_at": now, "submitted_at": now, "filled_at": None,
+        "expired_at": None, "canceled_at": None, "failed_at": None, "replaced_at": None,
+        "replaced_by": None, "replaces": order.id, "filled_qty": "0", "filled_avg_price": None,
+        "status": "accepted", "hwm": None,
+    })  # fmt: skip
+    for name in ("qty", "notional", "limit_price", "stop_price"):
+        value = asked[name]
+        if isinstance(value, Decimal):
+            wire[name] = decimal_text(value)
+    if isinstance(asked["time_in_force"], str):
+        wire["time_in_force"] = asked["time_in_force"]
+    if isinstance(asked["trail"], Decimal):
+        wire[_trail_field(order)] = decimal_text(asked["trail"])
+    numbers = {
+        n: v for n, v in order.numbers.items() if n not in ("filled_qty", "filled_avg_price")
+    }
+    numbers["filled_qty"] = Decimal(0)
+    for name in _SENT_NUMBERS:
+        if asked[name] is not None:
+            numbers[name] = parse_decimal(body[name])  # as sent, for the sdk_shapes answers
+    return StoredOrder(submitted_ns=now_ns, wire=wire, numbers=numbers)
+
+
+async def replace_order(request: web.Request) -> web.Response:
+    """PATCH /v2/orders/{order_id}: 200 with the new order (``replaces`` the old id); the old
+    one is ``replaced`` at once, with ``replaced_by``. 404 unknown order; 422 42210000 for an
+    order that cannot be replaced; 403 40310000 when no term changes."""
+    state = request.app[STATE_KEY]
+    order = _order_or_404(state, request.match_info["order_id"])
+    try:
+        body: Json = loads(await request.text())
+    except WireJsonError:
+        body = None
+    if not isinstance(body, dict):
+        raise trading_error(400, INVALID, "request body format is invalid")
+    now_ns = time.time_ns()
+    replacement = _replacement(state, order, body, now_ns)
+    now = format_ns(now_ns)
+    order.wire.update(
+        {"status": "replaced", "replaced_at": now, "replaced_by": replacement.id, "updated_at": now}
+    )
+    state.orders.add(replacement)
+    return json_response(order_answer(replacement, state.config))
 
 
 async def cancel_order(request: web.Request) -> web.Response:

@@ -1,9 +1,11 @@
-"""Historical bar pages: symbol-then-time order, a total ``limit`` and opaque page tokens.
+"""Historical pages (bars, quotes, trades): symbol-then-time order, a total ``limit`` and opaque
+page tokens.
 
 A token names the first item of the next page by (symbol, t in ns, how many items with that
 same symbol and t were already sent), base64-encoded like Alpaca's own
 ``QUFQTHxNfDIwMjIt...`` tokens. Keying on the item rather than an offset keeps paging
-correct when a test adds bars to other symbols between pages.
+correct when a test adds data to other symbols between pages; counting the items already sent
+at one t keeps it correct for trades that share a nanosecond.
 """
 
 from __future__ import annotations
@@ -14,17 +16,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .params import TimeRange
-from .state import StoredBar
+from .state import Stamped
 from .wire_json import JsonObject
 
 
 @dataclass(frozen=True)
 class _Item:
     symbol: str
-    bar: StoredBar
+    stamped: Stamped
 
     def key(self, descending: bool) -> tuple[str, int]:
-        return self.symbol, -self.bar.t_ns if descending else self.bar.t_ns
+        return self.symbol, -self.stamped.t_ns if descending else self.stamped.t_ns
 
 
 @dataclass(frozen=True)
@@ -51,40 +53,40 @@ class PageCursor:
 
 
 @dataclass(frozen=True)
-class BarPage:
-    """One page: bars per symbol (only symbols with bars on this page) and the next cursor."""
+class SeriesPage:
+    """One page: items per symbol (only symbols with items on this page) and the next cursor."""
 
-    bars: dict[str, list[JsonObject]]
+    items: dict[str, list[JsonObject]]
     next_cursor: PageCursor | None
 
 
-def bar_page(
-    stored: Mapping[str, Sequence[StoredBar]],
+def series_page(
+    stored: Mapping[str, Sequence[Stamped]],
     symbols: Sequence[str],
     window: TimeRange,
     *,
     limit: int,
     descending: bool,
     cursor: PageCursor | None,
-) -> BarPage:
-    """Select one page of bars for ``symbols`` inside ``window`` starting at ``cursor``."""
+) -> SeriesPage:
+    """Select one page of items for ``symbols`` inside ``window`` starting at ``cursor``."""
     items = [
-        _Item(symbol, bar)
+        _Item(symbol, one)
         for symbol in sorted(set(symbols))
-        for bar in _ordered(stored.get(symbol, ()), descending)
-        if window.contains(bar.t_ns)
+        for one in _ordered(stored.get(symbol, ()), descending)
+        if window.contains(one.t_ns)
     ]
     start = 0 if cursor is None else _resume_index(items, cursor, descending)
     page = items[start : start + limit]
-    bars: dict[str, list[JsonObject]] = {}
+    by_symbol: dict[str, list[JsonObject]] = {}
     for item in page:
-        bars.setdefault(item.symbol, []).append(item.bar.wire)
+        by_symbol.setdefault(item.symbol, []).append(item.stamped.wire)
     end = start + len(page)
-    return BarPage(bars, _cursor_at(items, end, descending) if end < len(items) else None)
+    return SeriesPage(by_symbol, _cursor_at(items, end, descending) if end < len(items) else None)
 
 
-def _ordered(bars: Sequence[StoredBar], descending: bool) -> Sequence[StoredBar]:
-    return bars[::-1] if descending else bars
+def _ordered(items: Sequence[Stamped], descending: bool) -> Sequence[Stamped]:
+    return items[::-1] if descending else items
 
 
 def _resume_index(items: Sequence[_Item], cursor: PageCursor, descending: bool) -> int:
@@ -101,4 +103,4 @@ def _cursor_at(items: Sequence[_Item], index: int, descending: bool) -> PageCurs
     first = index
     while first > 0 and items[first - 1].key(descending) == item.key(descending):
         first -= 1
-    return PageCursor(item.symbol, item.bar.t_ns, index - first)
+    return PageCursor(item.symbol, item.stamped.t_ns, index - first)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .responses import data_error
-from .timestamps import query_time_ns
+from .timestamps import query_time_ns, strict_date
 
 LATEST_FEEDS = frozenset({"delayed_sip", "iex", "otc", "sip", "boats", "overnight"})
 HISTORICAL_FEEDS = frozenset({"iex", "otc", "sip", "boats"})
@@ -118,6 +118,18 @@ def check_adjustment(query: Query) -> None:
     value = query.get("adjustment")
     if value is not None and not set(value.split(",")) <= ADJUSTMENTS:
         raise data_error(400, f"invalid adjustment: {value}")
+
+
+def check_asof(query: Query) -> None:
+    """``asof`` is a YYYY-MM-DD date or ``-`` (no symbol mapping). It is validated but has no
+    effect: the emulator keeps no history of renamed symbols."""
+    value = query.get("asof")
+    if value is None or value == "-":
+        return
+    try:
+        strict_date(value)
+    except ValueError:
+        raise data_error(400, f"invalid asof: {value}") from None
 
 
 @dataclass(frozen=True)

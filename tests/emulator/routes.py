@@ -20,10 +20,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _LATEST = ("feed", "currency")
 _MULTI_LATEST = ("symbols", *_LATEST)
-_HISTORICAL = (
-    "timeframe", "start", "end", "limit", "adjustment", "asof", "feed", "currency",
-    "page_token", "sort",
-)  # fmt: skip
+_SERIES = ("start", "end", "limit", "asof", "feed", "currency", "page_token", "sort")
+_HISTORICAL = ("timeframe", "adjustment", *_SERIES)
 
 
 class Endpoint(Enum):
@@ -39,7 +37,13 @@ class Endpoint(Enum):
     SNAPSHOT = "snapshot"
     BARS = "bars"
     SYMBOL_BARS = "symbol_bars"
+    QUOTES = "quotes"
+    SYMBOL_QUOTES = "symbol_quotes"
+    TRADES = "trades"
+    SYMBOL_TRADES = "symbol_trades"
     CLOCK = "clock"
+    CALENDAR = "calendar"
+    ASSETS = "assets"
     ASSET = "asset"
     ACCOUNT = "account"
     OPTION_LATEST_QUOTES = "option_latest_quotes"
@@ -54,6 +58,7 @@ class Endpoint(Enum):
     ORDER = "order"
     ORDER_BY_CLIENT_ID = "order_by_client_id"
     SUBMIT_ORDER = "submit_order"
+    REPLACE_ORDER = "replace_order"
     CANCEL_ORDER = "cancel_order"
     CANCEL_ORDERS = "cancel_orders"
 
@@ -81,6 +86,8 @@ _CONTRACT_FILTERS = (
     "expiration_date_gte", "expiration_date_lte", "root_symbol", "type", "style",
     "strike_price_gte", "strike_price_lte", "page_token", "limit", "ppind",
 )  # fmt: skip
+_ASSET_FILTERS = ("status", "asset_class", "exchange", "attributes")
+_CALENDAR = ("start", "end", "date_type")
 _ORDER_FILTERS = (
     "status", "limit", "after", "until", "direction", "nested", "symbols", "side", "asset_class",
 )  # fmt: skip
@@ -109,7 +116,17 @@ ROUTES: tuple[AlpacaRoute, ...] = (
                 market_data.bars),
     AlpacaRoute("GET", "/v2/stocks/{symbol}/bars", _DATA, Endpoint.SYMBOL_BARS, _HISTORICAL,
                 market_data.symbol_bars),
+    AlpacaRoute("GET", "/v2/stocks/quotes", _DATA, Endpoint.QUOTES, ("symbols", *_SERIES),
+                market_data.quotes),
+    AlpacaRoute("GET", "/v2/stocks/{symbol}/quotes", _DATA, Endpoint.SYMBOL_QUOTES, _SERIES,
+                market_data.symbol_quotes),
+    AlpacaRoute("GET", "/v2/stocks/trades", _DATA, Endpoint.TRADES, ("symbols", *_SERIES),
+                market_data.trades),
+    AlpacaRoute("GET", "/v2/stocks/{symbol}/trades", _DATA, Endpoint.SYMBOL_TRADES, _SERIES,
+                market_data.symbol_trades),
     AlpacaRoute("GET", "/v2/clock", _TRADING, Endpoint.CLOCK, (), trading.clock),
+    AlpacaRoute("GET", "/v2/calendar", _TRADING, Endpoint.CALENDAR, _CALENDAR, trading.calendar),
+    AlpacaRoute("GET", "/v2/assets", _TRADING, Endpoint.ASSETS, _ASSET_FILTERS, trading.assets),
     AlpacaRoute("GET", "/v2/assets/{symbol_or_asset_id}", _TRADING, Endpoint.ASSET, (),
                 trading.asset),
     AlpacaRoute("GET", "/v2/account", _TRADING, Endpoint.ACCOUNT, (), trading.account),
@@ -135,6 +152,8 @@ ROUTES: tuple[AlpacaRoute, ...] = (
                 orders.cancel_all_orders),
     AlpacaRoute("GET", "/v2/orders/{order_id}", _TRADING, Endpoint.ORDER, ("nested",),
                 orders.get_order),
+    AlpacaRoute("PATCH", "/v2/orders/{order_id}", _TRADING, Endpoint.REPLACE_ORDER, (),
+                orders.replace_order),
     AlpacaRoute("DELETE", "/v2/orders/{order_id}", _TRADING, Endpoint.CANCEL_ORDER, (),
                 orders.cancel_order),
     AlpacaRoute("GET", "/v2/orders:by_client_order_id", _TRADING, Endpoint.ORDER_BY_CLIENT_ID,

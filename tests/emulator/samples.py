@@ -34,6 +34,18 @@ def default_clock() -> JsonObject:
     }
 
 
+def sample_calendar_day() -> JsonObject:
+    """The spec's calendar day: regular hours, the session from 4:00 to 20:00, settled T+1."""
+    return {
+        "date": "2025-01-02",
+        "open": "09:30",
+        "close": "16:00",
+        "session_open": "0400",
+        "session_close": "2000",
+        "settlement_date": "2025-01-03",
+    }
+
+
 def default_asset(symbol: str) -> JsonObject:
     """A tradable NASDAQ us_equity with the fields Alpaca sends for one."""
     return {

@@ -27,6 +27,7 @@ from .scenario_shapes import (
     ACCOUNT,
     ASSET,
     BAR,
+    CALENDAR_DAY,
     CLOCK,
     OPTION_CONTRACT,
     OPTION_QUOTE,
@@ -48,9 +49,10 @@ __all__ = ["REFUSED_SCENARIO_PREFIX", "Scenario", "ScenarioError", "ScenarioSour
 # How `python -m tests.emulator --scenario FILE` starts its stderr line when it refuses a file.
 REFUSED_SCENARIO_PREFIX = "emulator: refusing the scenario "
 
-SECTIONS = ("description", "config", "clock", "account", "stocks", "options", "positions",
-            "faults")  # fmt: skip
-STOCK_SECTIONS = ("assets", "quotes", "trades", "bars", "snapshots")
+SECTIONS = ("description", "config", "clock", "calendar", "account", "stocks", "options",
+            "positions", "faults")  # fmt: skip
+STOCK_SECTIONS = ("assets", "quotes", "trades", "bars", "snapshots", "quotes_history",
+                  "trades_history")  # fmt: skip
 OPTION_SECTIONS = ("contracts", "quotes", "trades", "snapshots")
 FAULT_FIELDS = ("at_s", "until_s", "path", "kind", "count", "delay_ms", "retry_after_s")
 # Bars keyed by timeframe; None holds the bars that answer every timeframe.
@@ -73,12 +75,15 @@ class Scenario:
 
     config: JsonObject = field(default_factory=dict)
     clock: JsonObject | None = None
+    calendar: tuple[JsonObject, ...] = ()
     account: JsonObject = field(default_factory=dict)
     assets: dict[str, JsonObject] = field(default_factory=dict)
     quotes: dict[str, JsonObject] = field(default_factory=dict)
     trades: dict[str, JsonObject] = field(default_factory=dict)
     bars: dict[str, SymbolBars] = field(default_factory=dict)
     snapshots: dict[str, JsonObject] = field(default_factory=dict)
+    quote_history: dict[str, list[JsonObject]] = field(default_factory=dict)
+    trade_history: dict[str, list[JsonObject]] = field(default_factory=dict)
     option_contracts: dict[str, JsonObject] = field(default_factory=dict)
     option_quotes: dict[str, JsonObject] = field(default_factory=dict)
     option_trades: dict[str, JsonObject] = field(default_factory=dict)
@@ -139,12 +144,15 @@ class ScenarioSource:
             clock=None
             if "clock" not in doc
             else check_object(doc["clock"], CLOCK, "clock", now_ns),
+            calendar=_calendar(doc.get("calendar", []), now_ns),
             account=check_object(doc.get("account", {}), ACCOUNT, "account", now_ns),
             assets=assets,
             quotes=_stock_objects(stocks, "quotes", QUOTE, now_ns),
             trades=_stock_objects(stocks, "trades", TRADE, now_ns),
             bars=_bars(stocks.get("bars", {}), "stocks.bars", now_ns),
             snapshots=_stock_objects(stocks, "snapshots", SNAPSHOT, now_ns),
+            quote_history=_stock_series(stocks, "quotes_history", QUOTE, now_ns),
+            trade_history=_stock_series(stocks, "trades_history", TRADE, now_ns),
             option_contracts=option_contracts,
             option_quotes=_option_objects(options, "quotes", OPTION_QUOTE, now_ns),
             option_trades=_option_objects(options, "trades", OPTION_TRADE, now_ns),
@@ -207,6 +215,38 @@ def _stock_objects(
         )
         for symbol, item in values.items()
     }
+
+
+def _stock_series(
+    section: JsonObject, name: str, shape: Shape, now_ns: int
+) -> dict[str, list[JsonObject]]:
+    """Per symbol, a list of wire objects (historical quotes or trades), each checked."""
+    where = f"stocks.{name}"
+    values = _mapping(section.get(name, {}), where, f"an object keyed by symbol (lists of "
+                      f"{shape.name}s)")  # fmt: skip
+    series: dict[str, list[JsonObject]] = {}
+    for symbol, items in values.items():
+        place = f"{where}.{symbol}"
+        _stock_symbol(symbol, place)
+        if not isinstance(items, list):
+            raise ScenarioError(place, f"must be a list of {shape.name}s")
+        series[symbol] = [
+            check_object(item, shape, f"{place}[{n}]", now_ns) for n, item in enumerate(items)
+        ]
+    return series
+
+
+def _calendar(value: Json, now_ns: int) -> tuple[JsonObject, ...]:
+    """Market days, each with every field Alpaca's calendar day requires, one per date."""
+    if not isinstance(value, list):
+        raise ScenarioError("calendar", "must be a list of market days {date, open, close, ...}")
+    days: dict[Json, JsonObject] = {}
+    for n, item in enumerate(value):
+        day = check_object(item, CALENDAR_DAY, f"calendar[{n}]", now_ns)
+        if day["date"] in days:
+            raise ScenarioError(f"calendar[{n}].date", f"{day['date']} is listed twice")
+        days[day["date"]] = day
+    return tuple(days.values())
 
 
 def _option_objects(

@@ -52,6 +52,8 @@ class Kind(StrEnum):
     DECIMAL = 'a decimal number as a string (quoted, e.g. "100.5")'
     UUID = "a UUID string"
     OBJECT = "an object"
+    HOUR_MINUTE = 'an HH:MM time of day as a string ("09:30")'
+    HOUR_MINUTE_COMPACT = 'an HHMM time of day as a string ("0400")'
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,11 @@ _ATTRIBUTES = ("ptp_no_exception", "ptp_with_exception", "ipo", "has_options",
 
 CLOCK = _shape("clock", {"timestamp": T, "is_open": B, "next_open": T, "next_close": T},
                required="all")  # fmt: skip
+CALENDAR_DAY = _shape("calendar day", {
+    "date": Kind.DATE, "open": Kind.HOUR_MINUTE, "close": Kind.HOUR_MINUTE,
+    "session_open": Kind.HOUR_MINUTE_COMPACT, "session_close": Kind.HOUR_MINUTE_COMPACT,
+    "settlement_date": Kind.DATE,
+}, required="all")  # fmt: skip
 # Every field Alpaca documents, plus the ones its answers carry beyond the document (the
 # emulator's default account has them: effective_buying_power, bod_dtbp, crypto_tier, ...).
 ACCOUNT = _shape("account", {
@@ -250,7 +257,15 @@ def _is_kind(value: Json, kind: Kind) -> bool:
     return _is_text_kind(value, kind)
 
 
+_TIMES_OF_DAY = {
+    Kind.HOUR_MINUTE: re.compile(r"(?:[01]\d|2[0-3]):[0-5]\d"),
+    Kind.HOUR_MINUTE_COMPACT: re.compile(r"(?:[01]\d|2[0-3])[0-5]\d"),
+}
+
+
 def _is_text_kind(text: str, kind: Kind) -> bool:
+    if kind in _TIMES_OF_DAY:
+        return _TIMES_OF_DAY[kind].fullmatch(text) is not None
     try:
         if kind is Kind.DATE:
             strict_date(text)

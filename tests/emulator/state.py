@@ -22,7 +22,7 @@ from .ratelimit import RateLimiter
 from .samples import default_account, default_asset, default_clock, default_option_contract
 from .scenario import Scenario, ScenarioSource
 from .timeline import FaultTimeline
-from .timestamps import rfc3339_ns
+from .timestamps import rfc3339_ns, strict_date
 from .wire_json import Json, JsonObject
 
 DEFAULT_KEY_ID = "emulator-key-id"
@@ -41,22 +41,40 @@ class Credentials:
 
 
 @dataclass(frozen=True)
-class StoredBar:
-    """A bar exactly as stored, with its ``t`` parsed once for ordering and filtering."""
+class Stamped:
+    """A bar, quote or trade exactly as stored, with its ``t`` parsed once for ordering and
+    filtering."""
 
     t_ns: int
     wire: JsonObject
 
 
-def stored_bars(bars: list[JsonObject]) -> list[StoredBar]:
-    """Bars sorted by ``t`` (stable for equal times); ValueError if one lacks an RFC 3339 t."""
-    parsed: list[StoredBar] = []
-    for index, bar in enumerate(bars):
-        t = bar.get("t")
+def stamped(items: list[JsonObject], what: str = "bar") -> list[Stamped]:
+    """Items sorted by ``t`` (stable for equal times, so prints sharing a nanosecond keep the
+    order they were given); ValueError if one lacks an RFC 3339 t."""
+    parsed: list[Stamped] = []
+    for index, item in enumerate(items):
+        t = item.get("t")
         if not isinstance(t, str):
-            raise ValueError(f"bar {index} needs a string t (use a schema_missing_t fault)")
-        parsed.append(StoredBar(rfc3339_ns(t), bar))
-    return sorted(parsed, key=lambda bar: bar.t_ns)
+            raise ValueError(f"{what} {index} needs a string t (use a schema_missing_t fault)")
+        parsed.append(Stamped(rfc3339_ns(t), item))
+    return sorted(parsed, key=lambda item: item.t_ns)
+
+
+def calendar_days(days: list[JsonObject]) -> list[JsonObject]:
+    """Market days sorted by ``date``; ValueError if one has no YYYY-MM-DD ``date`` or a date
+    comes twice (Alpaca's calendar has one entry per day)."""
+    by_date: dict[str, JsonObject] = {}
+    for index, day in enumerate(days):
+        value = day.get("date")
+        try:
+            strict_date(value if isinstance(value, str) else "")
+        except ValueError:
+            raise ValueError(f"calendar day {index} needs a YYYY-MM-DD date") from None
+        if str(value) in by_date:
+            raise ValueError(f"calendar day {index}: {value} is listed twice")
+        by_date[str(value)] = day
+    return [by_date[date] for date in sorted(by_date)]
 
 
 @dataclass
@@ -82,18 +100,22 @@ class MarketData:
     trades: dict[str, JsonObject] = field(default_factory=dict)
     # Bars stored without a timeframe answer every timeframe; bars stored for one (canonical
     # name, e.g. "1Min") answer only that one, and win over the former for their symbol.
-    bars: dict[str, list[StoredBar]] = field(default_factory=dict)
-    timeframe_bars: dict[str, dict[str, list[StoredBar]]] = field(default_factory=dict)
+    bars: dict[str, list[Stamped]] = field(default_factory=dict)
+    timeframe_bars: dict[str, dict[str, list[Stamped]]] = field(default_factory=dict)
     snapshots: dict[str, JsonObject] = field(default_factory=dict)
+    # Historical quotes and trades are their own series, apart from the latest quote and trade:
+    # at Alpaca too the latest values and the tick history come from different queries.
+    quote_history: dict[str, list[Stamped]] = field(default_factory=dict)
+    trade_history: dict[str, list[Stamped]] = field(default_factory=dict)
 
-    def bars_for(self, timeframe: str | None) -> dict[str, list[StoredBar]]:
+    def bars_for(self, timeframe: str | None) -> dict[str, list[Stamped]]:
         """Each symbol's bars for a canonical ``timeframe``: its own if stored, else untimed."""
         own = self.timeframe_bars.get(timeframe, {}) if timeframe is not None else {}
         return {**self.bars, **own}
 
     def latest_bar(self, symbol: str) -> JsonObject | None:
         """The newest minute bar if minute bars are stored, else the newest untimed bar."""
-        bars: Sequence[StoredBar] | None = self.bars_for(LATEST_BAR_TIMEFRAME).get(symbol)
+        bars: Sequence[Stamped] | None = self.bars_for(LATEST_BAR_TIMEFRAME).get(symbol)
         return bars[-1].wire if bars else None
 
 
@@ -131,6 +153,8 @@ class EmulatorState:
         self.option_contracts: dict[str, JsonObject] = {}
         self.positions: dict[str, JsonObject] = {}
         self.orders = OrderBook()
+        # Nothing is assumed about holidays or early closes: the calendar is what a test stored.
+        self.calendar: list[JsonObject] = []
         self.clock: JsonObject = default_clock()
         self.account: JsonObject = default_account()
         self.faults = FaultRegistry()
@@ -161,6 +185,7 @@ class EmulatorState:
         self.option_contracts = {}
         self.positions = {}
         self.orders = OrderBook()
+        self.calendar = []
         self.clock = default_clock()
         self.account = default_account()
         self.timeline.cancel()
@@ -173,6 +198,7 @@ class EmulatorState:
         """Store a resolved scenario over a clean state and start its fault timeline."""
         self.configure(scenario.config)
         self.clock = scenario.clock or self.clock
+        self.set_calendar(list(scenario.calendar))
         self.account = {**self.account, **scenario.account}
         for symbol, fields in scenario.assets.items():  # first: data keeps their fields
             self.set_asset(symbol, fields)
@@ -185,6 +211,10 @@ class EmulatorState:
                 self.set_bars(symbol, bars, timeframe)
         for symbol, snapshot in scenario.snapshots.items():
             self.set_snapshot(symbol, snapshot)
+        for symbol, quotes in scenario.quote_history.items():
+            self.set_quote_history(symbol, quotes)
+        for symbol, trades in scenario.trade_history.items():
+            self.set_trade_history(symbol, trades)
         for occ, fields in scenario.option_contracts.items():
             self.set_option_contract(occ, fields)
         for occ, quote in scenario.option_quotes.items():
@@ -244,8 +274,21 @@ class EmulatorState:
         if bars is None:
             store.pop(symbol, None)
             return
-        store[symbol] = stored_bars(bars)
+        store[symbol] = stamped(bars)
         self.register_asset(symbol)
+
+    def set_quote_history(self, symbol: str, quotes: list[JsonObject] | None) -> None:
+        """Replace (or with None remove) the historical quotes; ValueError if one has no t."""
+        self._put_series(self.market.quote_history, symbol, quotes, "quote")
+
+    def set_trade_history(self, symbol: str, trades: list[JsonObject] | None) -> None:
+        """Replace (or with None remove) the historical trades; ValueError if one has no t."""
+        self._put_series(self.market.trade_history, symbol, trades, "trade")
+
+    def set_calendar(self, days: list[JsonObject]) -> None:
+        """The market days GET /v2/calendar answers (sorted by date); ValueError if a day has
+        no usable ``date``."""
+        self.calendar = calendar_days(days)
 
     def set_asset(self, symbol: str, fields: JsonObject | None) -> None:
         """Register the asset as realistic defaults overlaid with ``fields``; None removes it."""
@@ -300,6 +343,19 @@ class EmulatorState:
     def find_position(self, symbol_or_asset_id: str) -> JsonObject | None:
         """The open position by symbol or by its ``asset_id``."""
         return _find(self.positions, symbol_or_asset_id, "asset_id")
+
+    def _put_series(
+        self,
+        store: dict[str, list[Stamped]],
+        symbol: str,
+        items: list[JsonObject] | None,
+        what: str,
+    ) -> None:
+        if items is None:
+            store.pop(symbol, None)
+            return
+        store[symbol] = stamped(items, what)
+        self.register_asset(symbol)
 
     def _put(self, store: dict[str, JsonObject], symbol: str, value: JsonObject | None) -> None:
         if value is None:

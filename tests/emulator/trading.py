@@ -1,4 +1,4 @@
-"""Trading-API handlers: clock, assets, account, positions and option contracts.
+"""Trading-API handlers: clock, calendar, assets, account, positions and option contracts.
 
 Decimals stay strings as Alpaca's documents give them (``sdk_shapes`` changes option contracts:
 see :mod:`sdk_shapes`). Orders live in :mod:`orders`.
@@ -23,12 +23,79 @@ from .wire_json import Json, JsonObject
 CONTRACTS_DEFAULT_LIMIT = 100
 CONTRACTS_MAX_LIMIT = 10_000
 NOT_FOUND = 40410000
+INVALID = 40010000
+# Alpaca's documented enums for the asset listing's filters (its Assets, AssetClass and
+# Exchange schemas).
+ASSET_STATUSES = frozenset({"active", "inactive"})
+ASSET_CLASSES = frozenset({"us_equity", "us_option", "crypto", "ipo"})
+EXCHANGES = frozenset({"AMEX", "ARCA", "BATS", "NYSE", "NASDAQ", "NYSEARCA", "OTC"})
+ASSET_ATTRIBUTES = frozenset({
+    "ptp_no_exception", "ptp_with_exception", "ipo", "has_options", "options_late_close",
+    "fractional_eh_enabled", "overnight_tradable", "overnight_halted",
+})  # fmt: skip
+DATE_TYPES = {"TRADING": "date", "SETTLEMENT": "settlement_date"}
 _Bound = TypeVar("_Bound", Decimal, date)
 
 
 async def clock(request: web.Request) -> web.Response:
     """GET /v2/clock"""
     return json_response(request.app[STATE_KEY].clock)
+
+
+async def calendar(request: web.Request) -> web.Response:
+    """GET /v2/calendar: the stored market days whose trading date (or, with
+    ``date_type=SETTLEMENT``, settlement date) lies within ``start``..``end``, inclusive.
+
+    Nothing is generated: with no days stored the answer is ``[]``. Bad values are 400, the one
+    error status Alpaca documents for this endpoint.
+    """
+    query = request.query
+    start = tp.calendar_date(query, "start")
+    end = tp.calendar_date(query, "end")
+    date_type = query.get("date_type", "TRADING")
+    if date_type not in DATE_TYPES:
+        raise trading_error(400, INVALID, f"invalid date_type: {date_type}")
+    days: list[Json] = [
+        day
+        for day in request.app[STATE_KEY].calendar
+        if _between(_field_date(day, DATE_TYPES[date_type]), start, end)
+    ]
+    return json_response(days)
+
+
+def _listing_key(found: JsonObject) -> tuple[str, str, str]:
+    return str(found.get("class")), str(found.get("exchange")), str(found.get("symbol"))
+
+
+async def assets(request: web.Request) -> web.Response:
+    """GET /v2/assets: the registered assets, sorted by asset class, exchange and symbol, as
+    Alpaca sorts its master list.
+
+    ``status`` defaults to every status and ``asset_class`` to ``us_equity``, as documented;
+    ``attributes`` keeps assets holding any of the given attributes.
+    """
+    query = request.query
+    status = tp.choice(query, "status", ASSET_STATUSES, None)
+    asset_class = tp.choice(query, "asset_class", ASSET_CLASSES, "us_equity")
+    exchange = tp.choice(query, "exchange", EXCHANGES, None)
+    wanted = tp.csv(query, "attributes") or None  # an empty list filters nothing
+    if wanted is not None and not wanted <= ASSET_ATTRIBUTES:
+        raise tp.invalid(f"invalid attributes: {query['attributes']}")
+    listed: list[Json] = []
+    for found in sorted(request.app[STATE_KEY].assets.values(), key=_listing_key):
+        held = found.get("attributes")
+        held_attributes = (
+            {a for a in held if isinstance(a, str)} if isinstance(held, list) else set()
+        )
+        if (
+            (status is not None and found.get("status") != status)
+            or found.get("class") != asset_class
+            or (exchange is not None and found.get("exchange") != exchange)
+            or (wanted is not None and not wanted & held_attributes)
+        ):
+            continue
+        listed.append(found)
+    return json_response(listed)
 
 
 async def account(request: web.Request) -> web.Response:
