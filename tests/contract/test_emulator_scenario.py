@@ -32,6 +32,10 @@ LATEST_QUOTES = "/v2/stocks/quotes/latest"
 NS_PER_S = 1_000_000_000
 QUOTE_YAML = "{t: '-2s', bx: V, bp: 229.90, bs: 2, ax: V, ap: 230.10, as: 1, c: [R], z: C}"
 QUOTED_PRICE_YAML = QUOTE_YAML.replace("229.90", "'229.90'")
+CALENDAR_DAY_YAML = ('date: 2027-01-14, open: "09:30", close: "16:00", session_open: "0400", '
+                     'session_close: "2000", settlement_date: 2027-01-15')  # fmt: skip
+UNQUOTED_CLOSE = CALENDAR_DAY_YAML.replace('"16:00"', "16:00")  # YAML reads a number (960)
+SESSION_WITH_COLON = CALENDAR_DAY_YAML.replace('"0400"', '"04:00"')
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +87,10 @@ EXAMPLE_ANSWERS = [
     ("market-data", "/v2/stocks/bars", "/v2/stocks/bars",
      {"symbols": "AAPL,MSFT", "timeframe": "1Day"}),
     ("market-data", "/v2/stocks/{symbol}/bars", "/v2/stocks/AAPL/bars", {"timeframe": "1Min"}),
+    ("market-data", "/v2/stocks/quotes", "/v2/stocks/quotes", {"symbols": "AAPL"}),
+    ("market-data", "/v2/stocks/{symbol}/quotes", "/v2/stocks/AAPL/quotes", {}),
+    ("market-data", "/v2/stocks/trades", "/v2/stocks/trades", {"symbols": "AAPL,MSFT"}),
+    ("market-data", "/v2/stocks/{symbol}/trades", "/v2/stocks/MSFT/trades", {}),
     ("market-data", "/v1beta1/options/quotes/latest", "/v1beta1/options/quotes/latest",
      {"symbols": CALL}),
     ("market-data", "/v1beta1/options/trades/latest", "/v1beta1/options/trades/latest",
@@ -92,6 +100,8 @@ EXAMPLE_ANSWERS = [
     ("market-data", "/v1beta1/options/snapshots/{underlying_symbol}",
      "/v1beta1/options/snapshots/AAPL", {}),
     ("trading", "/v2/clock", "/v2/clock", {}),
+    ("trading", "/v2/calendar", "/v2/calendar", {}),
+    ("trading", "/v2/assets", "/v2/assets", {}),
     ("trading", "/v2/account", "/v2/account", {}),
     ("trading", "/v2/assets/{symbol_or_asset_id}", "/v2/assets/IBM", {}),
     ("trading", "/v2/positions", "/v2/positions", {}),
@@ -237,6 +247,19 @@ REFUSED = [
     pytest.param(f"stocks:\n  quotes:\n    AAPL: {QUOTE_YAML}\n    AAPL: {QUOTE_YAML}",
                  "not valid YAML: the key 'AAPL' appears twice", id="duplicate-key"),
     pytest.param("- just a list", "a scenario must be an object", id="not-an-object"),
+    pytest.param(f"stocks:\n  quotes_history:\n    AAPL: {QUOTE_YAML}",
+                 "stocks.quotes_history.AAPL: must be a list of quotes", id="history-not-a-list"),
+    pytest.param("stocks:\n  trades_history:\n    AAPL:\n      - {t: '-1s', x: V, p: 1.5, s: 1}",
+                 "stocks.trades_history.AAPL[0]: the trade has no i, c, z",
+                 id="history-trade-short"),
+    pytest.param(f"calendar:\n  - {{{UNQUOTED_CLOSE}}}",
+                 "calendar[0].close: must be an HH:MM time of day as a string", id="unquoted-time"),
+    pytest.param(f"calendar:\n  - {{{SESSION_WITH_COLON}}}",
+                 "calendar[0].session_open: must be an HHMM time of day", id="session-time-colon"),
+    pytest.param(f"calendar:\n  - {{{CALENDAR_DAY_YAML}}}\n  - {{{CALENDAR_DAY_YAML}}}",
+                 "calendar[1].date: 2027-01-14 is listed twice", id="calendar-day-twice"),
+    pytest.param("calendar: {date: 2027-01-14}", "calendar: must be a list of market days",
+                 id="calendar-not-a-list"),
 ]  # fmt: skip
 
 
@@ -353,7 +376,8 @@ _JSON_TYPES = {
     shapes.Kind.NUMBER: "number", shapes.Kind.INTEGER: "integer", shapes.Kind.STRING: "string",
     shapes.Kind.TIME: "string", shapes.Kind.DATE: "string", shapes.Kind.DECIMAL: "string",
     shapes.Kind.UUID: "string", shapes.Kind.STRINGS: "array", shapes.Kind.BOOL: "boolean",
-    shapes.Kind.OBJECT: "object",
+    shapes.Kind.OBJECT: "object", shapes.Kind.HOUR_MINUTE: "string",
+    shapes.Kind.HOUR_MINUTE_COMPACT: "string",
 }  # fmt: skip
 _FORMATS = {"date-time": shapes.Kind.TIME, "date": shapes.Kind.DATE,
             "uuid": shapes.Kind.UUID, "decimal": shapes.Kind.DECIMAL}  # fmt: skip
@@ -380,6 +404,7 @@ def _documented_shapes(facts: dict[str, Any]) -> list[tuple[shapes.Shape, dict[s
         (shapes.OPTION_TRADE, option["properties"]["latestTrade"], True),
         (shapes.GREEKS, option["properties"]["greeks"], True),
         (shapes.CLOCK, ok(trading, "/v2/clock"), True),
+        (shapes.CALENDAR_DAY, ok(trading, "/v2/calendar")["items"], True),
         (shapes.DELIVERABLE, contract["properties"]["deliverables"]["items"], True),
         (shapes.POSITION, ok(trading, "/v2/positions/{symbol_or_asset_id}"), True),
         (shapes.ACCOUNT, ok(trading, "/v2/account"), False),
