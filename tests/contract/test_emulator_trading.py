@@ -1,6 +1,7 @@
 """The emulator's trading API behaves like Alpaca's: orders (submit, duplicate client ids,
-numbers as strings, cancel, lookups), positions, the account, and the submit-path faults that
-the gateway's reconcile logic is tested with. alpaca-py's TradingClient must parse it all."""
+numbers as strings, replace, cancel, lookups), positions, the account, and the submit- and
+replace-path faults that the gateway's reconcile logic is tested with. alpaca-py's TradingClient
+must parse it all."""
 
 from __future__ import annotations
 
@@ -16,7 +17,12 @@ from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, OrderStatus, QueryOrderStatus, TimeInForce
 from alpaca.trading.models import Order, Position
-from alpaca.trading.requests import GetOrdersRequest, LimitOrderRequest, MarketOrderRequest
+from alpaca.trading.requests import (
+    GetOrdersRequest,
+    LimitOrderRequest,
+    MarketOrderRequest,
+    ReplaceOrderRequest,
+)
 
 from tests.emulator.control import EmulatorControl, EmulatorControlError, shared_ssl_context
 from tests.emulator.process import EmulatorProcess
@@ -347,6 +353,254 @@ async def test_cancel_all_answers_207_for_each_open_order(
     assert statuses == ["canceled", "canceled", "filled"]
 
 
+# --- replacing --------------------------------------------------------------------------------
+
+
+async def routed(alpaca: httpx.AsyncClient, control: EmulatorControl, **changes: Any) -> str:
+    """Submit LIMIT_BUY with changes and move it to ``new`` (Alpaca replaces only routed
+    orders); its id."""
+    order = await submit(alpaca, **changes)
+    await control.set_order_status(order["id"], "new")
+    return str(order["id"])
+
+
+async def test_replace_closes_the_order_and_opens_one_with_the_new_terms(
+    control: EmulatorControl, alpaca: httpx.AsyncClient
+) -> None:
+    old_id = await routed(alpaca, control, client_order_id="gw-old", time_in_force="gtc")
+
+    response = await alpaca.patch(
+        f"{ORDERS}/{old_id}", json={"qty": 3, "limit_price": 149.5, "time_in_force": "day"}
+    )
+
+    assert response.status_code == 200, response.text
+    new = response.json()
+    old = (await alpaca.get(f"{ORDERS}/{old_id}")).json()
+    assert (new["replaces"], new["replaced_by"], new["replaced_at"]) == (old_id, None, None)
+    assert (old["status"], old["replaced_by"], old["replaces"]) == ("replaced", new["id"], None)
+    assert old["replaced_at"] == old["updated_at"] == new["created_at"] == new["submitted_at"]
+    assert new["id"] != old_id
+    assert uuid.UUID(new["client_order_id"]).version == 4  # a new one, not gw-old
+    assert (new["status"], new["filled_qty"], new["filled_avg_price"]) == ("accepted", "0", None)
+    assert (new["qty"], new["limit_price"], new["time_in_force"]) == ("3", "149.5", "day")
+    assert (old["qty"], old["limit_price"], old["time_in_force"]) == ("2", "150", "gtc")
+    kept = ("symbol", "asset_id", "asset_class", "side", "type", "order_type", "order_class")
+    assert {name: new[name] for name in kept} == {name: old[name] for name in kept}
+    listed = (await alpaca.get(ORDERS, params={"status": "all", "direction": "asc"})).json()
+    assert [(o["id"], o["status"]) for o in listed] == [
+        (old_id, "replaced"),
+        (new["id"], "accepted"),
+    ]
+    assert [o["id"] for o in (await alpaca.get(ORDERS)).json()] == [new["id"]]  # the open one
+
+
+async def test_replace_takes_a_client_order_id_that_must_be_unique(
+    control: EmulatorControl, alpaca: httpx.AsyncClient
+) -> None:
+    await submit(alpaca, client_order_id="gw-taken")
+    old_id = await routed(alpaca, control, client_order_id="gw-1")
+
+    taken = await alpaca.patch(f"{ORDERS}/{old_id}", json={"qty": 3, "client_order_id": "gw-taken"})
+    own = await alpaca.patch(f"{ORDERS}/{old_id}", json={"qty": 3, "client_order_id": "gw-1"})
+    given = await alpaca.patch(f"{ORDERS}/{old_id}", json={"qty": 3, "client_order_id": "gw-2"})
+    by_client_id = await alpaca.get(BY_CLIENT_ID, params={"client_order_id": "gw-2"})
+
+    duplicate = {"code": 40010001, "message": "client_order_id must be unique"}
+    assert (taken.status_code, taken.json()) == (422, duplicate)
+    assert (own.status_code, own.json()) == (422, duplicate)  # the old order still holds it
+    assert given.status_code == 200
+    assert by_client_id.json() == given.json()
+
+
+async def test_replace_changes_the_trail_the_order_has(
+    control: EmulatorControl, alpaca: httpx.AsyncClient
+) -> None:
+    by_percent = await routed(
+        alpaca, control, type="trailing_stop", limit_price=None, trail_percent="1.5"
+    )
+    by_price = await routed(alpaca, control, type="trailing_stop", limit_price=None, trail_price=2)
+    stop_limit = await routed(alpaca, control, type="stop_limit", stop_price="151")
+
+    percent = (await alpaca.patch(f"{ORDERS}/{by_percent}", json={"trail": "2.25"})).json()
+    price = (await alpaca.patch(f"{ORDERS}/{by_price}", json={"trail": 1.5})).json()
+    stop = (await alpaca.patch(f"{ORDERS}/{stop_limit}", json={"stop_price": "150.5"})).json()
+
+    assert (percent["trail_percent"], percent["trail_price"]) == ("2.25", None)
+    assert (price["trail_percent"], price["trail_price"]) == (None, "1.5")
+    assert (stop["stop_price"], stop["limit_price"]) == ("150.5", "150")
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        ("accepted", "unable to replace order, order isn't sent to exchange yet"),
+        ("pending_new", "unable to replace order, order isn't sent to exchange yet"),
+        ("pending_cancel", 'order is already in "pending_cancel" state'),
+        ("pending_replace", 'order is already in "pending_replace" state'),
+        ("filled", 'order is already in "filled" state'),
+        ("canceled", 'order is already in "canceled" state'),
+        ("expired", 'order is already in "expired" state'),
+        ("rejected", 'order is already in "rejected" state'),
+    ],
+)
+async def test_an_order_not_at_the_venue_or_closed_cannot_be_replaced(
+    control: EmulatorControl, alpaca: httpx.AsyncClient, status: str, message: str
+) -> None:
+    order = await submit(alpaca)
+    if status != "accepted":
+        await control.set_order_status(order["id"], status)
+
+    response = await alpaca.patch(f"{ORDERS}/{order['id']}", json={"qty": 3})
+
+    assert response.status_code == 422
+    assert response.json() == {"code": 42210000, "message": message}
+    assert [held["status"] for held in await control.orders()] == [status]
+
+
+async def test_a_replaced_order_cannot_be_replaced_again_but_its_replacement_can(
+    control: EmulatorControl, alpaca: httpx.AsyncClient
+) -> None:
+    old_id = await routed(alpaca, control)
+    new = (await alpaca.patch(f"{ORDERS}/{old_id}", json={"qty": 3})).json()
+    await control.set_order_status(new["id"], "new")
+
+    again = await alpaca.patch(f"{ORDERS}/{old_id}", json={"qty": 4})
+    newest = await alpaca.patch(f"{ORDERS}/{new['id']}", json={"qty": 4})
+
+    assert again.json() == {"code": 42210000, "message": 'order is already in "replaced" state'}
+    assert (newest.status_code, newest.json()["replaces"]) == (200, new["id"])
+    assert [o["status"] for o in await control.orders()] == ["replaced", "replaced", "accepted"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "code"),
+    [
+        ({"qty": "2", "limit_price": 150}, 403, 40310000),  # the same terms: nothing changes
+        ({}, 403, 40310000),
+        ({"client_order_id": "only-a-new-id"}, 403, 40310000),
+        ({"qty": "0"}, 422, 40010000),
+        ({"qty": "2.5"}, 422, 40010000),  # whole shares only
+        ({"qty": "3", "notional": "100"}, 422, 40010000),
+        ({"notional": "100"}, 422, 40010000),  # ipo orders only
+        ({"time_in_force": "week"}, 422, 40010000),
+        ({"limit_price": "-1"}, 422, 40010000),
+        ({"limit_price": "abc"}, 422, 40010000),
+        ({"stop_price": "149"}, 422, 40010000),  # a limit order has no stop
+        ({"trail": "1"}, 422, 40010000),  # nor a trail
+        ({"qty": 3, "client_order_id": "x" * 129}, 422, 40010000),
+        ({"qty": 3, "advanced_instructions": "vwap"}, 422, 40010000),
+        ({"limit_price": "150.123"}, 422, 42210000),  # sub-penny
+        ({"qty": "3000"}, 403, 40310000),  # beyond the buying power
+    ],
+)
+async def test_replace_fields_are_checked_like_alpacas_and_nothing_changes(
+    control: EmulatorControl,
+    alpaca: httpx.AsyncClient,
+    changes: dict[str, Any],
+    status: int,
+    code: int,
+) -> None:
+    order_id = await routed(alpaca, control)
+    before = await control.orders()
+
+    response = await alpaca.patch(f"{ORDERS}/{order_id}", json=changes)
+
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == code
+    assert await control.orders() == before
+
+
+async def test_replace_of_an_unknown_order_is_404_and_an_unreadable_body_400(
+    control: EmulatorControl, alpaca: httpx.AsyncClient
+) -> None:
+    order_id = await routed(alpaca, control)
+
+    unknown = await alpaca.patch(f"{ORDERS}/{uuid.uuid4()}", json={"qty": 3})
+    unreadable = await alpaca.patch(f"{ORDERS}/{order_id}", content=b"{not json")
+    a_list = await alpaca.patch(f"{ORDERS}/{order_id}", json=[{"qty": 3}])
+
+    assert (unknown.status_code, unknown.json()) == (
+        404,
+        {"code": 40410000, "message": "order not found"},
+    )
+    request_body_invalid = {"code": 40010000, "message": "request body format is invalid"}
+    assert (unreadable.status_code, unreadable.json()) == (400, request_body_invalid)
+    assert (a_list.status_code, a_list.json()) == (400, request_body_invalid)
+
+
+async def test_notional_and_option_orders_keep_alpacas_replace_rules(
+    control: EmulatorControl, alpaca: httpx.AsyncClient
+) -> None:
+    occ = "AAPL250620C00100000"
+    await control.set_option_contract(occ)
+    notional = await routed(
+        alpaca, control, qty=None, notional="25", type="market", limit_price=None
+    )
+    option = await routed(alpaca, control, symbol=occ, qty="1", limit_price="2.5")
+
+    refused_notional = await alpaca.patch(f"{ORDERS}/{notional}", json={"notional": "30"})
+    option_gtc = await alpaca.patch(f"{ORDERS}/{option}", json={"time_in_force": "gtc"})
+    option_price = await alpaca.patch(
+        f"{ORDERS}/{option}", json={"limit_price": "2.55", "time_in_force": "day"}
+    )
+
+    assert refused_notional.json() == {
+        "code": 42210000,
+        "message": "notional orders cannot be replaced",
+    }
+    assert (option_gtc.status_code, option_gtc.json()["code"]) == (422, 40010000)
+    assert option_price.status_code == 200
+    assert (option_price.json()["limit_price"], option_price.json()["asset_class"]) == (
+        "2.55",
+        "us_option",
+    )
+
+
+async def test_replacements_answer_in_sdk_shapes_with_the_text_sent(
+    control: EmulatorControl, alpaca: httpx.AsyncClient
+) -> None:
+    await control.set_sdk_shapes()
+    order_id = await routed(alpaca, control, qty=2, limit_price="150.10")
+
+    response = await alpaca.patch(
+        f"{ORDERS}/{order_id}", content='{"limit_price":"149.90","qty":3}'
+    )
+
+    assert '"limit_price":149.90,' in response.text
+    assert '"qty":3,' in response.text
+    assert '"filled_qty":0,' in response.text
+    held = (await control.orders())[-1]
+    assert (held["qty"], held["limit_price"]) == ("3", "149.9")
+
+
+async def test_accept_then_reset_on_replace_replaces_and_reconcile_finds_the_new_order(
+    control: EmulatorControl, alpaca: httpx.AsyncClient
+) -> None:
+    order_id = await routed(alpaca, control)
+    await control.add_fault(f"{ORDERS}/*", "accept_then_reset", count=1)
+
+    with pytest.raises(httpx.TransportError):
+        await alpaca.patch(f"{ORDERS}/{order_id}", json={"qty": 3, "client_order_id": "gw-r"})
+
+    old = (await alpaca.get(f"{ORDERS}/{order_id}")).json()
+    reconciled = (await alpaca.get(BY_CLIENT_ID, params={"client_order_id": "gw-r"})).json()
+    assert (old["status"], old["replaced_by"]) == ("replaced", reconciled["id"])
+    assert (reconciled["replaces"], reconciled["qty"]) == (order_id, "3")
+
+
+@pytest.mark.parametrize("kind", ["status_500", "status_503", "rate_limited", "reset"])
+async def test_faults_in_front_of_alpaca_replace_nothing(
+    control: EmulatorControl, alpaca: httpx.AsyncClient, kind: Any
+) -> None:
+    order_id = await routed(alpaca, control)
+    await control.add_fault(f"{ORDERS}/{order_id}", kind, count=1)
+
+    with contextlib.suppress(httpx.TransportError):
+        await alpaca.patch(f"{ORDERS}/{order_id}", json={"qty": 3})
+
+    assert [order["status"] for order in await control.orders()] == ["new"]
+
+
 # --- submit-path faults -----------------------------------------------------------------------
 
 
@@ -508,6 +762,38 @@ async def test_alpaca_py_trading_client_parses_orders_and_positions(
     assert market.notional == "25.5"
     assert duplicate.value.status_code == 422
     assert duplicate.value.code == 40010001
+
+
+async def test_alpaca_py_replaces_an_order_and_surfaces_alpacas_refusals(
+    emulator: EmulatorProcess, control: EmulatorControl
+) -> None:
+    trading = TradingClient(
+        emulator.key_id, emulator.secret_key, paper=True, url_override=emulator.base_url
+    )
+    request = LimitOrderRequest(
+        symbol="AAPL", qty=1, side=OrderSide.BUY, time_in_force=TimeInForce.DAY, limit_price=150
+    )
+    submitted = await asyncio.to_thread(trading.submit_order, request)
+    assert isinstance(submitted, Order)
+    with pytest.raises(APIError) as not_routed:
+        await asyncio.to_thread(
+            trading.replace_order_by_id, str(submitted.id), ReplaceOrderRequest(qty=2)
+        )
+    await control.set_order_status(str(submitted.id), "new")
+
+    replaced = await asyncio.to_thread(
+        trading.replace_order_by_id,
+        str(submitted.id),
+        ReplaceOrderRequest(qty=2, limit_price=149.99, time_in_force=TimeInForce.GTC),
+    )
+
+    assert (not_routed.value.status_code, not_routed.value.code) == (422, 42210000)
+    assert isinstance(replaced, Order)
+    assert (replaced.replaces, replaced.qty, replaced.limit_price) == (submitted.id, "2", "149.99")
+    assert replaced.time_in_force == TimeInForce.GTC
+    old = await asyncio.to_thread(trading.get_order_by_id, str(submitted.id))
+    assert isinstance(old, Order)
+    assert (old.status, old.replaced_by) == (OrderStatus.REPLACED, replaced.id)
 
 
 # --- sdk_shapes: the order shapes alpaca-py's own tests record ----------------------------------
