@@ -772,6 +772,9 @@ async def test_reset_restores_a_fresh_emulator(
         "sdk_shapes": False,
         "order_extra_fields": {},
         "random_walk": None,
+        "stream_slot_release_ms": 90000,
+        "stream_auth_timeout_ms": 10000,
+        "stream_symbol_limit": None,
     }
     assert await control.faults() == []
     assert await control.calls() == {}

@@ -10,6 +10,8 @@ from .middleware import alpaca_pipeline
 from .routes import add_alpaca_routes
 from .scenario import ScenarioSource
 from .state import STATE_KEY, Credentials, EmulatorState
+from .stream_control_api import add_stream_control_routes
+from .streams import add_stream_routes, order_events
 
 
 def create_app(
@@ -17,7 +19,7 @@ def create_app(
     start_config: Config | None = None,
     start_scenario: ScenarioSource | None = None,
 ) -> web.Application:
-    """The Alpaca endpoints plus the ``/_emulator`` control API, with fresh state.
+    """The Alpaca endpoints and streams plus the ``/_emulator`` control API, with fresh state.
 
     ``start_config`` is the configuration at start and after every ``POST /_emulator/reset``;
     ``start_scenario`` (checked already) is loaded when the app starts and at every reset.
@@ -25,11 +27,14 @@ def create_app(
     Serve it with ``handler_cancellation=True`` (as ``__main__`` does) so a request held by a
     ``hang`` fault ends when its client disconnects instead of waiting for a fault reset.
     """
-    app = web.Application(middlewares=[alpaca_pipeline, control_errors])
+    # order_events, innermost, sees each order change right after its handler made it.
+    app = web.Application(middlewares=[alpaca_pipeline, control_errors, order_events])
     state = EmulatorState(credentials, start_config, start_scenario)
     app[STATE_KEY] = state
     add_alpaca_routes(app)
+    add_stream_routes(app, state)
     add_control_routes(app)
+    add_stream_control_routes(app)
 
     async def release_hung_requests(_: web.Application) -> None:
         # Without this, shutdown would wait for requests that are hung on purpose.

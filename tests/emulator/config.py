@@ -70,6 +70,13 @@ class Config:
     sdk_shapes: bool = False
     order_extra_fields: JsonObject = field(default_factory=dict)
     random_walk: RandomWalk | None = None
+    # Streams (see streams.py): how long a feed's one connection slot stays taken after an
+    # unclean disconnect (Alpaca: about 90 s), how long a new connection may take to
+    # authenticate (Alpaca: 10 s), and how many trades+quotes symbols one connection may hold
+    # (None: no limit; Alpaca's Basic plan allows 30 on iex).
+    stream_slot_release_ms: int = 90_000
+    stream_auth_timeout_ms: int = 10_000
+    stream_symbol_limit: int | None = None
 
     def to_wire(self) -> JsonObject:
         """The configuration as the control API shows it."""
@@ -81,6 +88,9 @@ class Config:
             "sdk_shapes": self.sdk_shapes,
             "order_extra_fields": dict(self.order_extra_fields),
             "random_walk": None if self.random_walk is None else self.random_walk.to_wire(),
+            "stream_slot_release_ms": self.stream_slot_release_ms,
+            "stream_auth_timeout_ms": self.stream_auth_timeout_ms,
+            "stream_symbol_limit": self.stream_symbol_limit,
         }
 
     def merged(self, changes: Mapping[str, Json]) -> Config:
@@ -103,6 +113,14 @@ class Config:
                 config = replace(config, order_extra_fields=dict(value))
             elif name == "random_walk":
                 config = replace(config, random_walk=RandomWalk.from_wire(value))
+            elif name == "stream_slot_release_ms" and _is_int(value) and value >= 0:
+                config = replace(config, stream_slot_release_ms=value)
+            elif name == "stream_auth_timeout_ms" and _is_int(value) and value > 0:
+                config = replace(config, stream_auth_timeout_ms=value)
+            elif name == "stream_symbol_limit" and (
+                value is None or (_is_int(value) and value > 0)
+            ):
+                config = replace(config, stream_symbol_limit=value)
             else:
                 raise ValueError(f"invalid config {name}={value!r}")
         return config

@@ -18,6 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from .scenario_text import YAML_SUFFIXES
+from .stream_control import StreamControl
 from .wire_json import dumps
 
 WireObject = Mapping[str, Any]
@@ -36,6 +37,13 @@ FaultKindName = Literal[
     "accept_then_reset",
     "accept_then_hang",
     "accept_then_500",
+    "stream_auth_failed",
+    "stream_connection_limit",
+    "stream_insufficient_subscription",
+    "stream_mute",
+    "stream_mute_no_pong",
+    "stream_disconnect",
+    "stream_reset",
 ]
 # Default for set_asset: register with realistic defaults only (a shared, read-only mapping).
 NO_FIELDS: WireObject = MappingProxyType({})
@@ -72,6 +80,11 @@ class EmulatorControl:
     async def aclose(self) -> None:
         """Close the HTTP client."""
         await self._client.aclose()
+
+    @property
+    def streams(self) -> StreamControl:
+        """The stream calls: push ticks onto a feed, watch connections (stream_control.py)."""
+        return StreamControl(self)
 
     async def reset(self) -> None:
         """Clear data, faults, counters and the request log; config and budgets to defaults."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from fnmatch import fnmatchcase
@@ -37,11 +38,29 @@ class FaultKind(StrEnum):
     ACCEPT_THEN_RESET = "accept_then_reset"
     ACCEPT_THEN_HANG = "accept_then_hang"
     ACCEPT_THEN_500 = "accept_then_500"
+    # Streams only (see streams.py). The next auth of a matched connection fails with Alpaca's
+    # error: 402 auth failed, 406 connection limit exceeded, 409 insufficient subscription.
+    STREAM_AUTH_FAILED = "stream_auth_failed"
+    STREAM_CONNECTION_LIMIT = "stream_connection_limit"
+    STREAM_INSUFFICIENT_SUBSCRIPTION = "stream_insufficient_subscription"
+    # The connection goes mute (sends nothing more; pings still answered), mute and deaf to
+    # pings and close frames, or is dropped without a close frame (TCP FIN) or with a TCP RST.
+    # They strike the open connections the path matches when added, then new ones once their
+    # first subscription (or listen) is answered; delay_ms waits first.
+    STREAM_MUTE = "stream_mute"
+    STREAM_MUTE_NO_PONG = "stream_mute_no_pong"
+    STREAM_DISCONNECT = "stream_disconnect"
+    STREAM_RESET = "stream_reset"
 
     @property
     def after_processing(self) -> bool:
         """Whether the fault strikes after the request was processed (accept_then_*)."""
         return self.value.startswith("accept_then_")
+
+    @property
+    def stream_only(self) -> bool:
+        """Whether only stream connections take it (REST requests pass it by)."""
+        return self.value.startswith("stream_")
 
 
 @dataclass
@@ -108,24 +127,41 @@ class FaultRegistry:
         self._faults: list[Fault] = []
         self._ids = itertools.count(1)
         self._released = asyncio.Event()
+        self._added: list[Callable[[Fault], None]] = []
+
+    def on_add(self, callback: Callable[[Fault], None]) -> None:
+        """Call ``callback`` with every fault added from now on (streams apply theirs to the
+        connections already open)."""
+        self._added.append(callback)
 
     def add_from_wire(self, body: Json) -> Fault:
         """Validate a control-API fault body and append it; ValueError explains a bad body."""
         fault = parse_fault(body, "")
         fault.id = f"fault-{next(self._ids)}"  # numbered only once valid
         self._faults.append(fault)
+        for callback in self._added:
+            callback(fault)
         return fault
 
-    def take(self, path: str) -> Fault | None:
-        """The first fault matching ``path``, spending one of its uses."""
+    def take(self, path: str, kinds: Collection[FaultKind] | None = None) -> Fault | None:
+        """The first fault matching ``path``, spending one of its uses. Only faults of
+        ``kinds`` are considered; by default every kind but the stream-only ones."""
         for fault in self._faults:
-            if fnmatchcase(path, fault.path):
-                if fault.remaining is not None:
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        self._faults.remove(fault)
+            wanted = not fault.kind.stream_only if kinds is None else fault.kind in kinds
+            if wanted and fnmatchcase(path, fault.path):
+                self.spend(fault)
                 return fault
         return None
+
+    def spend(self, fault: Fault) -> bool:
+        """Use up one of the fault's uses (it goes at zero); False if it was gone already."""
+        if fault not in self._faults:
+            return False
+        if fault.remaining is not None:
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                self._faults.remove(fault)
+        return True
 
     def active(self) -> list[Fault]:
         """Faults still in force, in matching order."""

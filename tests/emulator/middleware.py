@@ -26,6 +26,7 @@ from .responses import (
 )
 from .routes import route_of
 from .state import STATE_KEY, EmulatorState, RequestRecord
+from .stream_paths import is_stream_path
 
 CONTROL_PREFIX = "/_emulator"
 KEY_HEADER = "APCA-API-KEY-ID"
@@ -58,6 +59,10 @@ def _http_error(exc: web.HTTPException) -> AlpacaError:
 async def alpaca_pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Run one Alpaca-path request through faults, auth and the rate budget."""
     if request.path.startswith(CONTROL_PREFIX):
+        return await handler(request)
+    if is_stream_path(request.path):
+        # A stream records itself, takes its own faults and authenticates by message or by
+        # the APCA headers of its handshake (streams.py).
         return await handler(request)
     state = request.app[STATE_KEY]
     route = route_of(request)

@@ -42,6 +42,7 @@ from .scenario_shapes import (
     check_object,
 )
 from .scenario_text import ScenarioSyntaxError, parse_scenario_text, read_scenario_file
+from .stream_scenario import TimedPush, timed_pushes
 from .wire_json import Json, JsonObject
 
 __all__ = ["REFUSED_SCENARIO_PREFIX", "Scenario", "ScenarioError", "ScenarioSource", "TimedFault"]
@@ -50,7 +51,7 @@ __all__ = ["REFUSED_SCENARIO_PREFIX", "Scenario", "ScenarioError", "ScenarioSour
 REFUSED_SCENARIO_PREFIX = "emulator: refusing the scenario "
 
 SECTIONS = ("description", "config", "clock", "calendar", "account", "stocks", "options",
-            "positions", "faults")  # fmt: skip
+            "positions", "faults", "streams")  # fmt: skip
 STOCK_SECTIONS = ("assets", "quotes", "trades", "bars", "snapshots", "quotes_history",
                   "trades_history")  # fmt: skip
 OPTION_SECTIONS = ("contracts", "quotes", "trades", "snapshots")
@@ -90,6 +91,7 @@ class Scenario:
     option_snapshots: dict[str, JsonObject] = field(default_factory=dict)
     positions: dict[str, JsonObject] = field(default_factory=dict)
     faults: tuple[TimedFault, ...] = ()
+    streams: tuple[TimedPush, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ class ScenarioSource:
             option_snapshots=_option_objects(options, "snapshots", OPTION_SNAPSHOT, now_ns),
             positions=_positions(doc.get("positions", {}), assets, now_ns),
             faults=_faults(doc.get("faults", [])),
+            streams=timed_pushes(doc.get("streams", []), now_ns),
         )
 
 

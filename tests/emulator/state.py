@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -163,6 +163,10 @@ class EmulatorState:
         self.rate_limiter = RateLimiter(self.config.rate_limit_per_minute)
         self.call_counts: Counter[str] = Counter()
         self.requests: list[RequestRecord] = []
+        # Called at every reset (before a scenario loads) and with every loaded scenario: the
+        # streams (streams.py) end their connections and run the scenario's timed pushes.
+        self.on_clean: list[Callable[[], None]] = []
+        self.on_load: list[Callable[[Scenario], None]] = []
 
     def reset(self) -> None:
         """Back to the state of a freshly started process (credentials are kept), with the
@@ -193,6 +197,8 @@ class EmulatorState:
         self.walk.clear()
         self.rate_limiter.reconfigure(self.config.rate_limit_per_minute)
         self.clear_calls()
+        for callback in self.on_clean:
+            callback()
 
     def _load(self, scenario: Scenario) -> None:
         """Store a resolved scenario over a clean state and start its fault timeline."""
@@ -226,6 +232,8 @@ class EmulatorState:
         for symbol, position in scenario.positions.items():
             self.set_position(symbol, position)
         self.timeline.start(self.faults, scenario.faults)
+        for callback in self.on_load:
+            callback(scenario)
 
     def configure(self, changes: Mapping[str, Json]) -> None:
         """Merge configuration changes; a new rate limit starts fresh budgets."""

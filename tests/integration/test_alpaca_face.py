@@ -18,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +37,22 @@ from alpaca.data.requests import (
     StockLatestBarRequest,
     StockLatestQuoteRequest,
     StockLatestTradeRequest,
+    StockQuotesRequest,
     StockSnapshotRequest,
+    StockTradesRequest,
 )
 from alpaca.data.timeframe import TimeFrame
 from alpaca.trading.client import TradingClient
-from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
+from alpaca.trading.enums import AssetClass, AssetStatus, OrderSide, QueryOrderStatus, TimeInForce
 from alpaca.trading.models import Order, TradeAccount
 from alpaca.trading.requests import (
+    GetAssetsRequest,
+    GetCalendarRequest,
     GetOptionContractsRequest,
     GetOrdersRequest,
     LimitOrderRequest,
     MarketOrderRequest,
+    ReplaceOrderRequest,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -283,6 +288,53 @@ async def test_historical_bars_follow_every_page_and_make_the_same_dataframe(
     assert list(through.df.index.get_level_values("symbol").unique()) == STOCKS
 
 
+def ticks(kind: str, symbol: str, count: int, start: datetime) -> list[dict[str, Any]]:
+    """`count` quotes or trades for `symbol`, one a second from `start`, in Alpaca's shape."""
+    out: list[dict[str, Any]] = []
+    for i in range(count):
+        t = (start + timedelta(seconds=i, microseconds=123_457)).isoformat().replace("+00:00", "Z")
+        price = round(100 + len(symbol) + i * 0.01, 2)
+        if kind == "quotes":
+            out.append({"t": t, "bx": "V", "bp": price, "bs": 1 + i % 5, "ax": "V",
+                        "ap": round(price + 0.02, 2), "as": 2, "c": ["R"], "z": "C"})  # fmt: skip
+        else:
+            out.append({"t": t, "x": "V", "p": price, "s": 10 + i, "c": ["@"], "i": 1000 + i,
+                        "z": "C"})  # fmt: skip
+    return out
+
+
+@proves("StockHistoricalDataClient.get_stock_quotes", "StockHistoricalDataClient.get_stock_trades")
+@pytest.mark.filterwarnings("ignore:The inplace keyword")
+@pytest.mark.parametrize(
+    ("kind", "method", "request_type"),
+    [
+        ("quotes", "get_stock_quotes", StockQuotesRequest),
+        ("trades", "get_stock_trades", StockTradesRequest),
+    ],
+)
+async def test_historical_ticks_follow_every_page_and_make_the_same_dataframe(
+    stack: Stack, control: EmulatorControl, kind: str, method: str, request_type: Any
+) -> None:
+    start = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
+    for symbol in ("AAPL", "MSFT"):
+        series = ticks(kind, symbol, 23, start)
+        await getattr(control, f"set_{kind}_history")(symbol, series)
+    await control.configure(max_page_size=5)
+    request = request_type(symbol_or_symbols=["AAPL", "MSFT"], start=start)
+
+    through = getattr(stack.face.stocks(), method)(request)
+    pages = await control.calls_to(f"/v2/stocks/{kind}")
+    direct = getattr(stack.alpaca.stocks(), method)(request)
+
+    assert through == direct
+    assert pages >= 10, "the SDK followed next_page_token through the gateway"
+    assert {symbol: len(items) for symbol, items in through.data.items()} == {
+        "AAPL": 23,
+        "MSFT": 23,
+    }
+    assert through.df.equals(direct.df)
+
+
 @proves(
     "OptionHistoricalDataClient.get_option_latest_quote",
     "OptionHistoricalDataClient.get_option_latest_trade",
@@ -417,6 +469,57 @@ async def test_an_order_is_submitted_read_listed_and_canceled_through_the_sdk(
     assert placed.id in {order.id for order in listed if isinstance(order, Order)}
     assert after_cancel.status == "canceled"
     assert len(await upstream_orders(control, client_order_id)) == 1
+
+
+@proves("TradingClient.replace_order_by_id")
+async def test_an_order_is_replaced_once_with_alpacas_new_order(
+    stack: Stack, control: EmulatorControl
+) -> None:
+    trading = stack.face.trading()
+    placed = trading.submit_order(limit_buy(new_id()))
+    await control.set_order_status(str(placed.id), "new")  # at the venue: replaceable
+
+    replacement = trading.replace_order_by_id(
+        placed.id, ReplaceOrderRequest(qty=3, limit_price=151.25)
+    )
+    held = stack.alpaca.trading().get_order_by_id(replacement.id)
+    old = stack.alpaca.trading().get_order_by_id(placed.id)
+
+    assert replacement == held
+    assert (replacement.qty, replacement.limit_price) == ("3", "151.25")
+    assert replacement.replaces == placed.id
+    assert (old.status, old.replaced_by) == ("replaced", replacement.id)
+    refused = api_error(
+        lambda: trading.replace_order_by_id(placed.id, ReplaceOrderRequest(qty=4))
+    )  # the replaced order is closed
+    direct = api_error(
+        lambda: stack.alpaca.trading().replace_order_by_id(placed.id, ReplaceOrderRequest(qty=4))
+    )
+    assert refused.status_code == direct.status_code
+    assert error_body(refused)["code"] == error_body(direct)["code"]
+
+
+@proves("TradingClient.get_calendar", "TradingClient.get_all_assets")
+async def test_the_calendar_and_the_asset_list_are_alpacas(
+    stack: Stack, control: EmulatorControl
+) -> None:
+    days = [
+        {"date": "2026-11-27", "open": "09:30", "close": "13:00", "session_open": "0400",
+         "session_close": "1700", "settlement_date": "2026-11-30"},
+        {"date": "2026-11-30", "open": "09:30", "close": "16:00", "session_open": "0400",
+         "session_close": "2000", "settlement_date": "2026-12-01"},
+    ]  # fmt: skip
+    await control.set_calendar(days)
+    dates = GetCalendarRequest(start=date(2026, 11, 27), end=date(2026, 11, 30))
+    active = GetAssetsRequest(status=AssetStatus.ACTIVE, asset_class=AssetClass.US_EQUITY)
+
+    calendar = stack.face.trading().get_calendar(dates)
+    assets = stack.face.trading().get_all_assets(active)
+
+    assert calendar == stack.alpaca.trading().get_calendar(dates)
+    assert [str(day.date) for day in calendar] == ["2026-11-27", "2026-11-30"]  # type: ignore[union-attr]
+    assert assets == stack.alpaca.trading().get_all_assets(active)
+    assert {"AAPL", "MSFT", "SPY"} <= {asset.symbol for asset in assets}  # type: ignore[union-attr]
 
 
 @proves("TradingClient.cancel_orders")
