@@ -7,7 +7,6 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any, get_args
 
@@ -55,29 +54,6 @@ SHORT_TIMEOUT_S = 0.3
 
 def bar(t: str, close: float) -> dict[str, Any]:
     return {"t": t, "o": close, "h": close, "l": close, "c": close, "v": 100, "n": 3, "vw": close}
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[EmulatorProcess]:
-    with EmulatorProcess() as process:
-        yield process
-
-
-@pytest.fixture
-async def control(emulator: EmulatorProcess) -> AsyncIterator[EmulatorControl]:
-    async with EmulatorControl(emulator.base_url) as client:
-        await client.reset()
-        yield client
-        await client.clear_faults()  # never leave a hung request behind
-
-
-@pytest.fixture
-async def alpaca(emulator: EmulatorProcess) -> AsyncIterator[httpx.AsyncClient]:
-    headers = emulator.auth_headers
-    async with httpx.AsyncClient(
-        base_url=emulator.base_url, headers=headers, verify=shared_ssl_context()
-    ) as client:
-        yield client
 
 
 def caused_by(exc: BaseException, kind: type[BaseException]) -> bool:

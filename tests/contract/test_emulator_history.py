@@ -6,14 +6,12 @@ Each test drives the real process."""
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.emulator.control import EmulatorControl, EmulatorControlError, shared_ssl_context
-from tests.emulator.process import EmulatorProcess
+from tests.emulator.control import EmulatorControl, EmulatorControlError
 
 pytestmark = pytest.mark.contract
 
@@ -27,28 +25,6 @@ def quote(t: str, bid: float, ask: float) -> dict[str, Any]:
 
 def trade(t: str, price: float, trade_id: int) -> dict[str, Any]:
     return {"t": t, "x": "V", "p": price, "s": 100, "i": trade_id, "c": ["@"], "z": "C"}
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[EmulatorProcess]:
-    with EmulatorProcess() as process:
-        yield process
-
-
-@pytest.fixture
-async def control(emulator: EmulatorProcess) -> AsyncIterator[EmulatorControl]:
-    async with EmulatorControl(emulator.base_url) as client:
-        await client.reset()
-        yield client
-        await client.clear_faults()
-
-
-@pytest.fixture
-async def alpaca(emulator: EmulatorProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=emulator.base_url, headers=emulator.auth_headers, verify=shared_ssl_context()
-    ) as client:
-        yield client
 
 
 async def all_pages(

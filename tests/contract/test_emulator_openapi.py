@@ -21,7 +21,6 @@ import json
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal
@@ -39,7 +38,7 @@ from jsonschema import Draft4Validator, FormatChecker
 
 from tests.contract import extract_alpaca_facts as extractor
 from tests.emulator import params
-from tests.emulator.control import EmulatorControl, shared_ssl_context
+from tests.emulator.control import EmulatorControl
 from tests.emulator.process import EmulatorProcess
 from tests.emulator.responses import ApiFamily
 from tests.emulator.routes import ROUTES, AlpacaRoute
@@ -121,28 +120,6 @@ def facts() -> dict[str, Json]:
 @pytest.fixture(scope="module")
 def documents(facts: dict[str, Json]) -> dict[ApiFamily, Document]:
     return {family: Document(facts[family.value]) for family in ApiFamily}
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[EmulatorProcess]:
-    with EmulatorProcess() as process:
-        yield process
-
-
-@pytest.fixture
-async def control(emulator: EmulatorProcess) -> AsyncIterator[EmulatorControl]:
-    async with EmulatorControl(emulator.base_url) as client:
-        await client.reset()
-        yield client
-
-
-@pytest.fixture
-async def alpaca(emulator: EmulatorProcess) -> AsyncIterator[httpx.AsyncClient]:
-    headers = emulator.auth_headers
-    async with httpx.AsyncClient(
-        base_url=emulator.base_url, headers=headers, verify=shared_ssl_context()
-    ) as client:
-        yield client
 
 
 def _example(document: Document, path: str) -> Json:

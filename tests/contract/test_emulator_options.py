@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -20,7 +19,7 @@ from alpaca.trading.enums import ContractType
 from alpaca.trading.models import OptionContract, OptionContractsResponse
 from alpaca.trading.requests import GetOptionContractsRequest
 
-from tests.emulator.control import EmulatorControl, EmulatorControlError, shared_ssl_context
+from tests.emulator.control import EmulatorControl, EmulatorControlError
 from tests.emulator.process import EmulatorProcess
 
 pytestmark = pytest.mark.contract
@@ -36,28 +35,6 @@ GREEKS = {"delta": 0.7521304109871954, "gamma": 0.06241426404871288, "rho": 0.00
           "theta": -0.2847623059595503, "vega": 0.047540520834498785}  # fmt: skip
 QUOTES_LATEST = "/v1beta1/options/quotes/latest"
 INDICATIVE = {"feed": "indicative"}
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[EmulatorProcess]:
-    with EmulatorProcess() as process:
-        yield process
-
-
-@pytest.fixture
-async def control(emulator: EmulatorProcess) -> AsyncIterator[EmulatorControl]:
-    async with EmulatorControl(emulator.base_url) as client:
-        await client.reset()
-        yield client
-
-
-@pytest.fixture
-async def alpaca(emulator: EmulatorProcess) -> AsyncIterator[httpx.AsyncClient]:
-    headers = emulator.auth_headers
-    async with httpx.AsyncClient(
-        base_url=emulator.base_url, headers=headers, verify=shared_ssl_context()
-    ) as client:
-        yield client
 
 
 def snapshot(**extra: Any) -> dict[str, Any]:

@@ -6,7 +6,6 @@ process."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from datetime import date, datetime
 from typing import Any
 
@@ -17,7 +16,7 @@ from alpaca.trading.enums import AssetClass, AssetExchange, AssetStatus
 from alpaca.trading.models import Asset, Calendar
 from alpaca.trading.requests import GetAssetsRequest, GetCalendarRequest
 
-from tests.emulator.control import EmulatorControl, EmulatorControlError, shared_ssl_context
+from tests.emulator.control import EmulatorControl, EmulatorControlError
 from tests.emulator.process import EmulatorProcess
 
 pytestmark = pytest.mark.contract
@@ -38,28 +37,6 @@ WEEK = [
     day("2025-11-26", "2025-11-28"),
     day("2025-11-28", "2025-12-01", close="13:00"),
 ]
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[EmulatorProcess]:
-    with EmulatorProcess() as process:
-        yield process
-
-
-@pytest.fixture
-async def control(emulator: EmulatorProcess) -> AsyncIterator[EmulatorControl]:
-    async with EmulatorControl(emulator.base_url) as client:
-        await client.reset()
-        yield client
-        await client.clear_faults()
-
-
-@pytest.fixture
-async def alpaca(emulator: EmulatorProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=emulator.base_url, headers=emulator.auth_headers, verify=shared_ssl_context()
-    ) as client:
-        yield client
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,22 +43,6 @@ def emulator() -> Iterator[EmulatorProcess]:
     """Started with the example scenario, which every reset loads again."""
     with EmulatorProcess(scenario=EXAMPLE) as process:
         yield process
-
-
-@pytest.fixture
-async def control(emulator: EmulatorProcess) -> AsyncIterator[EmulatorControl]:
-    async with EmulatorControl(emulator.base_url) as client:
-        await client.reset()
-        yield client
-        await client.reset()  # cancels a timeline a test started, releases hung requests
-
-
-@pytest.fixture
-async def alpaca(emulator: EmulatorProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=emulator.base_url, headers=emulator.auth_headers, verify=shared_ssl_context()
-    ) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

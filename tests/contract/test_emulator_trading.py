@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -24,7 +24,7 @@ from alpaca.trading.requests import (
     ReplaceOrderRequest,
 )
 
-from tests.emulator.control import EmulatorControl, EmulatorControlError, shared_ssl_context
+from tests.emulator.control import EmulatorControl, EmulatorControlError
 from tests.emulator.process import EmulatorProcess
 from tests.emulator.timestamps import rfc3339_ns
 
@@ -63,12 +63,6 @@ POSITION = {
 }
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[EmulatorProcess]:
-    with EmulatorProcess() as process:
-        yield process
-
-
 @pytest.fixture
 async def control(emulator: EmulatorProcess) -> AsyncIterator[EmulatorControl]:
     async with EmulatorControl(emulator.base_url) as client:
@@ -76,15 +70,6 @@ async def control(emulator: EmulatorProcess) -> AsyncIterator[EmulatorControl]:
         await client.set_state(assets=["AAPL", "MSFT"])
         yield client
         await client.clear_faults()  # never leave a hung request behind
-
-
-@pytest.fixture
-async def alpaca(emulator: EmulatorProcess) -> AsyncIterator[httpx.AsyncClient]:
-    headers = emulator.auth_headers
-    async with httpx.AsyncClient(
-        base_url=emulator.base_url, headers=headers, verify=shared_ssl_context()
-    ) as client:
-        yield client
 
 
 async def submit(alpaca: httpx.AsyncClient, **changes: Any) -> dict[str, Any]:
