@@ -1,9 +1,10 @@
-"""A faithful stand-in for Alpaca's REST APIs, run as its own process in tests.
+"""A faithful stand-in for Alpaca's REST APIs and streams, run as its own process in tests.
 
 One aiohttp server answers both market-data paths (``/v2/stocks/...``,
 ``/v1beta1/options/...``) and trading paths (``/v2/clock``, ``/v2/assets/...``,
 ``/v2/account``, ``/v2/positions``, ``/v2/orders``, ``/v2/options/contracts``) with the wire
-shapes of Alpaca's OpenAPI documents, plus an unauthenticated control API under
+shapes of Alpaca's OpenAPI documents, Alpaca's websocket streams (``/v2/iex`` ...,
+``/v1beta1/opra``, ``/stream``; ``streams.py``), plus an unauthenticated control API under
 ``/_emulator`` that tests use to store data, inject faults and read call counts. Start it
 with ``python -m tests.emulator --port 0`` or :class:`tests.emulator.process.EmulatorProcess`;
 drive it with :class:`tests.emulator.control.EmulatorControl`. A scenario file (YAML or JSON,
