@@ -7,9 +7,15 @@
   even at billions of SHA-256 per second. A fast hash also keeps verification off the request
   budget (bcrypt at cost 12 takes ~270 ms per check).
 
-`KeyRing.authenticate` caches positive lookups for `ttl_s` (1 s by default). A revocation made by
-the CLI in another process therefore takes effect within `ttl_s`; inside the gateway process
-`forget(key_id)` makes it immediate. The plaintext key and secret are never logged or stored.
+`KeyRing.authenticate` remembers what the store answered for a key_id: a row for `ttl_s` (1 s by
+default), "no such key" for `miss_ttl_s` (1 s), so a flood of one unknown key costs one store
+lookup per `miss_ttl_s` and a miss is answered like a hit (same cache, same hash and compare). A
+revocation by the CLI in another process takes effect within `ttl_s` (at once with PostgreSQL:
+its notice calls `on_revoked`); a key created meanwhile works within `miss_ttl_s`. The store is
+never waited on longer than `store_timeout_s`: past it, or while it fails, a key whose row the
+store confirmed within `stale_grace_s` keeps working (no revocation can be recorded meanwhile
+either) and any other key raises StoreUnavailable. The plaintext key and secret are never logged
+or stored.
 """
 
 from __future__ import annotations
@@ -94,18 +100,26 @@ def verify(secret: str, stored_hash: str) -> bool:
     return hmac.compare_digest(hash_secret(secret).encode(), stored_hash.encode())
 
 
-@dataclass(slots=True)
-class _Cached:
-    row: ApiKeyRow
-    expires_at: float  # clock() seconds
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What the store answered for one key_id: its row, or None for "no such key"."""
+
+    row: ApiKeyRow | None
+    checked_at: float  # clock() seconds
+
+
+@dataclass(frozen=True, slots=True)
+class _Lookup:
+    task: asyncio.Task[_Known]
+    started_at: float  # clock() seconds; the budget runs from here for every waiter
 
 
 class KeyRing:
-    """Authenticates presented keys against the store, with a short positive cache.
+    """Authenticates presented keys against the store, remembering its answers briefly.
 
     `authenticate` returns None for a malformed, unknown, revoked or wrong key (one answer for
-    all, so callers cannot tell them apart), and raises StoreUnavailable when the key is not
-    cached and the store cannot be asked.
+    all, so callers cannot tell them apart), and raises StoreUnavailable when the store cannot
+    answer in time and the key's row was not confirmed within `stale_grace_s`.
     """
 
     def __init__(
@@ -113,18 +127,36 @@ class KeyRing:
         store: Store,
         *,
         ttl_s: float = 1.0,
+        miss_ttl_s: float = 1.0,
+        store_timeout_s: float = 0.2,
+        stale_grace_s: float = 3600.0,
+        retry_interval_s: float = 1.0,
         touch_interval_s: float = 60.0,
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = utc_now,
     ) -> None:
+        """`retry_interval_s`: after the store failed or did not answer in time, how long key
+        checks use what they know without asking it again (as the cache does with Redis)."""
         self._store = store
         self._ttl_s = ttl_s
+        self._miss_ttl_s = miss_ttl_s
+        self._store_timeout_s = store_timeout_s
+        self._stale_grace_s = stale_grace_s
+        self._retry_interval_s = retry_interval_s
         self._touch_interval_s = touch_interval_s
         self._clock = clock
         self._now = now
-        self._cache: dict[str, _Cached] = {}
+        # Rows and misses apart, each bounded: a flood of made-up key ids cannot push out the
+        # rows that keep real keys working through a store outage.
+        self._rows: dict[str, _Known] = {}
+        self._misses: dict[str, _Known] = {}
         self._max_entries = max_entries
+        self._lookups: dict[str, _Lookup] = {}
+        # Bumped by every revocation notice: a lookup that started before one is not kept.
+        self._epoch = 0
+        self._skip_until = 0.0
+        self._down_since: float | None = None
         self._touched_at: dict[str, float] = {}
         # Strong references: the event loop keeps only weak ones to running tasks.
         self._touches: set[asyncio.Task[None]] = set()
@@ -135,53 +167,125 @@ class KeyRing:
             return None
         key_id, secret = parsed
         now = self._clock()
-        cached = self._cache.get(key_id)
-        if cached is not None and cached.expires_at > now:
-            row: ApiKeyRow | None = cached.row
-        else:
-            try:
-                row = await self._store.get_api_key(key_id)
-            except StoreUnavailable:
-                if cached is None:
-                    raise
-                # No revocation can be recorded while the store is down either, so the last
-                # row read stays the truth until it answers again (data keeps flowing).
-                row = cached.row
-            else:
-                self._cache.pop(key_id, None)
-        # The secret is checked on every call, cached row or not: the cache holds the stored
-        # hash, never anything derived from what a client presented.
+        known = self._rows.get(key_id) or self._misses.get(key_id)
+        if known is None or not self._fresh(known, now):
+            known = await self._refresh(key_id, known, now)
+        row = known.row
+        # The secret is checked on every call, hit or miss, cached or not: a miss is hashed and
+        # compared against a dummy, so it costs what a wrong secret costs. The cache holds the
+        # store's answer, never anything derived from what a client presented.
         if not verify(secret, _NO_SUCH_KEY_HASH if row is None else row.key_hash):
             return None
         if row is None or row.revoked:
             return None
-        if key_id not in self._cache or self._cache[key_id].expires_at <= now:
-            self._cache.pop(key_id, None)
-            self._cache[key_id] = _Cached(row, now + self._ttl_s)
-            if len(self._cache) > self._max_entries:
-                # The key seen longest ago goes; it is read from the store again if it returns.
-                del self._cache[next(iter(self._cache))]
         self._touch(key_id, now)
         return row
 
     def size(self) -> int:
-        return len(self._cache)
+        """Key ids remembered (rows and misses)."""
+        return len(self._rows) + len(self._misses)
 
     def forget(self, key_id: str) -> None:
-        """Drop one cached key (after revoking it in this process)."""
-        self._cache.pop(key_id, None)
+        """Drop what is remembered of one key (after revoking it in this process)."""
+        self._epoch += 1
+        self._rows.pop(key_id, None)
+        self._misses.pop(key_id, None)
 
     def on_revoked(self, key_id: str | None) -> None:
         """The store reports a revocation (any process); None means "some may be missed"."""
         if key_id is None:
-            self._cache.clear()
+            self._epoch += 1
+            self._rows.clear()
+            self._misses.clear()
         else:
             self.forget(key_id)
 
     async def aclose(self) -> None:
-        """Wait for last-used updates still in flight."""
-        if self._touches:
-            await asyncio.wait(set(self._touches))
+        """Wait for last-used updates still in flight; stop lookups nobody waits for."""
+        for lookup in list(self._lookups.values()):
+            lookup.task.cancel()
+        pending = {lookup.task for lookup in self._lookups.values()} | self._touches
+        if pending:
+            await asyncio.wait(pending)
+
+    def _fresh(self, known: _Known, now: float) -> bool:
+        ttl_s = self._miss_ttl_s if known.row is None else self._ttl_s
+        return now - known.checked_at < ttl_s
+
+    async def _refresh(self, key_id: str, known: _Known | None, now: float) -> _Known:
+        """The store's answer for `key_id`, waiting at most the lookup's budget; or, when it
+        cannot answer in time, `known` while within the grace; else StoreUnavailable."""
+        usable = (
+            known if known is not None and now - known.checked_at < self._stale_grace_s else None
+        )
+        lookup = self._lookups.get(key_id)
+        if lookup is None:
+            if now < self._skip_until:
+                return _unanswered(usable, "the key store failed a moment ago")
+            if len(self._lookups) >= self._max_entries:
+                return _unanswered(usable, "too many key lookups waiting for the store")
+            # One lookup per key_id, shared by every check that arrives while it is out.
+            task = asyncio.create_task(self._lookup(key_id), name="api-key-lookup")
+            task.add_done_callback(_retrieve)
+            lookup = self._lookups[key_id] = _Lookup(task, now)
+        # Waiting never cancels the lookup: with asyncpg a cancelled query waits on the server
+        # to take the cancellation, which a hung server never does. It finishes on its own.
+        remaining_s = lookup.started_at + self._store_timeout_s - now
+        if not lookup.task.done() and remaining_s > 0:
+            await asyncio.wait({lookup.task}, timeout=remaining_s)
+        if lookup.task.done():
+            try:
+                return lookup.task.result()
+            except StoreUnavailable:
+                if usable is not None:
+                    return usable
+                raise
+        self._failed(f"no answer within {self._store_timeout_s}s")
+        return _unanswered(usable, f"the key store did not answer within {self._store_timeout_s}s")
+
+    async def _lookup(self, key_id: str) -> _Known:
+        epoch = self._epoch
+        try:
+            row = await self._store.get_api_key(key_id)
+        except StoreUnavailable as exc:
+            self._failed(str(exc))
+            raise
+        finally:
+            self._lookups.pop(key_id, None)
+        known = _Known(row, self._clock())
+        self._answered()
+        if epoch == self._epoch:
+            self._remember(key_id, known)
+        return known
+
+    def _remember(self, key_id: str, known: _Known) -> None:
+        kept, other = (
+            (self._misses, self._rows) if known.row is None else (self._rows, self._misses)
+        )
+        other.pop(key_id, None)
+        kept.pop(key_id, None)
+        kept[key_id] = known
+        if len(kept) > self._max_entries:
+            # The key_id confirmed longest ago goes; it is read from the store again if it returns.
+            del kept[next(iter(kept))]
+
+    def _failed(self, reason: str) -> None:
+        self._skip_until = self._clock() + self._retry_interval_s
+        if self._down_since is None:
+            self._down_since = self._clock()
+            logger.bind(dependency=self._store.dependency).warning(
+                "key store unavailable ({}); keys it confirmed in the last {:.0f}s keep working",
+                reason,
+                self._stale_grace_s,
+            )
+
+    def _answered(self) -> None:
+        if self._down_since is not None:
+            outage_s = self._clock() - self._down_since
+            self._down_since = None
+            logger.bind(dependency=self._store.dependency).info(
+                "key store back after {:.1f}s", outage_s
+            )
 
     def _touch(self, key_id: str, now: float) -> None:
         last = self._touched_at.get(key_id)
@@ -203,3 +307,18 @@ class KeyRing:
             logger.bind(dependency=self._store.dependency, key_id=key_id).debug(
                 "last-used time not recorded: {}", exc
             )
+
+
+def _unanswered(usable: _Known | None, reason: str) -> _Known:
+    if usable is None:
+        raise StoreUnavailable(reason)
+    return usable
+
+
+def _retrieve(task: asyncio.Task[_Known]) -> None:
+    """Done-callback of a lookup: its failure may have no waiter left to see it."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None and not isinstance(exc, StoreUnavailable):
+        logger.opt(exception=exc).error("API key lookup failed")
