@@ -1,9 +1,10 @@
 """Alpaca's 429 and what follows it: a hold until its reset, then one probe before the rest.
 
-Alpaca answers 429 with `X-RateLimit-Reset` (unix seconds). Until then no call is sent. When the
-reset passes, every call that was refused meanwhile (clients retry on `Retry-After`) would leave
-in the same instant; if Alpaca's window has not in fact reset (its clock and ours differ, the
-header has whole seconds), each of them meets another 429. So the hold ends with a probe:
+Alpaca answers 429 (or any answer with `X-RateLimit-Remaining: 0`) with `X-RateLimit-Reset`
+(unix seconds). Until then no call is sent. When the reset passes, every call that was refused
+meanwhile (clients retry on `Retry-After`) would leave in the same instant; if Alpaca's window
+has not in fact reset (its clock and ours differ, the header has whole seconds), each of them
+meets another 429. So the hold ends with a probe:
 
 - **held** (`now < until`): every call is refused; the wait is the time left.
 - **probing** (the reset has passed, no call answered since): the first call admitted is the
@@ -13,8 +14,10 @@ header has whole seconds), each of them meets another 429. So the hold ends with
   and the next call is the probe.
 - **clear**: calls go.
 
-No I/O and an injected clock: the transport asks `wait_s` (a look, also made by the read path
-before it starts any work), calls `admit` for the call it sends, and reports answers.
+No I/O and an injected clock: this is one process's hold, used by the in-process budget
+(`app.alpaca.budget.LocalBudget`). Across instances the same states live in Redis, in the shared
+budget's Lua script (`app.alpaca.shared_budget`), so one 429 holds every instance and the fleet
+sends one probe, not one per instance.
 """
 
 from __future__ import annotations
@@ -53,10 +56,13 @@ class RateLimitHold:
             return PROBE_WAIT_S
         return 0.0
 
-    def admit(self) -> None:
-        """A call `wait_s` let through is being sent: the probe, when one is due."""
+    def admit(self) -> bool:
+        """A call `wait_s` let through is being sent; True when it is the probe (its answer
+        must then be reported through `answered`)."""
         if self._probing and self._clock() >= self._probe_until:
             self._probe_until = self._clock() + self._probe_lease_s
+            return True
+        return False
 
     def answered(self) -> None:
         """Alpaca answered a call with anything but a 429: once a probe is out, that is the

@@ -2,7 +2,8 @@
 
 This is the only module that sees aiohttp. Every transport failure and every Alpaca status is
 translated here, once, into a `GatewayError`, and every call is admitted and judged by the
-upstream's circuit breaker.
+upstream's circuit breaker and spends a cell of its host's rate budget (`app.alpaca.budget`),
+which also hears what Alpaca says of that budget (429, `X-RateLimit-Remaining`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,16 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from app.alpaca.breaker import CallNotPermitted, CircuitBreaker, Permit
-from app.alpaca.rate_hold import RateLimitHold
+from app.alpaca.breaker import Breaker, CallNotPermitted, Permit
+from app.alpaca.budget import (
+    LANE_OF,
+    PRIORITY_ENDPOINTS,
+    Budget,
+    Grant,
+    LaneConfig,
+    LocalBudget,
+    Throttle,
+)
 from app.alpaca.wire import decode_exact, decode_json
 from app.errors import ALPACA_UNWELL, ErrorCode, GatewayError, Upstream
 from app.metrics import Metrics, UpstreamOutcome
@@ -70,15 +79,18 @@ class AlpacaTransport:
         upstream: Upstream,
         base_url: str,
         session: aiohttp.ClientSession | None,
-        breaker: CircuitBreaker,
+        breaker: Breaker,
         metrics: Metrics,
         *,
         timeouts: Timeouts | None = None,
         exact_numbers: bool = False,
+        budget: Budget | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """`exact_numbers`: decode non-integer JSON numbers as their text (the trading API,
-        whose decimals must pass on exactly) instead of as floats (market data)."""
+        whose decimals must pass on exactly) instead of as floats (market data). `budget`: the
+        host's lane, shared with the other upstream on that host; None: a lane of the default
+        plan (200/min) for this transport alone."""
         self.upstream: Upstream = upstream
         self._decode = decode_exact if exact_numbers else decode_json
         self._base_url = URL(base_url)
@@ -93,11 +105,15 @@ class AlpacaTransport:
             if timeouts is None
             else aiohttp.ClientTimeout(total=timeouts.total_s, sock_connect=timeouts.connect_s)
         )
-        # A probe's lease covers one whole call, so a slow probe is never joined by a second.
-        total_s = timeouts.total_s if timeouts is not None else None
-        if total_s is None and session is not None:
-            total_s = session.timeout.total
-        self._hold = RateLimitHold(probe_lease_s=total_s or 10.0, clock=clock)
+        if budget is None:
+            # A probe's lease covers one whole call, so a slow probe is never joined by a second.
+            total_s = timeouts.total_s if timeouts is not None else None
+            if total_s is None and session is not None:
+                total_s = session.timeout.total
+            budget = LocalBudget(
+                LANE_OF[upstream], LaneConfig(200, 20), probe_lease_s=total_s or 10.0
+            )
+        self.budget = budget
 
     def url(self, *segments: str) -> URL:
         """Base URL + path segments. Callers validate identifiers first; this is the last guard:
@@ -128,7 +144,7 @@ class AlpacaTransport:
         `outcome` names a successful answer for the metrics (`no_data`, `not_found`); "ok"
         otherwise. Either way Alpaca answered, which is what the breaker judges.
         """
-        refused = self.refusal(endpoint, take=True)
+        refused = self.refusal(endpoint)
         session = self._session
         if refused is not None or session is None:
             raise refused or self._not_configured()
@@ -138,9 +154,15 @@ class AlpacaTransport:
             # Half-open with every trial permit taken since refusal() looked.
             self._metrics.upstream_outcome(self.upstream, endpoint, "circuit_open")
             raise self._circuit_open(exc.state.value, exc.retry_after_s) from exc
+        try:
+            grant = await self._spend(endpoint)
+        except BaseException:
+            permit.record_ignored()  # never sent: nothing to say about Alpaca's health
+            raise
         started = time.perf_counter()
         try:
             reply = await self._send(session, method, url, params, json_body)
+            await self._learn(grant, reply)
             result = self._judge(reply, parse, expect, endpoint)
         except GatewayError as exc:
             duration = time.perf_counter() - started
@@ -158,28 +180,60 @@ class AlpacaTransport:
         self._metrics.upstream_success(self.upstream, self._clock())
         return result
 
-    def refusal(self, endpoint: str, *, take: bool = False) -> GatewayError | None:
+    def refusal(self, endpoint: str) -> GatewayError | None:
         """The error a call would get right now without touching the network, or None.
 
-        Takes no half-open trial permit, so callers may ask before doing any other work (the
-        read path asks before it starts a single-flight task: an open breaker answers at once).
-        After a 429 hold only one probe call goes until Alpaca answers it (`RateLimitHold`):
-        `take=True` is `call` itself, which becomes that probe; a look never does.
+        Takes no half-open trial permit and no cell of the budget, so callers may ask before
+        doing any other work (the read path asks before it starts a single-flight task: an open
+        breaker, or a hold after Alpaca's 429 that this process knows of, answers at once).
         """
         if self._session is None:
             return self._not_configured()
-        wait_s = self._hold.wait_s()
+        wait_s = self.budget.wait_s()
         if wait_s > 0:
             # Alpaca said when the budget resets; asking again earlier only burns goodwill.
             self._metrics.upstream_outcome(self.upstream, endpoint, "rate_limited")
+            self._metrics.budget_throttled(self.budget.lane, "alpaca_block")
             return self._rate_limited(wait_s)
         wait_s = self.breaker.retry_after_s()
         if wait_s > 0:
             self._metrics.upstream_outcome(self.upstream, endpoint, "circuit_open")
             return self._circuit_open(self.breaker.state.value, wait_s)
-        if take:
-            self._hold.admit()
         return None
+
+    async def _spend(self, endpoint: str) -> Grant:
+        """A cell of the host's budget for this call, waited for when it is booked ahead (an
+        order's); UPSTREAM_RATE_LIMITED, with the true wait, when there is none to take.
+        After a hold only one probe goes until Alpaca answers it (`RateLimitHold`)."""
+        priority = endpoint in PRIORITY_ENDPOINTS
+        lane = self.budget.lane
+        taken = await self.budget.take(priority)
+        self._metrics.budget_remaining(lane, self.budget.remaining())
+        if isinstance(taken, Throttle):
+            self._metrics.upstream_outcome(self.upstream, endpoint, "rate_limited")
+            self._metrics.budget_throttled(lane, taken.reason)
+            raise self._rate_limited(taken.wait_s, by_alpaca=taken.reason == "alpaca_block")
+        if priority:
+            self._metrics.budget_waited(lane, taken.delay_s)
+        if taken.delay_s > 0:
+            await asyncio.sleep(taken.delay_s)
+        return taken
+
+    async def _learn(self, grant: Grant, raw: tuple[int, bytes, Mapping[str, str]]) -> None:
+        """What Alpaca's answer says of the account's budget: a 429 or `Remaining: 0` holds
+        the lane (every instance) until its reset; the probe's other answers end the hold."""
+        status, _, headers = raw
+        remaining = _header_float(headers, "X-RateLimit-Remaining")
+        if remaining is not None:
+            self._metrics.upstream_budget(self.upstream, remaining)
+        if status == 429 or (remaining is not None and remaining <= 0):
+            await self.budget.block(max(self._reset_wait_s(headers), 1.0))
+        elif grant.probe:
+            await self.budget.probe_answered()
+
+    def _reset_wait_s(self, headers: Mapping[str, str]) -> float:
+        reset = _header_float(headers, "X-RateLimit-Reset")
+        return (reset - self._clock()) if reset is not None else 1.0
 
     def _not_configured(self) -> GatewayError:
         return GatewayError(
@@ -239,9 +293,6 @@ class AlpacaTransport:
         endpoint: str,
     ) -> T:
         status, body, headers = raw
-        self._note_budget(headers)
-        if status != 429:
-            self._hold.answered()  # a probe after a 429 hold is back: calls flow again
         if 200 <= status < 300 or status in expect:
             try:
                 payload = self._decode(body) if body else None
@@ -262,10 +313,7 @@ class AlpacaTransport:
         if message is not None:
             kept["upstream_message"] = message
         if status == 429:
-            reset = _header_float(headers, "X-RateLimit-Reset")
-            wait = (reset - self._clock()) if reset is not None else 1.0
-            self._hold.hold(self._clock() + max(wait, 1.0))
-            return self._rate_limited(wait)
+            return self._rate_limited(self._reset_wait_s(headers), by_alpaca=True)
         if status == 401:
             return GatewayError(
                 ErrorCode.UPSTREAM_AUTH_FAILED,
@@ -310,18 +358,19 @@ class AlpacaTransport:
     def _bad(self, detail: str) -> GatewayError:
         return GatewayError(ErrorCode.UPSTREAM_BAD_RESPONSE, detail, upstream=self.upstream)
 
-    def _rate_limited(self, wait_s: float) -> GatewayError:
+    def _rate_limited(self, wait_s: float, *, by_alpaca: bool = True) -> GatewayError:
+        detail = (
+            f"Alpaca's {self.upstream} rate budget is spent"
+            if by_alpaca
+            else f"The account's {self.budget.lane} rate budget for Alpaca is spent; not"
+            " calling Alpaca"
+        )
         return GatewayError(
             ErrorCode.UPSTREAM_RATE_LIMITED,
-            f"Alpaca's {self.upstream} rate budget is spent",
+            detail,
             upstream=self.upstream,
             retry_after_s=max(1, math.ceil(wait_s)),
         )
-
-    def _note_budget(self, headers: Mapping[str, str]) -> None:
-        remaining = _header_float(headers, "X-RateLimit-Remaining")
-        if remaining is not None:
-            self._metrics.upstream_budget(self.upstream, remaining)
 
     def _settle(self, permit: Permit, code: ErrorCode, duration_s: float) -> None:
         # Only sickness counts: request errors, auth and rate limiting are not Alpaca failing.
