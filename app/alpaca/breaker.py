@@ -4,6 +4,8 @@ CLOSED records outcomes in a count-based sliding window and opens when the failu
 rate reaches its threshold. OPEN rejects until ``open_duration_s`` has passed. HALF_OPEN admits
 exactly ``half_open_calls`` leased trial calls, whose results decide between CLOSED and OPEN.
 The clock is injected and nothing here awaits, so each method is atomic within one asyncio loop.
+Several instances share one verdict through `app/alpaca/shared_breaker.py`, which falls back to
+this breaker (`adopt` hands it the fleet's last verdict) whenever Redis is away.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
-from typing import Final
+from typing import Final, Literal, Protocol
 
 
 class BreakerState(StrEnum):
@@ -38,6 +40,10 @@ _MIN_RETRY_AFTER_S: Final = 0.001
 
 Transition = Callable[[str, BreakerState, BreakerState], None]
 """Called as ``(breaker name, from_state, to_state)`` after each state change."""
+
+BreakerSource = Literal["shared", "local"]
+"""Where a breaker's verdict comes from: the fleet's state in Redis, or this process alone."""
+BREAKER_SOURCES: Final[tuple[BreakerSource, ...]] = ("shared", "local")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +94,8 @@ class BreakerSnapshot:
     slow_call_rate: float | None
     retry_after_s: float
     half_open_in_flight: int
+    source: BreakerSource = "local"
+    opened_by: str | None = None  # the instance whose calls last opened it, if known
 
 
 class CallNotPermitted(Exception):
@@ -101,7 +109,7 @@ class CallNotPermitted(Exception):
 
 
 # (failed, duration_s), or None for an outcome that counts neither way.
-_Outcome = tuple[bool, float] | None
+Outcome = tuple[bool, float] | None
 
 
 class Permit:
@@ -109,7 +117,7 @@ class Permit:
 
     __slots__ = ("_settle", "_settled")
 
-    def __init__(self, settle: Callable[[_Outcome], None]) -> None:
+    def __init__(self, settle: Callable[[Outcome], None]) -> None:
         self._settle = settle
         self._settled = False
 
@@ -123,12 +131,28 @@ class Permit:
         """Neither success nor failure (client error, 429, auth): frees a trial slot."""
         self._report(None)
 
-    def _report(self, outcome: _Outcome) -> None:
+    def _report(self, outcome: Outcome) -> None:
         if outcome is not None and not outcome[1] >= 0.0:
             raise ValueError(f"duration_s must be >= 0: {outcome[1]}")
         if not self._settled:
             self._settled = True
             self._settle(outcome)
+
+
+class Breaker(Protocol):
+    """What the transport and /ready use: `CircuitBreaker`, or the fleet's `SharedBreaker`."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def state(self) -> BreakerState: ...
+
+    def acquire(self) -> Permit: ...
+
+    def retry_after_s(self) -> float: ...
+
+    def snapshot(self) -> BreakerSnapshot: ...
 
 
 class _Window:
@@ -232,6 +256,18 @@ class CircuitBreaker:
         """Back to CLOSED with an empty window; outstanding permits stop counting."""
         self._move_to(BreakerState.CLOSED, self._clock())
 
+    def adopt(self, state: BreakerState, open_until: float = 0.0) -> None:
+        """Take a verdict reached elsewhere (the fleet's, when this breaker takes over from
+        it): CLOSED with an empty window, OPEN until clock time `open_until` (at once
+        HALF_OPEN if that has passed), or HALF_OPEN with all its trials to run. Outstanding
+        permits stop counting, as on any move."""
+        now = self._clock()
+        self._move_to(state, now)
+        if state is BreakerState.OPEN:
+            self._window = _Window(self._config.window_size, self._config.minimum_calls)
+            self._open_until = open_until
+            self._advance(now)
+
     def _advance(self, now: float) -> None:
         # No timer: as in resilience4j's default, the first observer after the wait performs
         # the move, so on_transition fires exactly once and in-line.
@@ -251,7 +287,7 @@ class CircuitBreaker:
         oldest_expiry = min(self._leases.values(), default=now)
         return max(oldest_expiry - now, _MIN_RETRY_AFTER_S)
 
-    def _settle(self, generation: int, serial: int, outcome: _Outcome) -> None:
+    def _settle(self, generation: int, serial: int, outcome: Outcome) -> None:
         if generation != self._generation:
             # Granted under an earlier state, it describes the upstream before the breaker
             # last acted: counted now, a pre-outage failure could re-trip a freshly closed
