@@ -1,7 +1,8 @@
 """Cache -> single-flight -> Alpaca, for any kind of keyed market value.
 
-The one place that decides whether a value is served from cache, joined from an in-flight call,
-fetched, or (only when the client opted in with `stale_if_error_ms`) served stale after a failure.
+The one place that decides whether a value is served from cache, joined from an in-flight call
+(this process's, or with Redis another instance's), fetched, or (only when the client opted in
+with `stale_if_error_ms`) served stale after a failure.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from app.errors import (
 )
 from app.metrics import DataKind, Metrics
 from app.models.provenance import CacheState
+from app.shared_flights import Landed, SharedFlights, Writes
 
 # The value of one kind (a QuoteValue, a BarSeriesValue, ...): JSON-ready, exactly as parsed.
 V = TypeVar("V")
@@ -60,10 +62,12 @@ class ReadThrough:
         stale_retention_s: float,
         clock_skew_tolerance_s: float = 1.0,
         max_flight_keys: int = 10_000,
+        shared: SharedFlights | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """`max_flight_keys` bounds the keys being fetched at once (the single-flight table);
-        past it a miss is held back (UPSTREAM_RATE_LIMITED, retry in a second), not queued."""
+        past it a miss is held back (UPSTREAM_RATE_LIMITED, retry in a second), not queued.
+        `shared` (with Redis) makes a flight one call across instances, not one per instance."""
         self.cache = cache
         self._max_flight_keys = max_flight_keys
         self._metrics = metrics
@@ -71,7 +75,10 @@ class ReadThrough:
         self._stale_retention_s = stale_retention_s
         self._skew_s = clock_skew_tolerance_s
         self._clock = clock
-        self._flights: SingleFlight[CachedValue] = SingleFlight()
+        self._shared = shared
+        # Each key's entry and how this flight got it (its own call, another instance's, a
+        # value stored meanwhile).
+        self._flights: SingleFlight[tuple[CachedValue, Lookup]] = SingleFlight()
 
     def flights(self) -> int:
         """Keys being fetched right now."""
@@ -84,7 +91,7 @@ class ReadThrough:
         if entry is None or entry.error is not None or not entry.is_fresh(self._clock()):
             return None
         self._metrics.cache_result(kind, "hit")
-        return Served(entry.value, entry.fetched_at, "hit", entry.memo)
+        return Served(entry.value, entry.fetched_at, _hit(entry), entry.memo)
 
     def refused_now(
         self,
@@ -126,16 +133,31 @@ class ReadThrough:
         than the skew tolerance is refused (UPSTREAM_BAD_RESPONSE), never cached or served.
         """
         now = self._clock()
-        cached = await self.cache.get_many(list(keys.values()))
         outcomes: dict[str, Outcome[V]] = {}
         waiting: list[tuple[str, Lookup, Any]] = []
         to_fetch: list[str] = []
+        # What this process holds or is already fetching needs no I/O: only the rest is asked
+        # of the cache, so a cold burst costs Redis one read per instance, not one per request.
+        cached: dict[str, CachedValue] = {}
+        ask: list[str] = []
         for item, key in keys.items():
-            entry = cached.get(key)
+            entry = self.cache.peek(key)
+            if entry is not None:
+                cached[key] = entry
             if entry is not None and entry.is_fresh(now):
                 outcomes[item] = self._from_cache(kind, entry, now, stale_if_error_s)
             elif (flight := self._flights.in_flight(key)) is not None:
                 waiting.append((item, "shared", flight))
+            else:
+                ask.append(item)
+        if ask:
+            cached |= await self.cache.get_many([keys[item] for item in ask])
+        for item in ask:
+            entry = cached.get(keys[item])
+            if entry is not None and entry.is_fresh(now):
+                outcomes[item] = self._from_cache(kind, entry, now, stale_if_error_s)
+            elif (flight := self._flights.in_flight(keys[item])) is not None:
+                waiting.append((item, "shared", flight))  # started while the cache answered
             else:
                 to_fetch.append(item)
         refused = refusal() if to_fetch and refusal is not None else None
@@ -157,8 +179,12 @@ class ReadThrough:
             work = self._fly(chunk, keys, fetch, fresh_ttl_s, previous, observed)
             flight = self._flights.start([keys[i] for i in chunk], work)
             waiting.extend((item, "miss", flight) for item in chunk)
-        for item, state, flight in waiting:
-            entry = (await await_flight(flight))[keys[item]]
+        for item, joined, flight in waiting:
+            entry, origin = (await await_flight(flight))[keys[item]]
+            # A joiner shares whatever its flight got; the request that started it says how.
+            state: Lookup = "shared" if joined == "shared" else origin
+            if state == "hit" and entry.error is not None:
+                state = "negative"
             outcomes[item] = self._settle(
                 kind, entry, state, cached.get(keys[item]), now, stale_if_error_s
             )
@@ -171,7 +197,7 @@ class ReadThrough:
             # A remembered failure is still a failure: the client's stale opt-in applies.
             return self._settle(kind, entry, "negative", None, now, stale_if_error_s)
         self._metrics.cache_result(kind, "hit")
-        return Served(entry.value, entry.fetched_at, "hit", entry.memo)
+        return Served(entry.value, entry.fetched_at, _hit(entry), entry.memo)
 
     def _settle(
         self,
@@ -185,8 +211,9 @@ class ReadThrough:
         """The answer for one looked-up item, counted once under the result it ended with."""
         error = entry.error
         if error is None:
-            served_as: CacheState = "hit" if state == "negative" else state
-            self._metrics.cache_result(kind, served_as)
+            counted = "hit" if state == "negative" else state
+            self._metrics.cache_result(kind, counted)
+            served_as = _hit(entry) if counted == "hit" else counted
             return Served(entry.value, entry.fetched_at, served_as, entry.memo)
         if stale_if_error_s is not None and error.code in STALE_ELIGIBLE:
             # The newest real value we hold, with its true fetch time; never a made-up one.
@@ -210,14 +237,38 @@ class ReadThrough:
         fresh_ttl_s: float,
         previous: Mapping[str, CachedValue | None],
         observed: ObservedTimes[V] | None,
-    ) -> dict[str, CachedValue]:
+    ) -> Landed:
+        """The flight of one chunk: with shared flights, Alpaca is called only for the keys no
+        other instance is fetching; without, for all of them."""
+        items = {keys[item]: item for item in chunk}
+
+        async def call(wanted: list[str]) -> tuple[dict[str, CachedValue], Writes]:
+            asked = [items[key] for key in wanted]
+            return await self._fetch(asked, keys, fetch, fresh_ttl_s, previous, observed)
+
+        if self._shared is not None:
+            return await self._shared.fly(list(items), call)
+        entries, writes = await call(list(items))
+        await self.cache.put_many(writes)
+        return {key: (entry, "miss") for key, entry in entries.items()}
+
+    async def _fetch(
+        self,
+        chunk: list[str],
+        keys: Mapping[str, str],
+        fetch: Fetch[V],
+        fresh_ttl_s: float,
+        previous: Mapping[str, CachedValue | None],
+        observed: ObservedTimes[V] | None,
+    ) -> tuple[dict[str, CachedValue], Writes]:
+        """One upstream call for `chunk`: each key's entry, and the entries to store."""
         try:
             results: Mapping[str, V | GatewayError] = await fetch(chunk)
         except GatewayError as exc:
             results = dict.fromkeys(chunk, exc)
         fetched_at = self._clock()
         entries: dict[str, CachedValue] = {}
-        writes: list[tuple[str, CachedValue, float]] = []
+        writes: Writes = []
         for item in chunk:
             key, result = keys[item], results[item]
             if observed is not None and not isinstance(result, GatewayError):
@@ -230,8 +281,7 @@ class ReadThrough:
                 entry = CachedValue(result, fetched_at, fetched_at + fresh_ttl_s)
                 writes.append((key, entry, fresh_ttl_s + self._stale_retention_s))
             entries[key] = entry
-        await self.cache.put_many(writes)
-        return entries
+        return entries, writes
 
     def _ahead_of_clock(
         self, item: str, value: V, observed: ObservedTimes[V], fetched_at: float
@@ -263,6 +313,11 @@ class ReadThrough:
         keep_s = ttl_s + (self._stale_retention_s if value is not None else 0.0)
         # Remembered without the traceback of the call that failed: it may live for an hour.
         return CachedValue(value, fetched_at, now + ttl_s, error.fresh()), keep_s
+
+
+def _hit(entry: CachedValue) -> CacheState:
+    """A value served from the cache: a hit, or `stream` when Alpaca's stream put it there."""
+    return "stream" if entry.streamed else "hit"
 
 
 def _too_many_in_flight() -> GatewayError:

@@ -17,7 +17,6 @@ import grp
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -194,25 +193,10 @@ class GatewayFleet:
 
     def kill(self, index: int) -> None:
         """SIGKILL one replica, as a crash would: no shutdown, no goodbye to Redis."""
-        process = self.instances[index].process
-        if process is not None and process.poll() is None:
-            # The server's supervisor and its workers: kill the whole process group's members.
-            for pid in _descendants(process.pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            process.kill()
-            process.wait(timeout=10)
+        self.instances[index].kill()
 
-
-def _descendants(pid: int) -> list[int]:
-    found: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            stat = (entry / "stat").read_text()
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            if parent == pid:
-                found.append(int(entry.name))
-                found.extend(_descendants(int(entry.name)))
-    return found
+    def restart(self, index: int) -> None:
+        """Start a killed replica again, on its port, behind the same balancer."""
+        gateway = self.instances[index]
+        if gateway.process is None or gateway.process.poll() is not None:
+            gateway.__enter__()  # its exit is already on the fleet's stack
