@@ -12,20 +12,30 @@ import asyncio
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
 from loguru import logger
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
 
 from app.errors import ErrorCode, GatewayError
 from app.metrics import Metrics
 
 T = TypeVar("T")
+R = TypeVar("R")
+# What a failed Redis call raises: the cache fails open on these, and only these. A cluster
+# client that reaches no node, or finds a slot uncovered (a failover under way), raises
+# RedisClusterException, which is not a RedisError.
+REDIS_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
+# The gateway's one Redis client: a single server (or a proxy in front of one), or a Redis
+# Cluster. Every key a script or a multi-key command touches together shares a hash tag, so both
+# take the same calls; only MGET needs telling apart (`read_many`).
+RedisClient: TypeAlias = Redis | RedisCluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +46,8 @@ class CachedValue:
     fetched_at: float  # unix seconds when the gateway received `value`
     fresh_until: float  # unix seconds; after this the entry is only a stale candidate
     error: GatewayError | None = None  # set on a negative entry
+    # The value came over Alpaca's stream (app/streams/latest.py), not from a REST call.
+    streamed: bool = False
     # What the API made of this entry once (its encoded answer), so a value served a thousand
     # times is encoded once. Lives as long as the entry object; never stored in Redis.
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -52,6 +64,8 @@ def cache_key(kind: str, feed: str, symbol: str, *params: str) -> str:
 def encode(entry: CachedValue) -> bytes:
     error = entry.error
     doc: dict[str, Any] = {"v": entry.value, "f": entry.fetched_at, "u": entry.fresh_until}
+    if entry.streamed:
+        doc["s"] = True
     if error is not None:
         doc["e"] = {
             "code": error.code.name,
@@ -78,7 +92,7 @@ def decode(raw: bytes | str) -> CachedValue:
             retry_after_s=e["retry_after_s"],
             extensions=e["extensions"],
         )
-    return CachedValue(doc["v"], doc["f"], doc["u"], error)
+    return CachedValue(doc["v"], doc["f"], doc["u"], error, streamed=doc.get("s") is True)
 
 
 class Cache(Protocol):
@@ -196,19 +210,32 @@ class MemoryCache:
         self._entries.clear()
 
 
-def fail_fast_redis(url: str, *, timeout_s: float) -> Redis:
+def fail_fast_redis(url: str, *, timeout_s: float, cluster: bool = False) -> RedisClient:
     """The gateway's Redis client: short timeouts, no retries (built once, in the lifespan).
 
     redis-py retries 10 times with backoff by default: a hung Redis would stall requests that
-    the cache is only meant to speed up.
+    the cache is only meant to speed up. `url` may be `redis://` or `rediss://` (TLS; redis-py
+    reads `ssl_ca_certs`, `ssl_cert_reqs`... from its query string) and may carry an ACL user
+    (`redis://user:password@host`). With `cluster` it names one node of a Redis Cluster; the
+    client learns the others and sends each key to the node that owns its slot.
     """
-    return Redis.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-    )
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+    }
+    if cluster:
+        return RedisCluster.from_url(url, **options)
+    return Redis.from_url(url, **options)
+
+
+async def read_many(client: RedisClient, keys: list[str]) -> list[Any]:
+    """MGET `keys`, values in their order. A cluster refuses one MGET over several slots
+    (CROSSSLOT), and a batch's symbols hash all over: there it is one MGET per slot, pipelined."""
+    if isinstance(client, RedisCluster):
+        return await client.mget_nonatomic(keys)
+    return await client.mget(keys)
 
 
 class RedisCache:
@@ -219,7 +246,7 @@ class RedisCache:
 
     def __init__(
         self,
-        client: Redis,
+        client: RedisClient,
         metrics: Metrics,
         *,
         timeout_s: float,
@@ -258,15 +285,16 @@ class RedisCache:
                 found[key] = near
             else:
                 ask.append(key)
-        if not ask or self._skipping():
+        if not ask or not self.reachable():
             return found
         try:
-            async with asyncio.timeout(self._timeout_s * 2):
-                raw = await self._redis.mget([self._prefix + key for key in ask])
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failed(exc)
+            raw = await self.bounded(
+                lambda: read_many(self._redis, [self._prefix + k for k in ask])
+            )
+        except REDIS_ERRORS as exc:
+            self.report_failure(exc)
             return found
-        self._recovered()
+        self.report_success()
         for key, item in zip(ask, raw, strict=True):
             if item is None:
                 continue
@@ -297,27 +325,29 @@ class RedisCache:
         encoded = [(key, entry, keep_s, encode(entry)) for key, entry, keep_s in entries]
         for key, entry, _, raw in encoded:
             self._near.put(key, entry, len(raw))
-        if not entries or self._skipping():
+        if not entries or not self.reachable():
             return
+
+        async def store() -> Any:
+            pipe = self._redis.pipeline(transaction=False)
+            for key, _, keep_s, raw in encoded:
+                pipe.set(self._prefix + key, raw, px=max(1, int(keep_s * 1000)))
+            return await pipe.execute()
+
         try:
-            async with asyncio.timeout(self._timeout_s * 2):
-                pipe = self._redis.pipeline(transaction=False)
-                for key, _, keep_s, raw in encoded:
-                    pipe.set(self._prefix + key, raw, px=max(1, int(keep_s * 1000)))
-                await pipe.execute()
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failed(exc)
+            await self.bounded(store)
+        except REDIS_ERRORS as exc:
+            self.report_failure(exc)
             return
-        self._recovered()
+        self.report_success()
 
     async def ping(self) -> bool:
         try:
-            async with asyncio.timeout(self._timeout_s * 2):
-                await self._redis.ping()
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failed(exc)
+            await self.bounded(self._redis.ping)
+        except REDIS_ERRORS as exc:
+            self.report_failure(exc)
             return False
-        self._recovered()
+        self.report_success()
         return True
 
     def status(self) -> str:
@@ -326,11 +356,39 @@ class RedisCache:
     async def close(self) -> None:
         """Nothing of its own to close: the client belongs to whoever built it."""
 
-    def _skipping(self) -> bool:
-        # While Redis is down, try it again only once per interval instead of on every request.
-        return self._down_since is not None and self._clock() < self._skip_until
+    async def bounded(self, call: Callable[[], Awaitable[R]]) -> R:
+        """One Redis call (a command, a script, a pipeline: idempotent), bounded in time.
 
-    def _failed(self, exc: BaseException) -> None:
+        A pooled connection closed under us (Redis restarted, an idle timeout) is dropped by
+        redis-py, so the call is made once more on a fresh one; a Redis that is really away
+        refuses that one too, at once, and a hung one times out and is not retried.
+        """
+
+        async def once() -> R:
+            async with asyncio.timeout(self._timeout_s * 2):
+                return await call()
+
+        try:
+            return await once()
+        except (RedisConnectionError, ConnectionError):
+            return await once()
+
+    def redis_key(self, key: str) -> str:
+        """Where `key`'s entry lives in Redis (this cache's namespace)."""
+        return self._prefix + key
+
+    def hold(self, key: str, entry: CachedValue, size: int) -> None:
+        """Keep an entry this instance got without reading Redis (another instance's landing
+        notice) in the near cache, as if it had been read."""
+        self._near.put(key, entry, size)
+
+    def reachable(self) -> bool:
+        """False while Redis is known to be down and not yet due for a retry: skip it."""
+        # While Redis is down, try it again only once per interval instead of on every request.
+        return self._down_since is None or self._clock() >= self._skip_until
+
+    def report_failure(self, exc: BaseException) -> None:
+        """A Redis call failed (here or in a user of the same client): fail open, say so once."""
         self._metrics.cache_backend_error()
         self._skip_until = self._clock() + self._retry_interval_s
         if self._down_since is None:
@@ -340,7 +398,7 @@ class RedisCache:
                 "redis unavailable ({}); serving without the cache", type(exc).__name__
             )
 
-    def _recovered(self) -> None:
+    def report_success(self) -> None:
         if self._down_since is not None:
             outage_s = self._clock() - self._down_since
             self._down_since = None

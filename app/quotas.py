@@ -16,9 +16,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from loguru import logger
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
+
+# The bucket every anonymous caller (GATEWAY_ANONYMOUS_DATA) draws from: together they weigh what
+# one key may. Key ids are 12 hex digits, so no key can share it.
+ANONYMOUS = "anonymous"
 
 # KEYS[1] bucket; ARGV rate per second, burst. State: tokens and last refill time (ms).
 _TAKE = """
@@ -85,7 +89,7 @@ class RedisQuotas:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         per_minute: int,
         burst: int,
         *,
@@ -115,7 +119,7 @@ class RedisQuotas:
             return await self._fallback.take(key_id)
         try:
             wait_ms = await self._take_shared(key_id)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             self._failed(exc)
             return await self._fallback.take(key_id)
         self._recovered()
