@@ -3,6 +3,7 @@ need a real server: JSON log lines, several workers, a real Prometheus scraping 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from typing import Self
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import RELAXED_LIMITS, free_port
 from tests.emulator.process import EmulatorProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +31,8 @@ def emulator_env(emulator: EmulatorProcess, **settings: str) -> dict[str, str]:
         "ALPACA_DATA_URL": emulator.base_url,
         "ALPACA_TRADING_URL": emulator.base_url,
         "UPSTREAM_SOURCE_NAME": "emulator",
+        # The emulator limits nothing unless told to; budget tests set their own.
+        **{name.upper(): str(value) for name, value in RELAXED_LIMITS.items()},
     }
     env.update(settings)
     return env
@@ -72,6 +75,9 @@ class ServedGateway:
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                # Its own process group: stopping or killing it reaches the server's workers too,
+                # which a signal to the supervisor alone would leave running as orphans.
+                start_new_session=True,
             )
         deadline = time.monotonic() + self._start_timeout_s
         while True:
@@ -97,14 +103,31 @@ class ServedGateway:
         self.stop()
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
+        """SIGTERM (a graceful shutdown), SIGKILL after 15 s; whatever of the group is left
+        (a worker whose supervisor did not wait for it) is killed too."""
+        if self.process is None:
             return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        if self.process.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._signal_group(signal.SIGKILL)
+
+    def kill(self) -> None:
+        """SIGKILL the server and its workers at once, as a machine or container dies: no
+        shutdown, no goodbye to Redis or the store."""
+        if self.process is None:
+            return
+        self._signal_group(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def _signal_group(self, signum: int) -> None:
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signum)
 
     def log_lines(self) -> list[str]:
         return self.log_path.read_text().splitlines()

@@ -1,12 +1,15 @@
-"""Pure-ASGI middleware: request id, timing, metrics and one access log line per request."""
+"""Pure-ASGI middleware: request id, timing, metrics, security headers and one access log line
+per request; bounds on the request body (size, and time to arrive)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
+from typing import Any
 
 from loguru import logger
 from starlette.requests import Request
@@ -20,6 +23,18 @@ from app.metrics import Metrics
 # Client-supplied ids are echoed into logs and headers: accept only a safe, bounded shape.
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._\-]{1,64}")
 _UNMATCHED = "__unmatched__"
+# On every answer, the framework's and the hot routes' alike (both pass through here). nosniff:
+# a browser never reads a JSON answer as HTML or script. A bare `server` replaces the HTTP
+# server's own (no name or version to match against advisories). No framing of /docs.
+_SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"server", b"gateway"),
+)
+# Unless a route says otherwise (the /docs assets): answers carry ages measured when they were
+# sent, so no shared or browser cache may keep and replay them.
+_NO_STORE = (b"cache-control", b"no-store")
+_CONNECTION_CLOSE = (b"connection", b"close")
 
 
 # Filled by the problem renderer so the access line can say which error, from which upstream.
@@ -43,6 +58,7 @@ class RequestContextMiddleware:
         on_unhandled: Callable[[Request], Awaitable[Response]] | None = None,
         on_error: Callable[[Request, GatewayError], Response] | None = None,
         max_body_bytes: int | None = None,
+        body_read_timeout_s: float | None = None,
         access_log: bool = True,
         reads_bodies: bool = True,
     ) -> None:
@@ -57,6 +73,8 @@ class RequestContextMiddleware:
         # Renders a refusal made here, before the app (a body announced over the limit).
         self.on_error = on_error
         self.max_body_bytes = max_body_bytes
+        # A body trickled byte by byte would hold its connection (and a coroutine) for ever.
+        self.body_read_timeout_s = body_read_timeout_s
         # Decided once: building a bound record per request costs even when the level drops it.
         self.access_log = access_log
         self._id_prefix = os.urandom(10).hex()
@@ -75,6 +93,10 @@ class RequestContextMiddleware:
         header = (b"x-request-id", request_id.encode())
         status = 500
         responded = False
+        # Set when the answer goes out before the whole body was read: the rest of it is still
+        # on the connection, and a server that kept it open would parse it as the next request
+        # (the next POST on that keep-alive connection then never got an answer).
+        abandoned = [False]
         method = scope["method"]
         if method == "HEAD":
             # HEAD is GET without the body (RFC 9110 §9.3.2): same route, same headers.
@@ -85,7 +107,9 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status, responded = message["status"], True
                 # Routes never set X-Request-ID; this is the one place it is written.
-                message["headers"] = [*message.get("headers", ()), header]
+                message["headers"] = _with_gateway_headers(message.get("headers", ()), header)
+                if abandoned[0]:
+                    message["headers"].append(_CONNECTION_CLOSE)
             elif method == "HEAD" and message["type"] == "http.response.body":
                 message = {**message, "body": b""}
             await send(message)
@@ -94,11 +118,14 @@ class RequestContextMiddleware:
             too_large = self._announced_too_large(content_length)
             if too_large is not None and self.on_error is not None:
                 # Refused before the body is read or any route runs.
+                abandoned[0] = True
                 response = self.on_error(Request(scope), too_large)
                 await response(scope, receive, send_with_id)
                 return
             await self.app(
-                scope, self._limited(receive) if self.reads_bodies else receive, send_with_id
+                scope,
+                self._limited(receive, started, abandoned) if self.reads_bodies else receive,
+                send_with_id,
             )
         except Exception as exc:
             # A bug. The log line carries the request id and the traceback; the body carries
@@ -128,23 +155,37 @@ class RequestContextMiddleware:
             return _too_large(self.max_body_bytes)
         return None
 
-    def _limited(self, receive: Receive) -> Receive:
-        """`receive` that refuses a (chunked) body once it passes the limit."""
-        limit = self.max_body_bytes
-        if limit is None:
+    def _limited(self, receive: Receive, started: float, abandoned: list[bool]) -> Receive:
+        """`receive` that refuses a (chunked) body once it passes the size limit, or once it has
+        not fully arrived by the deadline (then `abandoned[0]` is set: the answer closes the
+        connection). After the body, `receive` is passed through untimed (a streamed answer
+        waits on it for the client's disconnect)."""
+        limit, timeout_s = self.max_body_bytes, self.body_read_timeout_s
+        if limit is None and timeout_s is None:
             return receive
+        deadline = None if timeout_s is None else started + timeout_s
         received = 0
+        body_complete = False
 
-        async def receive_within_limit() -> Message:
-            nonlocal received
-            message = await receive()
+        async def receive_within_limits() -> Message:
+            nonlocal received, body_complete
+            if body_complete or deadline is None:
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), deadline - time.perf_counter())
+                except TimeoutError:
+                    abandoned[0] = True
+                    raise _too_slow(deadline - started) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > limit:
+                if limit is not None and received > limit:
+                    abandoned[0] = True
                     raise _too_large(limit)
+                body_complete = not message.get("more_body", False)
             return message
 
-        return receive_within_limit
+        return receive_within_limits
 
     def _observe(
         self, scope: Scope, method: str, status: int, duration_s: float, outcome: dict[str, str]
@@ -170,6 +211,41 @@ def _too_large(limit: int) -> GatewayError:
         f"The request body is larger than {limit} bytes (MAX_BODY_BYTES)",
         extensions={"max_body_bytes": limit},
     )
+
+
+def cors_options(origins: tuple[str, ...]) -> dict[str, Any]:
+    """Starlette's CORSMiddleware for these browser origins: the methods and headers the API
+    takes, the headers a client reads back; no cookies (keys travel in headers)."""
+    return {
+        "allow_origins": list(origins),
+        "allow_methods": ["GET", "POST", "DELETE"],
+        "allow_headers": [
+            "Authorization", "X-API-Key", "Content-Type", "Idempotency-Key", "X-Request-ID",
+        ],
+        "expose_headers": ["X-Request-ID", "Retry-After", "Cache-Status", "Idempotent-Replayed"],
+        "allow_credentials": False,
+        "max_age": 600,
+    }  # fmt: skip
+
+
+def _too_slow(timeout_s: float) -> GatewayError:
+    timeout_s = round(timeout_s, 3)
+    return GatewayError(
+        ErrorCode.VALIDATION_ERROR,
+        f"The request body did not arrive within {timeout_s:g} s (GATEWAY_BODY_READ_TIMEOUT_S)",
+        extensions={"body_read_timeout_s": timeout_s},
+    )
+
+
+def _with_gateway_headers(
+    headers: Iterable[tuple[bytes, bytes]], request_id: tuple[bytes, bytes]
+) -> list[tuple[bytes, bytes]]:
+    """The answer's headers plus the request id, the security headers and `no-store` unless
+    the route chose its own caching."""
+    out = [*headers, request_id, *_SECURITY_HEADERS]
+    if not any(name.lower() == b"cache-control" for name, _ in out):
+        out.append(_NO_STORE)
+    return out
 
 
 def _read_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, bytes | None]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import resource
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app.serve import command, environment
+from app.serve import command, environment, open_files_needed, raise_open_files_limit
 from app.settings import Settings
 
 
@@ -57,3 +58,56 @@ def test_several_workers_get_a_metrics_directory_of_their_own() -> None:
     assert "PROMETHEUS_MULTIPROC_DIR" not in one
     assert Path(two["PROMETHEUS_MULTIPROC_DIR"]).is_dir()
     assert chosen["PROMETHEUS_MULTIPROC_DIR"] == "/srv/metrics"
+
+
+def test_granian_bounds_slow_large_and_many_connections() -> None:
+    argv = command(
+        settings(
+            gateway_header_read_timeout_s=2.5,
+            gateway_max_header_bytes=20_000,
+            gateway_max_connections=300,
+        )
+    )
+
+    # Milliseconds: the header timeout also closes idle kept-alive connections.
+    assert argv[argv.index("--http1-header-read-timeout") + 1] == "2500"
+    assert argv[argv.index("--http1-buffer-size") + 1] == "20000"
+    assert argv[argv.index("--backpressure") + 1] == "300"
+    assert argv[-1] == "app.main:app"  # the options come before the target
+
+
+def test_uvicorn_gets_its_nearest_limits_and_names_no_server() -> None:
+    argv = command(
+        settings(
+            gateway_server="uvicorn",
+            gateway_header_read_timeout_s=2.5,
+            gateway_max_header_bytes=20_000,
+            gateway_max_connections=300,
+        )
+    )
+
+    # httptools has no head size limit; h11 does.
+    assert argv[argv.index("--http") + 1] == "h11"
+    assert argv[argv.index("--h11-max-incomplete-event-size") + 1] == "20000"
+    assert argv[argv.index("--timeout-keep-alive") + 1] == "3"  # whole seconds, rounded up
+    assert argv[argv.index("--limit-concurrency") + 1] == "300"
+    assert "--no-server-header" in argv
+
+
+def test_the_defaults_bound_what_the_probe_found_unbounded() -> None:
+    defaults = settings()
+
+    assert defaults.gateway_header_read_timeout_s <= 10
+    assert defaults.gateway_max_header_bytes <= 64 * 1024
+    # Below the usual open-files limits, with room for the worker's own descriptors.
+    assert open_files_needed(defaults) <= 4096
+
+
+def test_a_connection_cap_the_open_files_limit_cannot_hold_refuses_to_start() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        pytest.fail("this test needs a finite hard open-files limit (ulimit -Hn)")
+
+    with pytest.raises(SystemExit, match="GATEWAY_MAX_CONNECTIONS"):
+        raise_open_files_limit(hard + 1)
+    raise_open_files_limit(1)  # already enough: nothing to change, no error
