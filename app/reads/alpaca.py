@@ -19,6 +19,7 @@ from app.alpaca.transport import AlpacaTransport
 from app.cache import cache_key
 from app.errors import ErrorCode, GatewayError
 from app.metrics import DataKind
+from app.reads.bar_spans import bound_key
 from app.reads.latest import LatestKind, LatestReads
 from app.reads.read_through import Outcome, ReadThrough
 from app.settings import Settings
@@ -162,17 +163,19 @@ class AlpacaReads:
         observed: Callable[[Wire], Iterable[str]] | None,
         closed_before: float | None,
     ) -> Outcome[Wire]:
-        """One page as Alpaca answered it, kept per query. `closed_before` is the end of the
-        page's range (epoch seconds) when the client gave one: a range that ended more than a
-        minute ago is history, kept CACHE_CLOSED_BARS_TTL_S; anything reaching now is kept
-        CACHE_OPEN_BARS_TTL_S."""
+        """One page as Alpaca answered it, kept per query (start and end by the instant they
+        name). `closed_before` is when the page's range stops changing (epoch seconds), when
+        the client gave an end: a minute past it the page is history, kept
+        CACHE_CLOSED_BARS_TTL_S; anything reaching now is kept CACHE_OPEN_BARS_TTL_S."""
         closed = closed_before is not None and closed_before + 60 <= self._clock()
         ttl_s = (
             self._settings.cache_closed_bars_ttl_s
             if closed
             else self._settings.cache_open_bars_ttl_s
         )
-        query = ":".join(f"{k}={v}" for k, v in sorted(params.items()))
+        # One entry per instant asked, not per spelling of it (Z, +00:00, .000Z ...).
+        spelled = {k: bound_key(v) if k in ("start", "end") else v for k, v in params.items()}
+        query = ":".join(f"{k}={v}" for k, v in sorted(spelled.items()))
         key = cache_key("alpaca_page", endpoint, "/".join(path), query)
 
         async def fetch(chunk: list[str]) -> dict[str, Wire | GatewayError]:

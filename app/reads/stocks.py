@@ -25,6 +25,7 @@ from app.models.market_data import (
     TradeValue,
 )
 from app.models.options import OptionSnapshotValue
+from app.reads.bar_spans import BarSpans, Family, Span, bound_key, instant_ns
 from app.reads.latest import LatestKind, LatestReads
 from app.reads.missing import MissingSymbols
 from app.reads.read_through import Outcome, ReadThrough
@@ -36,6 +37,8 @@ _UNIT_SECONDS |= {"Week": 604_800, "W": 604_800, "Month": 2_678_400, "M": 2_678_
 _UNIT_LIMITS = {"Min": 59, "T": 59, "Hour": 23, "H": 23, "Day": 1, "D": 1, "Week": 1, "W": 1}
 _MONTHS = {1, 2, 3, 4, 6, 12}
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# From a bare date's UTC midnight to its last moment anywhere on Earth (UTC-12).
+_LAST_DAY_END_S = 86_400 + 12 * 3_600
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
 
 
@@ -65,6 +68,20 @@ def time_bound(name: str, value: str) -> float:
         return datetime.fromisoformat(text).timestamp()
     except ValueError as exc:
         raise _invalid(name, f"{name} is not a real date") from exc
+
+
+def range_end_s(end: str) -> float:
+    """The latest moment an `end` may cover, to decide whether a range has closed. Alpaca does
+    not say in which zone a bare date ends (the emulator: its last UTC nanosecond; New York
+    would be 5 h later), so a date counts as over once it is over everywhere."""
+    end_s = time_bound("end", end)
+    return end_s + _LAST_DAY_END_S if _DATE.fullmatch(end) else end_s
+
+
+def _bars_key(family: Family, query: BarsQuery) -> str:
+    feed, symbol, timeframe, end, limit, adjustment = family
+    start, token = bound_key(query.start), query.page_token or "-"
+    return cache_key("bar", feed, symbol, timeframe, start, end, limit, adjustment, token)
 
 
 def _invalid(name: str, detail: str) -> GatewayError:
@@ -126,6 +143,7 @@ class StockReads:
         self._reads = read_through
         self._settings = settings
         self._clock = clock
+        self._spans = BarSpans(settings.cache_bar_spans_max_entries)
         per_call = settings.data_symbols_per_call
         self._quotes = LatestReads(
             read_through,
@@ -196,6 +214,10 @@ class StockReads:
     ) -> Outcome[SnapshotValue]:
         return (await self._snapshots.read([symbol], feed, stale_if_error_s))[symbol]
 
+    def bar_spans(self) -> int:
+        """Spans the bar index holds (a gauge; bounded by CACHE_BAR_SPANS_MAX_ENTRIES)."""
+        return self._spans.size()
+
     async def bars(
         self, query: BarsQuery, stale_if_error_s: float | None
     ) -> Outcome[BarSeriesValue]:
@@ -205,23 +227,26 @@ class StockReads:
         if start_s is not None and end_s is not None and start_s > end_s:
             raise _invalid("start", "start is after end")
         # Bars of intervals that have closed never change; anything reaching "now" may.
-        closed = end_s is not None and end_s + bar_s <= self._clock()
+        closed = query.end is not None and range_end_s(query.end) + bar_s <= self._clock()
         ttl_s = (
             self._settings.cache_closed_bars_ttl_s
             if closed
             else self._settings.cache_open_bars_ttl_s
         )
-        key = cache_key(
-            "bar",
+        # Keyed by the instants asked for, not their spelling (`app.reads.bar_spans`).
+        family: Family = (
             query.feed,
             query.symbol,
             query.timeframe,
-            query.start or "-",
-            query.end or "-",
+            bound_key(query.end),
             str(query.limit),
             query.adjustment,
-            query.page_token or "-",
         )
+        # Only a closed range without a page token can be answered by another start's series.
+        spannable = closed and query.page_token is None
+        span_start = instant_ns(query.start) if spannable and query.start else None
+        span = self._spans.find(family, span_start) if span_start is not None else None
+        key = span.key if span is not None else _bars_key(family, query)
 
         async def fetch(chunk: list[str]) -> dict[str, BarSeriesValue | GatewayError]:
             bars, next_token = await self._stocks.bars(
@@ -246,7 +271,21 @@ class StockReads:
             refusal=self._refusal("bars"),
             observed=bar_times,
         )
-        return outcomes[query.symbol]
+        outcome = outcomes[query.symbol]
+        if span_start is not None and span is None:
+            self._remember_span(family, span_start, key, outcome)
+        return outcome
+
+    def _remember_span(
+        self, family: Family, start_ns: int, key: str, outcome: Outcome[BarSeriesValue]
+    ) -> None:
+        """A complete series of a closed range: starts up to its first bar get the same."""
+        if isinstance(outcome, GatewayError) or outcome.value["next_page_token"] is not None:
+            return
+        bars = outcome.value["bars"]
+        first_ns = instant_ns(bars[0]["timestamp"]) if bars else None
+        if first_ns is not None:
+            self._spans.record(family, Span(start_ns, first_ns, key))
 
     async def clock(self) -> Outcome[ClockValue]:
         async def fetch(chunk: list[str]) -> dict[str, ClockValue | GatewayError]:

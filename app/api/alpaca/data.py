@@ -22,7 +22,7 @@ from app.errors import ErrorCode, GatewayError
 from app.keys import Scope
 from app.metrics import DataKind
 from app.reads.read_through import Outcome, Served
-from app.reads.stocks import time_bound
+from app.reads.stocks import range_end_s, timeframe_seconds
 from app.settings import STOCK_FEEDS
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -181,9 +181,22 @@ async def _series(request: Request, member: str, allowed: Mapping[str, q.Check])
         q.required(query, "timeframe")
     # `feed` is always sent explicitly (and is part of the cache key), as on /v1.
     query.setdefault("feed", gateway.settings.alpaca_data_feed)
+    return _page(await gateway.alpaca.series(member, query, _closed_before(member, query)))
+
+
+def _closed_before(member: str, query: Mapping[str, str]) -> float | None:
+    """When the asked range stops changing (epoch seconds), as on /v1: ticks once `end` is over
+    (a bare date once it is over everywhere), bars once the bar holding `end` has closed."""
     end = query.get("end")
-    closed_before = None if end is None else time_bound("end", end)
-    return _page(await gateway.alpaca.series(member, query, closed_before))
+    if end is None:
+        return None
+    end_s = range_end_s(end)
+    if member != "bars":
+        return end_s
+    try:
+        return end_s + timeframe_seconds(query["timeframe"])
+    except GatewayError:
+        return None  # a timeframe Alpaca refuses, in its own words: never cached long
 
 
 @router.get("/v1beta1/options/snapshots/{underlying}")
