@@ -9,6 +9,7 @@ from fastapi import Request
 from app.api.params import gateway_of
 from app.errors import ErrorCode, GatewayError
 from app.keys import Scope
+from app.quotas import ANONYMOUS, Quotas
 from app.storage.records import ApiKeyRow
 from app.storage.store import StoreUnavailable
 
@@ -31,6 +32,12 @@ async def authorize(request: Request, scope: Scope) -> ApiKeyRow | None:
     gateway = gateway_of(request)
     presented = presented_key(request)
     if presented is None and scope is Scope.DATA_READ and gateway.settings.gateway_anonymous_data:
+        # Anonymous callers share one quota, so together they weigh what one key may: they
+        # cannot take the whole of Alpaca's budget from keyed clients.
+        if gateway.anonymous_quotas is not None:
+            await _spend_quota(
+                gateway.anonymous_quotas, ANONYMOUS, "The anonymous callers' shared request quota"
+            )
         return None
     if not presented:
         raise GatewayError(
@@ -53,11 +60,15 @@ async def authorize(request: Request, scope: Scope) -> ApiKeyRow | None:
             f"This key lacks the `{scope.value}` scope",
             extensions={"required_scope": scope.value},
         )
-    wait_s = await gateway.quotas.take(row.id)
+    await _spend_quota(gateway.quotas, row.id, "This key's request quota")
+    return row
+
+
+async def _spend_quota(quotas: Quotas, bucket: str, whose: str) -> None:
+    wait_s = await quotas.take(bucket)
     if wait_s > 0:
         raise GatewayError(
             ErrorCode.RATE_LIMITED,
-            "This key's request quota is spent",
+            f"{whose} is spent",
             retry_after_s=max(1, int(wait_s + 0.999)),
         )
-    return row

@@ -141,6 +141,27 @@ async def test_key_quota_answers_rate_limited_with_retry_after(
     assert int(limited.headers["retry-after"]) >= 1
 
 
+async def test_anonymous_callers_share_one_quota_and_keyed_clients_keep_theirs(
+    emulator: EmulatorControl, make_gateway: GatewayFactory
+) -> None:
+    # The key's own quota is the default (1200/min, burst 2 here): it is not the one spent.
+    gateway = await make_gateway(
+        gateway_anonymous_data=True, anonymous_quota_per_minute=6, key_quota_burst=2
+    )
+    key = await gateway.issue_key("data:read")
+
+    anonymous = [(await gateway.get(CLOCK)).status_code for _ in range(3)]
+    keyed = (await gateway.get(CLOCK, headers={"X-API-Key": key})).status_code
+    limited = await gateway.get(CLOCK)
+
+    # However many anonymous clients there are, together they spend one bucket.
+    assert anonymous == [200, 200, 429]
+    assert limited.status_code == 429
+    assert limited.json()["code"] == "RATE_LIMITED"
+    assert "anonymous" in limited.json()["detail"]
+    assert keyed == 200
+
+
 async def test_key_quota_is_shared_through_redis(
     emulator: EmulatorControl, make_gateway: GatewayFactory, redis_url: str
 ) -> None:
