@@ -123,6 +123,8 @@ _CACHE_STATUS = {
     "miss": "gateway; fwd=miss; stored",
     "shared": "gateway; fwd=miss; collapsed",
     "stale": 'gateway; hit; fwd=stale; detail="stale-if-error"',
+    # A hit on what Alpaca's stream pushed: no request went to Alpaca for it.
+    "stream": 'gateway; hit; detail="stream"',
 }
 
 
@@ -131,7 +133,7 @@ _CACHE_STATUS_BYTES = {state: text.encode() for state, text in _CACHE_STATUS.ite
 
 def least_fresh(states: set[str]) -> str | None:
     """The state a batch's Cache-Status reports: the least fresh one served."""
-    for state in ("stale", "miss", "shared", "hit"):
+    for state in ("stale", "miss", "shared", "hit", "stream"):
         if state in states:
             return state
     return None
@@ -219,7 +221,7 @@ class EncodedJSON(Response):
 # The bytes after `age_ms` in a latest value's answer, per cache state.
 _PROVENANCE_END = {
     state: b',"cache":' + json.dumps(state).encode() + b"}}"
-    for state in ("miss", "hit", "shared", "stale")
+    for state in ("miss", "hit", "shared", "stale", "stream")
 }
 
 

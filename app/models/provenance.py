@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
-CacheState = Literal["miss", "hit", "shared", "stale"]
+CacheState = Literal["miss", "hit", "shared", "stale", "stream"]
 
 
 @with_config(ConfigDict(extra="forbid"))
@@ -34,5 +34,10 @@ class Provenance(TypedDict):
         int, Field(description="now - observed_at, computed when the response was sent")
     ]
     cache: Annotated[
-        CacheState, Field(description="miss, hit, shared (joined an in-flight call) or stale")
+        CacheState,
+        Field(
+            description="miss, hit, shared (joined an in-flight call), stale, or stream (a"
+            " value Alpaca's real-time stream pushed to the gateway: no REST call was made;"
+            " `fetched_at` is when the stream delivered it)"
+        ),
     ]

@@ -58,7 +58,10 @@ def test_prometheus_config_scrapes_the_gateway_with_the_rules() -> None:
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "gateway"]
     assert job.get("metrics_path", "/metrics") == "/metrics"
     assert job.get("scrape_interval", config["global"]["scrape_interval"]) == "15s"
-    assert job["static_configs"] == [{"targets": ["gateway:8000"]}]
+    # Every replica of docker-compose.yml (test_compose.py holds the two lists equal).
+    assert job["static_configs"] == [
+        {"targets": ["gateway-1:8000", "gateway-2:8000", "gateway-3:8000"]}
+    ]
 
 
 def test_every_alert_is_labelled_and_explained() -> None:
@@ -72,6 +75,7 @@ def test_every_alert_is_labelled_and_explained() -> None:
         "GatewayInternalError",
         "GatewayUpstreamNoSuccess",
         "GatewayOrderAuditUnsettled",
+        "GatewayStreamFeedDown",
     }
     for rule in rules:
         assert rule["labels"]["severity"] in SEVERITIES, rule["alert"]

@@ -10,13 +10,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.api.alpaca import data, trading
+from app.api.alpaca import data, streams, trading
 from app.api.alpaca.errors import PREFIX, alpaca_error
 from app.errors import ErrorCode, GatewayError
 
 router = APIRouter(include_in_schema=False)
 router.include_router(data.router)
 router.include_router(trading.router)
+router.include_router(streams.router)  # websocket routes: the HTTP catch-all below skips them
 
 
 @router.api_route(PREFIX + "/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

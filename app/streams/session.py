@@ -1,0 +1,239 @@
+"""One client's stream connection, speaking Alpaca's protocol (what alpaca-py's
+StockDataStream, OptionDataStream and TradingStream expect), whatever server carries it.
+
+Market data: `[{"T":"success","msg":"connected"}]`, then `{"action":"auth","key","secret"}`
+within the auth timeout (or the APCA headers on the handshake), then `subscribe` and
+`unsubscribe`, each answered with the client's whole `subscription`. Trade updates:
+`authenticate` answered `authorization`, `listen` answered `listening`. Errors are Alpaca's
+codes and words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from enum import Enum
+from typing import Protocol
+
+from app.streams.fanout import FeedHub, Frame, StreamClient, framed
+from app.streams.feeds import FeedFamily
+from app.streams.subscriptions import Refusal, applied, requested, subscription_message
+from app.streams.wire import WireError, decode_client
+
+ERRORS = {
+    400: "invalid syntax", 401: "not authenticated", 402: "auth failed",
+    403: "already authenticated", 404: "auth timeout",
+    410: "invalid subscribe action for this feed",
+    412: "option messages are only available in MsgPack format",
+    413: "star subscription is not allowed for option quotes", 500: "internal error",
+}  # fmt: skip
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008
+# After the last frame is queued: how long the client has to take it (and answer the close
+# frame) before the connection is dropped. A slow client's socket may never drain.
+CLOSE_GRACE_S = 5.0
+TRADE_UPDATES = "trade_updates"
+
+
+class Socket(Protocol):
+    """The server's websocket, reduced to what the protocol needs."""
+
+    async def receive(self) -> bytes | str | None:
+        """The next frame; None once the client has gone."""
+
+    async def send(self, frame: Frame) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class Admission(Enum):
+    ADMITTED = "admitted"
+    REFUSED = "refused"  # unknown, revoked or malformed key, or a key without the scope
+    UNAVAILABLE = "unavailable"  # the key store could not say
+
+
+Authenticate = Callable[[str, str], Awaitable[Admission]]
+
+
+def error(code: int, msg: str | None = None) -> list[dict[str, object]]:
+    return [{"T": "error", "code": code, "msg": msg or ERRORS[code]}]
+
+
+class ClientSession:
+    """Serves one client connection until it ends; `run()` returns when it has."""
+
+    def __init__(
+        self,
+        socket: Socket,
+        hub: FeedHub,
+        client: StreamClient,
+        authenticate: Authenticate,
+        *,
+        auth_timeout_s: float,
+    ) -> None:
+        self._socket = socket
+        self._hub = hub
+        self._client = client
+        self._authenticate = authenticate
+        self._auth_timeout_s = auth_timeout_s
+        self._authenticated = False
+        self._trading = hub.feed.family is FeedFamily.TRADING
+
+    async def run(self, handshake_credentials: tuple[str, str] | None = None) -> None:
+        client = self._client
+        writer = asyncio.create_task(self._write())
+        reader = asyncio.create_task(self._read(handshake_credentials))
+        deadline = asyncio.create_task(self._dropped_after_grace())
+        tasks = (reader, writer, deadline)
+        try:
+            # Until both sides are done, or the grace after the end has passed (a client that
+            # stopped reading never takes the last frames nor answers the close frame).
+            while not (reader.done() and writer.done()) and not deadline.done():
+                pending = {task for task in tasks if not task.done()}
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if reader.done() and not client.ended.is_set():
+                    client.finish()  # the client went away, or the protocol ended it
+        finally:
+            self._hub.leave(client)
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _dropped_after_grace(self) -> None:
+        await self._client.ended.wait()
+        await asyncio.sleep(CLOSE_GRACE_S)
+
+    # --- writing -----------------------------------------------------------------------------
+
+    async def _write(self) -> None:
+        while True:
+            frame, received_at_s = await self._client.next_frame()
+            if frame is None:
+                code = CLOSE_POLICY if self._client.slow else CLOSE_NORMAL
+                await self._socket.close(code, "slow client" if self._client.slow else "")
+                return
+            await self._socket.send(frame)
+            if received_at_s is not None:
+                self._hub.written(received_at_s)
+
+    def _answer(self, value: object) -> None:
+        self._hub.answer(self._client, value)
+
+    # --- reading -----------------------------------------------------------------------------
+
+    async def _read(self, handshake_credentials: tuple[str, str] | None) -> None:
+        if not self._trading:
+            if self._hub.feed.family is FeedFamily.OPTIONS and self._client.encoding == "json":
+                self._client.finish(self._hub_frame(error(412)))
+                return
+            self._answer([{"T": "success", "msg": "connected"}])
+            if handshake_credentials is not None:
+                await self._auth(*handshake_credentials)
+        loop = asyncio.get_running_loop()
+        auth_deadline = loop.time() + self._auth_timeout_s
+        while not self._client.ended.is_set():
+            timeout = None if self._authenticated else auth_deadline - loop.time()
+            try:
+                data = await asyncio.wait_for(self._socket.receive(), timeout)
+            except TimeoutError:
+                self._client.finish(self._timeout_frame())
+                return
+            if data is None:
+                return
+            try:
+                message = decode_client(data)
+            except WireError:
+                message = None
+            if self._trading:
+                await self._on_trading(message)
+            else:
+                await self._on_market_data(message)
+
+    def _hub_frame(self, value: object) -> Frame:
+        return framed(self._hub.feed, self._client.encoding, value)
+
+    def _timeout_frame(self) -> Frame:
+        if self._trading:
+            return self._hub_frame(_authorization("unauthorized", "authenticate"))
+        return self._hub_frame(error(404))
+
+    async def _auth(self, key: object, secret: object) -> None:
+        if self._authenticated:
+            self._answer(error(403))
+            return
+        if not isinstance(key, str) or not isinstance(secret, str):
+            self._answer(error(402))
+            return
+        admission = await self._authenticate(key, secret)
+        if admission is Admission.ADMITTED:
+            self._authenticated = True
+            self._hub.join(self._client)
+            self._answer([{"T": "success", "msg": "authenticated"}])
+        elif admission is Admission.UNAVAILABLE:
+            self._answer(error(500, "the gateway's key store is unavailable; retry shortly"))
+        else:
+            self._answer(error(402))
+
+    async def _on_market_data(self, message: object) -> None:
+        action = message.get("action") if isinstance(message, dict) else None
+        if not isinstance(message, dict) or action not in ("auth", "subscribe", "unsubscribe"):
+            self._answer(error(400))
+        elif action == "auth":
+            await self._auth(message.get("key"), message.get("secret"))
+        elif not self._authenticated:
+            self._answer(error(401))
+        else:
+            self._subscribe(message, subscribe=action == "subscribe")
+
+    def _subscribe(self, message: Mapping[str, object], *, subscribe: bool) -> None:
+        feed = self._hub.feed
+        asked = requested(feed, message, subscribe=subscribe)
+        if isinstance(asked, Refusal):
+            self._answer(error(asked.code))
+            return
+        client = self._client
+        client.subscribe(applied(client.subscriptions, asked, subscribe=subscribe))
+        # Answered first: the subscription message precedes the data it brings.
+        self._answer([subscription_message(feed, client.subscriptions)])
+        self._hub.changed()
+
+    async def _on_trading(self, message: object) -> None:
+        if not isinstance(message, dict):
+            return  # Alpaca documents no answer to a frame it cannot read
+        action, data = message.get("action"), message.get("data")
+        if action in ("authenticate", "auth"):
+            if action == "auth":
+                key, secret = message.get("key"), message.get("secret")
+            else:
+                fields = data if isinstance(data, dict) else {}
+                key, secret = fields.get("key_id"), fields.get("secret_key")
+            admitted = (
+                isinstance(key, str)
+                and isinstance(secret, str)
+                and await self._authenticate(key, secret) is Admission.ADMITTED
+            )
+            self._authenticated = self._authenticated or admitted
+            status = "authorized" if admitted else "unauthorized"
+            self._answer(_authorization(status, "authenticate"))
+        elif action == "listen":
+            if not self._authenticated:
+                self._answer(_authorization("unauthorized", "listen"))
+                return
+            streams = data.get("streams") if isinstance(data, dict) else None
+            listening = isinstance(streams, list) and TRADE_UPDATES in streams
+            self._client.listening = listening
+            if listening:
+                self._hub.join(self._client)
+            else:
+                self._hub.leave(self._client)
+            self._answer(
+                {"stream": "listening", "data": {"streams": [TRADE_UPDATES] if listening else []}}
+            )
+            self._hub.changed()
+
+
+def _authorization(status: str, action: str) -> dict[str, object]:
+    return {"stream": "authorization", "data": {"status": status, "action": action}}

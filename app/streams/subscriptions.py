@@ -1,0 +1,134 @@
+"""What each client subscribed to, and what the one upstream connection must hold for all of
+them. Pure: sets in, sets and Alpaca-shaped messages out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from app.errors import GatewayError
+from app.streams.feeds import CHANNEL_OF_TYPE, FOLLOW_TRADES, WILDCARD, Feed, FeedFamily
+from app.symbols import option_contract, stock_symbol
+
+# channel -> symbols, in the order the client named them (Alpaca lists them so).
+Subscriptions = dict[str, list[str]]
+# channel -> symbols: the union the upstream connection holds.
+Wanted = dict[str, frozenset[str]]
+
+INVALID_SYNTAX = 400
+INVALID_ACTION = 410
+STAR_NOT_ALLOWED = 413
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A subscribe Alpaca would refuse, with its error code."""
+
+    code: int
+
+
+def empty(feed: Feed) -> Subscriptions:
+    return {channel: [] for channel in feed.channels if channel not in FOLLOW_TRADES}
+
+
+def requested(
+    feed: Feed, message: Mapping[str, object], *, subscribe: bool
+) -> dict[str, list[str]] | Refusal:
+    """The channels and symbols of a `subscribe`/`unsubscribe` message, checked as Alpaca
+    checks them: known channels only (stock channels on an option feed: 410), lists of valid
+    symbols (400), no `*` for option quotes (413). Empty or null channels are ignored."""
+    asked: dict[str, list[str]] = {}
+    channels = empty(feed)
+    for channel, symbols in message.items():
+        if channel == "action" or symbols is None or symbols == []:
+            continue
+        if channel not in channels:
+            if feed.family is FeedFamily.OPTIONS and channel in CHANNEL_OF_TYPE.values():
+                return Refusal(INVALID_ACTION)
+            continue  # Alpaca's Go client sends channels a feed does not have, as null
+        if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
+            return Refusal(INVALID_SYNTAX)
+        for symbol in symbols:
+            if symbol == WILDCARD:
+                if feed.family is FeedFamily.OPTIONS and channel == "quotes" and subscribe:
+                    return Refusal(STAR_NOT_ALLOWED)
+            elif not _valid_symbol(feed, symbol):
+                return Refusal(INVALID_SYNTAX)
+        asked[channel] = list(symbols)
+    return asked
+
+
+def _valid_symbol(feed: Feed, symbol: str) -> bool:
+    check = option_contract if feed.family is FeedFamily.OPTIONS else stock_symbol
+    try:
+        # Alpaca does not upper-case stream symbols: `aapl` is a different (unknown) symbol.
+        return check(symbol) == symbol
+    except GatewayError:
+        return False
+
+
+def applied(
+    current: Subscriptions, asked: Mapping[str, list[str]], *, subscribe: bool
+) -> Subscriptions:
+    """`current` after a subscribe (symbols appended once) or an unsubscribe."""
+    changed = {channel: list(symbols) for channel, symbols in current.items()}
+    for channel, symbols in asked.items():
+        held = changed[channel]
+        for symbol in symbols:
+            if subscribe and symbol not in held:
+                held.append(symbol)
+            elif not subscribe and symbol in held:
+                held.remove(symbol)
+    return changed
+
+
+def subscription_message(feed: Feed, current: Subscriptions) -> dict[str, object]:
+    """Alpaca's `subscription` answer: every channel, corrections and cancelErrors listing
+    the trades symbols."""
+    message: dict[str, object] = {"T": "subscription"}
+    for channel in feed.channels:
+        source = "trades" if channel in FOLLOW_TRADES else channel
+        message[channel] = list(current.get(source, []))
+    return message
+
+
+def union(feed: Feed, every: Iterable[Subscriptions]) -> Wanted:
+    """What the upstream connection must hold so every client gets what it asked for."""
+    wanted: dict[str, set[str]] = {channel: set() for channel in empty(feed)}
+    for subscriptions in every:
+        for channel, symbols in subscriptions.items():
+            wanted[channel].update(symbols)
+    return {channel: frozenset(symbols) for channel, symbols in wanted.items()}
+
+
+def changes(held: Wanted, wanted: Wanted) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """(to subscribe, to unsubscribe) to go from `held` to `wanted`; channels with nothing to
+    do are left out (Alpaca's own clients send only non-empty channels)."""
+    add: dict[str, list[str]] = {}
+    drop: dict[str, list[str]] = {}
+    for channel in wanted.keys() | held.keys():
+        now, then = wanted.get(channel, frozenset()), held.get(channel, frozenset())
+        if now - then:
+            add[channel] = sorted(now - then)
+        if then - now:
+            drop[channel] = sorted(then - now)
+    return add, drop
+
+
+def holds_any(wanted: Wanted) -> bool:
+    return any(wanted.values())
+
+
+def routing(current: Subscriptions) -> Wanted:
+    """`current` as sets, for routing each message in constant time."""
+    return {channel: frozenset(symbols) for channel, symbols in current.items()}
+
+
+def wants(routes: Wanted, kind: str | None, symbol: str | None) -> bool:
+    """Whether a client with these routes receives a message of type `kind` about `symbol`
+    (corrections and cancel/errors go to the symbol's trades subscribers)."""
+    channel = CHANNEL_OF_TYPE.get(kind or "")
+    if channel is None or symbol is None:
+        return False
+    held = routes.get(channel)
+    return held is not None and (symbol in held or WILDCARD in held)

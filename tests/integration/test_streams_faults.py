@@ -1,0 +1,225 @@
+"""The gateway's one connection per feed when Alpaca misbehaves, and clients that do: a 406
+is waited out (no reconnect storm), a 429 at the upgrade is honoured, a dropped or mute socket
+is replaced and clients are told a gap happened, and a client that stops reading is told and
+disconnected while the others keep receiving everything."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from alpaca.data.live.stock import StockDataStream
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.emulator.control import EmulatorControl
+from tests.emulator.process import EmulatorProcess
+from tests.support.streams import (
+    WAIT_S,
+    Raw,
+    StreamGateway,
+    eventually,
+    quote,
+    raw,
+    running,
+    same_values,
+    stream_gateway,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def gateway(
+    emulator_process: EmulatorProcess, redis_url: str, tmp_path: Path
+) -> Iterator[StreamGateway]:
+    with stream_gateway(emulator_process, redis_url, tmp_path) as served:
+        yield served
+
+
+def bot(gateway: StreamGateway, got: list[dict[str, Any]], *symbols: str) -> StockDataStream:
+    async def keep(message: dict[str, Any]) -> None:
+        got.append(message)
+
+    stream = StockDataStream(
+        gateway.key_id, gateway.secret, raw_data=True, url_override=gateway.ws_url("/v2/iex")
+    )
+    stream.subscribe_quotes(keep, *symbols)
+    return stream
+
+
+async def authed(gateway: StreamGateway, client: Raw, **subscribe: list[str]) -> None:
+    await client.send({"action": "auth", "key": gateway.key_id, "secret": gateway.secret})
+    assert await client.recv() == [{"T": "success", "msg": "authenticated"}]
+    await client.send({"action": "subscribe", **subscribe})
+    [answer] = await client.recv()
+    assert answer["T"] == "subscription"
+
+
+async def test_a_406_is_waited_out_without_a_reconnect_storm(
+    gateway: StreamGateway, emulator: EmulatorControl
+) -> None:
+    await emulator.add_fault("/v2/iex", "stream_connection_limit", count=2)
+    got: list[dict[str, Any]] = []
+    async with running(bot(gateway, got, "AAPL")):
+        await emulator.streams.wait_for_subscriber("iex", "quotes", "AAPL", timeout_s=WAIT_S)
+        await emulator.streams.push("iex", [quote("AAPL", "229.85")])
+        await eventually(lambda: len(got) == 1, "the quote after the 406s")
+        settled = await emulator.streams.attempts("iex")
+        await asyncio.sleep(1.5)  # longer than the 406 wait: a storm would show more attempts
+        assert await emulator.streams.attempts("iex") == settled
+    # Two refused (each followed by STREAM_CONNECTION_LIMIT_WAIT_S), then the one that streams.
+    assert settled == 3
+    assert same_values(got[0], quote("AAPL", "229.85"))
+    limited = gateway.metric(
+        "gateway_stream_upstream_attempts_total", feed="iex", outcome="connection_limit"
+    )
+    assert limited == 2
+
+
+async def test_a_429_at_the_upgrade_is_honoured(
+    gateway: StreamGateway, emulator: EmulatorControl
+) -> None:
+    await emulator.add_fault("/v2/iex", "rate_limited", count=1, retry_after_s=1)
+    got: list[dict[str, Any]] = []
+    async with running(bot(gateway, got, "AAPL")):
+        await emulator.streams.wait_for_subscriber("iex", "quotes", "AAPL", timeout_s=WAIT_S)
+        await emulator.streams.push("iex", [quote("AAPL", "229.85")])
+        await eventually(lambda: len(got) == 1, "the quote after the 429")
+    assert await emulator.streams.attempts("iex") == 2
+    assert (
+        gateway.metric("gateway_stream_upstream_attempts_total", feed="iex", outcome="rate_limited")
+        == 1
+    )
+
+
+async def test_a_dropped_connection_is_replaced_and_clients_are_told_of_the_gap(
+    gateway: StreamGateway, emulator: EmulatorControl
+) -> None:
+    # Alpaca keeps an uncleanly dropped connection's slot ~90 s; the emulator, 1.5 s here.
+    await emulator.streams.configure(slot_release_ms=1500)
+    got: list[dict[str, Any]] = []
+    async with (
+        running(bot(gateway, got, "AAPL")),
+        raw(gateway.ws_url("/v2/iex"), use_msgpack=True) as watcher,
+    ):
+        await authed(gateway, watcher, quotes=["AAPL"])
+        await emulator.streams.wait_for_subscriber("iex", "quotes", "AAPL")
+        await emulator.streams.push("iex", [quote("AAPL", "1.25")])
+        await eventually(lambda: len(got) == 1, "the quote before the drop")
+        assert (await watcher.recv())[0]["bp"] == 1.25
+        await emulator.add_fault("/v2/iex", "stream_disconnect", count=1)
+        [gap] = await watcher.recv()
+        await emulator.streams.wait_for_subscriber("iex", "quotes", "AAPL")
+        await emulator.streams.push("iex", [quote("AAPL", "1.5", 1)])
+        await eventually(lambda: len(got) == 2, "the quote after the reconnect")
+        assert (await watcher.recv())[0]["bp"] == 1.5
+    assert gap["T"] == "gap"
+    assert gap["from"] <= gap["to"]
+    assert "may be missing" in gap["msg"]
+    assert [m["bp"] for m in got] == [1.25, 1.5]  # alpaca-py ignored the gap message
+    assert gateway.metric("gateway_stream_gaps_total", feed="iex") == 1
+
+
+async def test_a_mute_socket_is_treated_as_dead_after_the_silence_setting(
+    emulator_process: EmulatorProcess, redis_url: str, tmp_path: Path, emulator: EmulatorControl
+) -> None:
+    with stream_gateway(emulator_process, redis_url, tmp_path, STREAM_SILENCE_S="1") as gateway:
+        got: list[dict[str, Any]] = []
+        async with running(bot(gateway, got, "AAPL")):
+            await emulator.streams.wait_for_subscriber("iex", "quotes", "AAPL")
+            first = (await emulator.streams.connections("iex"))[0]["id"]
+            await emulator.add_fault("/v2/iex", "stream_mute", count=1)
+
+            async def replaced() -> bool:
+                conns = await emulator.streams.connections("iex")
+                return (
+                    bool(conns)
+                    and conns[0]["id"] != first
+                    and bool(conns[0]["subscriptions"]["quotes"])
+                )
+
+            deadline = time.monotonic() + WAIT_S
+            while not await replaced():
+                assert time.monotonic() < deadline, "the mute connection was never replaced"
+                await asyncio.sleep(0.05)
+            await emulator.streams.push("iex", [quote("AAPL", "2.5")])
+            await eventually(lambda: len(got) == 1, "the quote on the new connection")
+        dropped = gateway.metric(
+            "gateway_stream_upstream_attempts_total", feed="iex", outcome="dropped"
+        )
+    assert dropped >= 1
+    assert got[0]["bp"] == 2.5
+
+
+async def test_a_client_that_stops_reading_is_told_and_dropped_while_others_get_everything(
+    emulator_process: EmulatorProcess, redis_url: str, tmp_path: Path, emulator: EmulatorControl
+) -> None:
+    # Each push below is one frame from Alpaca, hence one frame per client: a client that
+    # reads has at most a frame or two waiting, one that stopped fills its 8.
+    settings = {"STREAM_CLIENT_BUFFER_FRAMES": "8"}
+    with stream_gateway(emulator_process, redis_url, tmp_path, **settings) as gateway:
+        got: list[dict[str, Any]] = []
+        async with running(bot(gateway, got, "AAPL")), stalled_client(gateway) as stalled:
+            await authed(gateway, stalled, quotes=["AAPL"])
+            await emulator.streams.wait_for_subscriber("iex", "quotes", "AAPL")
+            await eventually(lambda: gateway_clients(gateway) == 2, "both clients")
+            pushed = 0
+            # The stalled client reads nothing more: the sockets' buffers fill (a few MB),
+            # then its buffer in the gateway, then it is dropped.
+            while gateway.metric("gateway_stream_slow_client_disconnects_total", feed="iex") == 0:
+                assert pushed < 100_000, "the stalled client was never disconnected"
+                batch = [quote("AAPL", f"{100 + (pushed + n) / 100:.2f}", pushed + n)
+                         for n in range(200)]  # fmt: skip
+                await emulator.streams.push("iex", batch)
+                pushed += len(batch)
+            await emulator.streams.push("iex", [quote("AAPL", "9.99", pushed)])
+            pushed += 1
+            await eventually(lambda: len(got) == pushed, "every quote for the reading bot")
+            told = await drain(stalled)
+        assert told[-1] == [{"T": "error", "code": 407, "msg": "slow client"}]
+        # The bot that kept reading got every quote, in order, none thinned out.
+        assert [m["t"].to_unix_nano() for m in got] == sorted(m["t"].to_unix_nano() for m in got)
+        assert got[-1]["bp"] == 9.99
+        assert gateway_clients(gateway) == 0
+
+
+def gateway_clients(gateway: StreamGateway) -> float:
+    return gateway.metric("gateway_stream_clients", feed="iex")
+
+
+@asynccontextmanager
+async def stalled_client(gateway: StreamGateway) -> AsyncIterator[Raw]:
+    """A JSON client whose socket takes almost nothing unless asked: a tiny receive buffer, a
+    websocket client that stops reading the socket after one queued frame, no compression."""
+    url = gateway.ws_url("/v2/iex")
+    parts = urlsplit(url)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port))
+    async with connect(
+        url, sock=sock, proxy=None, ping_interval=None, max_queue=1,
+        compression=None,  # compressed, a million similar quotes fit in the buffers
+        open_timeout=WAIT_S, close_timeout=1,
+    ) as ws:  # fmt: skip
+        client = Raw(ws, use_msgpack=False)
+        assert await client.recv() == [{"T": "success", "msg": "connected"}]
+        yield client
+
+
+async def drain(client: Raw) -> list[Any]:
+    """Every frame left until the gateway closes the connection."""
+    frames = []
+    try:
+        while True:
+            frames.append(await client.recv())
+    except ConnectionClosed:
+        return frames
