@@ -4,6 +4,7 @@ needed: the stack the README promises, with the emulator only under the demo pro
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,14 +36,37 @@ def compose_config(*profiles: str) -> dict[str, Any]:
     return config
 
 
+GATEWAYS = ["gateway-1", "gateway-2", "gateway-3"]
+
+
 def test_compose_file_is_valid_and_has_the_whole_stack() -> None:
     services = compose_config()["services"]
 
-    assert set(services) == {"gateway", "redis", "postgres", "prometheus", "grafana"}
-    gateway = services["gateway"]
-    assert gateway["environment"]["REDIS_URL"].startswith("redis://redis:")
-    assert gateway["environment"]["DATABASE_URL"].startswith("postgresql://")
-    assert "8000" in json.dumps(gateway["ports"])
+    assert set(services) == {*GATEWAYS, "balancer", "redis", "postgres", "prometheus", "grafana"}
+    for name in GATEWAYS:
+        environment = services[name]["environment"]
+        assert environment["REDIS_URL"].startswith("redis://redis:")
+        assert environment["DATABASE_URL"].startswith("postgresql://")
+        # Each replica names itself as Prometheus names it; all know how many share the budget.
+        assert environment["GATEWAY_INSTANCE"] == name
+        assert environment["GATEWAY_EXPECTED_INSTANCES"] == str(len(GATEWAYS))
+        assert not services[name].get("ports"), "replicas are reached through the balancer"
+    assert "8000" in json.dumps(services["balancer"]["ports"])
+
+
+def test_the_balancer_and_prometheus_know_every_replica() -> None:
+    services = compose_config()["services"]
+    config = yaml.safe_load((REPO_ROOT / "config" / "prometheus.yml").read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "gateway"]
+    (static,) = job["static_configs"]
+    nginx = (REPO_ROOT / "config" / "nginx.conf").read_text()
+
+    replicas = sorted(name for name in services if name.startswith("gateway-"))
+    assert replicas == GATEWAYS
+    assert static["targets"] == [f"{name}:8000" for name in replicas]
+    assert re.findall(r"^\s*server (\S+:\d+)", nginx, re.MULTILINE) == static["targets"]
+    mounts = {v["target"]: v["source"] for v in services["balancer"]["volumes"]}
+    assert Path(mounts["/etc/nginx/nginx.conf"]) == REPO_ROOT / "config" / "nginx.conf"
 
 
 def test_demo_profile_adds_the_emulator() -> None:

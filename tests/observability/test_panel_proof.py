@@ -5,9 +5,10 @@ every dashboard panel must return data; every alert rule must evaluate healthily
 
 The load covers what the panels read: cache miss / hit / shared / stale / negative, batch
 quotes, trades, snapshots, bars, the clock, an unknown symbol, a symbol with no data, a bad
-symbol, an unknown route, upstream 500s and timeouts, and enough failures to open the data
-breaker (which then half-opens and closes again). Counters for outcomes that never happened do
-not exist, so a panel with no series here would show "No data" in production too.
+symbol, an unknown route, upstream 500s and timeouts, enough failures to open the data
+breaker (which then half-opens and closes again), and a bot on the iex stream receiving
+quotes. Counters for outcomes that never happened do not exist, so a panel with no series here
+would show "No data" in production too.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from tests.observability.support import (
     panel_targets,
 )
 from tests.served import ServedGateway, emulator_env
+from tests.support.streams import quote, raw
 
 pytestmark = pytest.mark.integration
 
@@ -206,6 +208,22 @@ def seed(now: datetime) -> dict[str, Any]:
     return {"quote": quote, "trade": trade, "bar": bar}
 
 
+async def stream_quotes(gateway: httpx.AsyncClient, emulator: EmulatorControl) -> None:
+    """A bot on the iex stream (anonymous, as the data routes here) receives three quotes: the
+    stream panels' clients, messages, delivery lag, connection state and leader have series."""
+    url = str(gateway.base_url).rstrip("/").replace("http://", "ws://") + "/alpaca/v2/iex"
+    async with raw(url, use_msgpack=True) as bot:
+        assert await bot.auth_reply("", "") == [{"T": "success", "msg": "authenticated"}]
+        await bot.send({"action": "subscribe", "quotes": ["AAPL"]})
+        await bot.recv()
+        await emulator.streams.wait_for_subscriber("iex", "quotes", "AAPL")
+        ticks = [quote("AAPL", bid, n) for n, bid in enumerate(("101.25", "101.26", "101.27"))]
+        await emulator.streams.push("iex", ticks, per_frame=1)
+        received: list[Any] = []
+        while len(received) < len(ticks):
+            received += await bot.recv()
+
+
 async def drive_load(gateway: httpx.AsyncClient, emulator: EmulatorControl) -> None:
     values = seed(datetime.now(UTC))
     await emulator.set_state(
@@ -247,7 +265,8 @@ async def drive_load(gateway: httpx.AsyncClient, emulator: EmulatorControl) -> N
         await gateway.get("/v1/stocks/a..b/quote")  # VALIDATION_ERROR
         await gateway.get("/v1/nowhere")  # ROUTE_NOT_FOUND
 
-    # 1. healthy traffic
+    # 1. healthy traffic, a streaming bot among it
+    await stream_quotes(gateway, emulator)
     for _ in range(6):
         await healthy_round()
         await asyncio.sleep(0.4)

@@ -38,6 +38,7 @@ from tests.performance.fleet import (
 )
 from tests.performance.report import Report, Results, table
 from tests.performance.runners import Cores, LoadResult, Tools
+from tests.performance.scaleout import fleet_rows
 from tests.performance.seed import quote_wire
 
 RUN_S = 4  # each closed-loop run
@@ -206,8 +207,10 @@ async def run_bench(
     async with EmulatorControl(emulator.base_url) as control:
         bench = Bench(Fleet(emulator, control, cores, servers), tools, rounds)
         await bench.run()
+        # Several instances behind nginx, after the single-process rows (nothing else runs).
+        several = await fleet_rows(emulator, control, tools, servers[0], rounds)
     report = Report(bench.results)
-    rows = report.rows()
+    rows = [*report.rows(), *several]
     footer = [
         "",
         f"closed loop: {'wrk -t1' if tools.load == 'wrk' else 'aioload'} -c{CONNECTIONS},"

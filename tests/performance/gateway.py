@@ -31,8 +31,10 @@ def gateway_env(
         ALPACA_API_KEY_ID=emulator.key_id,
         ALPACA_API_SECRET_KEY=emulator.secret_key,
         UPSTREAM_SOURCE_NAME="emulator",
-        # Measures the data path itself; a keyed request adds one cached key check on top.
+        # Measures the data path itself; a keyed request adds one cached key check and one
+        # quota take on top (anonymous callers' shared quota is off here for the same reason).
         GATEWAY_ANONYMOUS_DATA="true",
+        ANONYMOUS_QUOTA_PER_MINUTE="0",
         EMBEDDED_DB_PATH=str(store_dir / "gateway.sqlite3"),
         CLOCK_POLL_INTERVAL_S="0",
     )
