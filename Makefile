@@ -14,9 +14,11 @@ BIN := $(VENV)/bin
 # Written after a successful install; older than a requirements file means "reinstall".
 STAMP := $(VENV)/.requirements.stamp
 PYTEST_ARGS ?=
+# pytest-xdist workers; each runs whole files (their fixtures and fleets stay together). 0: none.
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint typecheck fmt demo kit bench clean
+.PHONY: help venv run test lint typecheck fmt demo kit bench bench-streams chaos soak clean
 
 help:
 	@echo "make venv       create $(VENV) and install requirements-dev.txt (only when changed)"
@@ -25,6 +27,9 @@ help:
 	@echo "make demo       the gateway in front of the Alpaca emulator, with curl commands"
 	@echo "make kit        gateway + emulator for a bot's CI (SCENARIO=file PORT=n KIT_ARGS=--detach)"
 	@echo "make bench      gateway vs bare app vs nginx (SERVER=granian|uvicorn|both, ROUNDS=n, LOAD=aio)"
+	@echo "make bench-streams  stream fan-out: CLIENTS (1000) x SYMBOLS (10) x TICKS (10), p50/p99"
+	@echo "make chaos      faults under load (Redis, PostgreSQL, SIGKILL, upstream), one line of figures each"
+	@echo "make soak       mixed traffic for minutes (DURATION=s, 300): memory, series, store must stay flat"
 	@echo "make lint       ruff format --check and ruff check"
 	@echo "make typecheck  mypy --strict on app/ and tests/emulator/"
 	@echo "make fmt        ruff format and ruff check --fix"
@@ -63,6 +68,18 @@ bench: venv
 	tests/performance/ensure-tools.sh $(if $(filter aio,$(LOAD)),nginx,wrk nginx)
 	$(BIN)/python -m tests.performance --server $(or $(SERVER),granian) --load $(or $(LOAD),wrk) $(if $(ROUNDS),--rounds $(ROUNDS))
 
+# One upstream connection fanned out to CLIENTS stream clients; figures only (README "Streams").
+bench-streams: venv
+	$(BIN)/python -m tests.performance.stream_fanout $(or $(CLIENTS),1000) $(or $(SYMBOLS),10) $(or $(TICKS),10)
+
+# tests/chaos and tests/soak run real processes (gateway, emulator, throwaway Redis and
+# PostgreSQL on free ports, never the shared ones); make test runs a short chaos pass.
+chaos: venv
+	$(BIN)/python -m tests.chaos
+
+soak: venv
+	$(BIN)/python -m tests.soak $(if $(DURATION),--duration $(DURATION))
+
 # --- checks -----------------------------------------------------------------------------------
 
 lint: venv
@@ -78,11 +95,13 @@ fmt: venv
 
 # with-services.sh exports REDIS_URL/DATABASE_URL (a running server or a throwaway one it stops
 # afterwards). pytest's exit 5 means "no tests collected": a failure here, never a pass.
-# Prometheus/promtool prove the dashboards and alert rules; installed from Debian when missing.
+# Prometheus/promtool prove the dashboards and alert rules, nginx balances the replicas of the
+# scale-out tests (tests/support/fleet.py); installed from Debian when missing.
 test: lint typecheck
 	tests/infra/ensure-prometheus.sh
+	tests/performance/ensure-tools.sh nginx
 	@status=0; \
-	tests/infra/with-services.sh $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
+	tests/infra/with-services.sh $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
 

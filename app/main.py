@@ -11,14 +11,19 @@ import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from loguru import logger
-from redis.asyncio import Redis
 
-from app.alpaca.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from app.alpaca.breaker import BreakerConfig, BreakerState
+from app.alpaca.breaker_sync import BreakerSync
+from app.alpaca.budget import Budget, Lane, LaneConfig, LocalBudget, account_tag
 from app.alpaca.market_data import StockDataClient
 from app.alpaca.options import OptionContractsClient, OptionDataClient
+from app.alpaca.shared_breaker import BreakerChange, SharedBreaker
+from app.alpaca.shared_budget import SharedBudget, lane_key
 from app.alpaca.trading import TradingAccountClient, TradingClient
 from app.alpaca.transport import (
     AlpacaTransport,
@@ -30,10 +35,11 @@ from app.alpaca.transport import (
 )
 from app.api import alpaca, clock, docs, options, stocks, system, trading
 from app.api.hot import GatewayApp, HotRoute, HotRoutes, dispatch
-from app.api.middleware import RequestContextMiddleware
+from app.api.middleware import RequestContextMiddleware, cors_options
 from app.api.openapi import operation_id, problem_openapi
+from app.api.ops_listener import OpsListener, ops_app
 from app.api.problems import add_exception_handlers, internal_response, problem_response
-from app.cache import Cache, MemoryCache, RedisCache, fail_fast_redis
+from app.cache import Cache, MemoryCache, RedisCache, RedisClient, fail_fast_redis
 from app.keys import KeyRing
 from app.logs import logger_level_no, setup_logging
 from app.metrics import UPSTREAMS, Metrics
@@ -46,8 +52,10 @@ from app.reads.options import OptionReads
 from app.reads.read_through import ReadThrough, Served
 from app.reads.stocks import StockReads
 from app.settings import Settings, load_settings
+from app.shared_flights import SharedFlights
 from app.state import GatewayState
 from app.storage import EmbeddedStore, ErrorLogRetention, ErrorLogWriter, PostgresStore, Store
+from app.streams import open_stream_hub
 
 VERSION = "0.1.0"
 
@@ -65,15 +73,93 @@ def _breaker_config(settings: Settings) -> BreakerConfig:
     )
 
 
-def _on_transition(metrics: Metrics) -> Callable[[str, BreakerState, BreakerState], None]:
-    def transition(name: str, before: BreakerState, after: BreakerState) -> None:
+def _on_breaker_change(metrics: Metrics) -> Callable[[BreakerChange], None]:
+    def change(event: BreakerChange) -> None:
+        name, before, after = event.upstream, event.before, event.after
+        metrics.breaker_source(name, event.source)
+        if before is after:
+            return  # the state source changed (Redis left or came back); breaker_sync logs it
         metrics.breaker_transition(name, before.value, after.value, after.gauge_value)
-        log = logger.bind(upstream=name, from_state=before.value, to_state=after.value)
+        if after is BreakerState.OPEN and event.by is not None:
+            metrics.breaker_opened_by(name, event.by)
+        log = logger.bind(
+            upstream=name,
+            from_state=before.value,
+            to_state=after.value,
+            breaker_source=event.source,
+            by_instance=event.by,
+        )
         (log.warning if after is BreakerState.OPEN else log.info)(
-            "circuit breaker {} {} -> {}", name, before.value, after.value
+            "circuit breaker {} {} -> {} ({}{})",
+            name,
+            before.value,
+            after.value,
+            event.source,
+            "" if event.by is None else f", by {event.by}",
         )
 
-    return transition
+    return change
+
+
+def _budgets(settings: Settings, metrics: Metrics, redis: RedisClient | None) -> dict[Lane, Budget]:
+    """Each Alpaca host's lane of the account's rate budget: in Redis, shared by every instance
+    (each falling back to its share while Redis is away), or without Redis this process's own
+    (the whole budget, split among the server's workers)."""
+    key_id = settings.alpaca_api_key_id
+    account = account_tag(key_id.get_secret_value() if key_id else "")
+    lanes: dict[Lane, tuple[LaneConfig, float]] = {
+        "data": (
+            LaneConfig(settings.alpaca_data_budget_per_minute, settings.alpaca_data_budget_burst),
+            max(settings.data_timeout_s, settings.options_timeout_s),
+        ),
+        "trading": (
+            LaneConfig(
+                settings.alpaca_trading_budget_per_minute,
+                settings.alpaca_trading_budget_burst,
+                settings.alpaca_order_budget_reserve,
+                settings.alpaca_order_budget_wait_s,
+            ),
+            max(settings.trading_timeout_s, settings.reference_timeout_s),
+        ),
+    }
+    budgets: dict[Lane, Budget] = {}
+    for lane, (config, probe_lease_s) in lanes.items():
+        metrics.budget_configured(lane, config.per_minute)
+        if redis is None:
+            share = config.share(settings.gateway_workers)
+            budgets[lane] = LocalBudget(lane, share, probe_lease_s=probe_lease_s)
+            continue
+        share = config.share(settings.gateway_expected_instances * settings.gateway_workers)
+        budgets[lane] = SharedBudget(
+            lane,
+            config,
+            redis,
+            metrics,
+            key=lane_key(settings.cache_namespace, account, lane),
+            fallback=LocalBudget(lane, share, probe_lease_s=probe_lease_s),
+            probe_lease_s=probe_lease_s,
+            timeout_s=settings.redis_timeout_s,
+        )
+    return budgets
+
+
+def _quotas(
+    settings: Settings, metrics: Metrics, redis: RedisClient | None, per_minute: int
+) -> Quotas:
+    """Token buckets at `per_minute`, shared through Redis when there is one (each instance
+    falling back to its own while Redis fails)."""
+    local = MemoryQuotas(per_minute, settings.key_quota_burst)
+    if redis is None:
+        return local
+    return RedisQuotas(
+        redis,
+        per_minute,
+        settings.key_quota_burst,
+        namespace=settings.cache_namespace,
+        fallback=local,
+        timeout_s=settings.redis_timeout_s,
+        on_error=metrics.cache_backend_error,
+    )
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -82,8 +168,15 @@ def _secrets(settings: Settings) -> list[str]:
         settings.alpaca_api_secret_key,
         settings.redis_url,
         settings.database_url,
+        settings.ops_key,
     )
-    return [v.get_secret_value() for v in values if v is not None]
+    secrets = [v.get_secret_value() for v in values if v is not None]
+    # A URL's password alone, too: a driver's message may quote it without the rest of the URL.
+    for url in (settings.redis_url, settings.database_url):
+        password = urlsplit(url.get_secret_value()).password if url is not None else None
+        if password:
+            secrets.extend({password, unquote(password)})
+    return secrets
 
 
 def create_app(settings: Settings, *, freeze_after_startup: bool = False) -> GatewayApp:
@@ -101,6 +194,16 @@ def create_app(settings: Settings, *, freeze_after_startup: bool = False) -> Gat
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
             state = await _build_state(settings, metrics, stack)
+            if settings.ops_access == "internal":
+                # /metrics and /ready's details on a port the public network does not reach.
+                listener = OpsListener(
+                    ops_app(state),
+                    settings.ops_host,
+                    settings.ops_port,
+                    settings.gateway_header_read_timeout_s,
+                )
+                await listener.start()
+                stack.push_async_callback(listener.aclose)
             if freeze_after_startup:
                 # Frozen, start-up's objects are not rescanned by every full collection, which
                 # shortens GC pauses on the request path.
@@ -146,12 +249,18 @@ def create_app(settings: Settings, *, freeze_after_startup: bool = False) -> Gat
     app.include_router(alpaca.router)
     app.include_router(docs.router)
     access_log = logger_level_no(settings.log_level) <= logger_level_no("INFO")
+    cors = cors_options(settings.cors_origins) if settings.cors_origins else None
+    if cors is not None:
+        # Added first, so it runs inside the request middleware: a preflight answer gets the
+        # request id and the security headers too.
+        app.add_middleware(CORSMiddleware, **cors)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,
         on_unhandled=internal_response,
         on_error=problem_response,
         max_body_bytes=settings.max_body_bytes,
+        body_read_timeout_s=settings.gateway_body_read_timeout_s,
         access_log=access_log,
     )
     app.hot_routes = HotRoutes(
@@ -162,7 +271,7 @@ def create_app(settings: Settings, *, freeze_after_startup: bool = False) -> Gat
         ]
     )
     app.hot_front = RequestContextMiddleware(
-        dispatch,
+        dispatch if cors is None else CORSMiddleware(dispatch, **cors),
         metrics=metrics,
         on_unhandled=internal_response,
         on_error=problem_response,
@@ -176,13 +285,28 @@ def create_app(settings: Settings, *, freeze_after_startup: bool = False) -> Gat
 
 async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitStack) -> GatewayState:
     cache: Cache
-    redis: Redis | None = None
+    redis: RedisClient | None = None
+    coordination: RedisClient | None = None
+    shared_flights: SharedFlights | None = None
     if settings.redis_url is not None:
         # One client for the cache and the quotas, closed last of what uses it.
         redis = fail_fast_redis(
-            settings.redis_url.get_secret_value(), timeout_s=settings.redis_timeout_s
+            settings.redis_url.get_secret_value(),
+            timeout_s=settings.redis_timeout_s,
+            cluster=settings.redis_cluster,
         )
         stack.push_async_callback(redis.aclose)
+        # Another for what the instances arrange together (shared flights, the rate budget,
+        # the breakers' verdicts):
+        # in a cold burst a busy event loop reads Redis's answers late, past the cache's
+        # fail-fast timeout, and coordination given up for that costs an extra call to Alpaca.
+        # Each of them bounds its own calls (half a lease; the budget's own floor).
+        coordination = fail_fast_redis(
+            settings.redis_url.get_secret_value(),
+            timeout_s=max(settings.redis_timeout_s, settings.shared_flight_lease_s / 2),
+            cluster=settings.redis_cluster,
+        )
+        stack.push_async_callback(coordination.aclose)
         redis_cache = RedisCache(
             redis,
             metrics,
@@ -194,6 +318,19 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
         metrics.watch_size("near_cache", redis_cache.sizes)
         await redis_cache.ping()  # reports the state at start; failure is not fatal (fail open)
         cache = redis_cache
+        if settings.shared_flights:
+            shared_flights = SharedFlights(
+                coordination,
+                redis_cache,
+                metrics,
+                owner=settings.instance_name,
+                lease_s=settings.shared_flight_lease_s,
+                wait_s=settings.shared_flight_wait_s,
+                poll_s=settings.shared_flight_poll_s,
+                channel=f"{settings.cache_namespace}:landed",
+            )
+            shared_flights.start()  # listens for landing notices; stopped before Redis closes
+            stack.push_async_callback(shared_flights.aclose)
     else:
         memory_cache = MemoryCache(settings.cache_max_entries, settings.cache_max_bytes)
         metrics.watch_size("value_cache", memory_cache.sizes)
@@ -201,10 +338,29 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
     stack.push_async_callback(cache.close)
 
     config = _breaker_config(settings)
+    instance = settings.instance_name
     breakers = {
-        name: CircuitBreaker(name, config, on_transition=_on_transition(metrics))
+        name: SharedBreaker(name, config, instance=instance, on_change=_on_breaker_change(metrics))
         for name in UPSTREAMS
     }
+    if coordination is not None and settings.breaker_shared:
+        # One verdict per upstream for all instances; stopped before the Redis client closes.
+        # On the coordination client, each call bounded by half a sync interval: the requests
+        # never wait on it (breakers decide in-process and the sync runs beside them), and a
+        # call given up because a busy loop read Redis late would make this instance decide
+        # alone for an interval.
+        breaker_sync = BreakerSync(
+            coordination,
+            breakers.values(),
+            config,
+            namespace=settings.cache_namespace,
+            instance=instance,
+            interval_s=settings.breaker_sync_interval_s,
+            timeout_s=max(settings.redis_timeout_s, settings.breaker_sync_interval_s / 2),
+            on_error=metrics.breaker_redis_error,
+        )
+        await breaker_sync.start()
+        stack.push_async_callback(breaker_sync.aclose)
     credentials = None
     # An empty value (ALPACA_API_KEY_ID= in config/.env) is "not configured", not a key.
     if settings.alpaca_api_key_id and settings.alpaca_api_secret_key:
@@ -227,7 +383,16 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
     # with its own timeouts.
     data_session = session(data_timeouts)
     trading_session = session(trading_timeouts)
-    data = AlpacaTransport("data", settings.data_base_url, data_session, breakers["data"], metrics)
+    # Alpaca counts calls per account and host: each host's two upstreams spend one budget.
+    budgets = _budgets(settings, metrics, coordination)
+    data = AlpacaTransport(
+        "data",
+        settings.data_base_url,
+        data_session,
+        breakers["data"],
+        metrics,
+        budget=budgets["data"],
+    )
     options = AlpacaTransport(
         "options",
         settings.data_base_url,
@@ -235,6 +400,7 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
         breakers["options"],
         metrics,
         timeouts=options_timeouts,
+        budget=budgets["data"],
     )
     trading = AlpacaTransport(
         "trading",
@@ -243,6 +409,7 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
         breakers["trading"],
         metrics,
         exact_numbers=True,
+        budget=budgets["trading"],
     )
     # Reference data the read path consults (assets, contracts, clock) shares the trading host
     # but not its breaker: a flood of unknown symbols must not open the door orders go through.
@@ -254,6 +421,7 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
         metrics,
         timeouts=Timeouts(settings.reference_timeout_s, settings.reference_connect_timeout_s),
         exact_numbers=True,
+        budget=budgets["trading"],
     )
     store = await _open_store(settings)
     stack.push_async_callback(store.close)
@@ -269,23 +437,22 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
     error_log.start()
     stack.push_async_callback(error_log.aclose)
     keys = KeyRing(
-        store, ttl_s=settings.key_cache_ttl_s, max_entries=settings.key_cache_max_entries
+        store,
+        ttl_s=settings.key_cache_ttl_s,
+        miss_ttl_s=settings.key_miss_ttl_s,
+        store_timeout_s=settings.key_store_timeout_s,
+        stale_grace_s=settings.key_stale_grace_s,
+        max_entries=settings.key_cache_max_entries,
     )
     metrics.watch_size("key_cache", lambda: (keys.size(), None))
     stack.push_async_callback(keys.aclose)
     store.watch_revocations(keys.on_revoked)
-    local_quotas = MemoryQuotas(settings.key_quota_per_minute, settings.key_quota_burst)
-    quotas: Quotas = local_quotas
-    if redis is not None:
-        quotas = RedisQuotas(
-            redis,
-            settings.key_quota_per_minute,
-            settings.key_quota_burst,
-            namespace=settings.cache_namespace,
-            fallback=local_quotas,
-            timeout_s=settings.redis_timeout_s,
-            on_error=metrics.cache_backend_error,
-        )
+    quotas = _quotas(settings, metrics, redis, settings.key_quota_per_minute)
+    anonymous_quotas = (
+        _quotas(settings, metrics, redis, settings.anonymous_quota_per_minute)
+        if settings.anonymous_quota_per_minute > 0
+        else None
+    )
     trading_client = TradingAccountClient(trading)
     orders = OrderDesk(
         trading_client,
@@ -313,6 +480,7 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
         stale_retention_s=settings.cache_stale_retention_s,
         clock_skew_tolerance_s=settings.clock_skew_tolerance_ms / 1000,
         max_flight_keys=settings.flights_max_keys,
+        shared=shared_flights,
     )
     metrics.watch_size("flights", lambda: (read_through.flights(), None))
     reference_assets = TradingClient(reference)
@@ -327,25 +495,31 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
         contract_ttl_s=settings.cache_option_contracts_ttl_s,
     )
     reads = StockReads(StockDataClient(data), reference_assets, missing, read_through, settings)
+    metrics.watch_size("bar_spans", lambda: (reads.bar_spans(), None))
     option_reads = OptionReads(
         OptionDataClient(options), option_contracts, missing, read_through, settings
     )
+    # Closed first at shutdown (pushed last): clients and upstream connections end cleanly.
+    streams = open_stream_hub(settings, metrics, credentials, cache, redis)
+    stack.push_async_callback(streams.aclose)
     return GatewayState(
         settings=settings,
         metrics=metrics,
         cache=cache,
         breakers=breakers,
         stocks=reads,
+        alpaca=AlpacaReads(data, options, read_through, settings),
+        transports={"data": data, "options": options, "trading": trading, "reference": reference},
         options=option_reads,
         trading=trading_client,
         orders=orders,
         store=store,
         keys=keys,
-        alpaca=AlpacaReads(data, options, read_through, settings),
-        transports={"data": data, "options": options, "trading": trading, "reference": reference},
         quotas=quotas,
+        anonymous_quotas=anonymous_quotas,
         error_log=error_log,
         source=settings.source_name,
+        streams=streams,
     )
 
 

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from app.alpaca.budget import LANES, THROTTLE_REASONS, Lane, ThrottleReason
 from app.errors import ErrorCode, Upstream
 
 # Every label value is one of a closed set, typed: mypy refuses a value the set lacks, and the
@@ -52,12 +53,24 @@ DataKind = Literal[
     "alpaca_option_snapshot",
     "alpaca_page",
 ]
-ServedAs = Literal["miss", "hit", "shared", "stale"]
+ServedAs = Literal["miss", "hit", "shared", "stale", "stream"]
 Dependency = Literal["redis"]
-Structure = Literal["value_cache", "near_cache", "flights", "key_cache"]
+Structure = Literal["value_cache", "near_cache", "flights", "key_cache", "bar_spans"]
 # What the order sweep made of an unsettled audit row (app/order_sweep.py).
 SweepResult = Literal["reconciled", "never_placed", "still_unknown"]
 SWEEP_RESULTS: tuple[SweepResult, ...] = get_args(SweepResult)
+# How a key this instance missed got its one upstream call across instances (app/shared_flights.py).
+SharedFlightResult = Literal["led", "followed", "took_over", "timed_out", "unshared"]
+SHARED_FLIGHT_RESULTS: tuple[SharedFlightResult, ...] = get_args(SharedFlightResult)
+# Real-time streams (app/streams): the feeds, what an upstream connection attempt came to, and
+# the upstream connection's state as a gauge value (app/streams/upstream.py UpstreamState).
+StreamDirection = Literal["in", "out"]
+# What became of a streamed quote or trade offered to the REST cache (app/streams/refresh.py).
+StreamRefresh = Literal["stored", "kept_newer", "refused"]
+StreamAttempt = Literal[
+    "connected", "failed", "dropped", "connection_limit", "rate_limited", "refused"
+]
+STREAM_ATTEMPTS: tuple[StreamAttempt, ...] = get_args(StreamAttempt)
 UPSTREAMS: tuple[Upstream, ...] = get_args(Upstream)
 UPSTREAM_OUTCOMES: tuple[UpstreamOutcome, ...] = get_args(UpstreamOutcome)
 CACHE_RESULTS: tuple[CacheResult, ...] = get_args(CacheResult)
@@ -86,6 +99,12 @@ UPSTREAM_ENDPOINTS = {
 HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 AGE_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400, 604800)
+# A stream frame's time inside the gateway, from 100 µs (fan-out on an idle instance) up to the
+# seconds a client may lag before its buffer fills and it is disconnected.
+STREAM_LAG_BUCKETS = (
+    *(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+    *(0.25, 0.5, 1, 2.5, 5),
+)
 
 
 class Metrics:
@@ -151,6 +170,45 @@ class Metrics:
             multiprocess_mode="mostrecent",
             registry=r,
         )
+        # The account's rate budget per lane (app/alpaca/budget.py), shared by the instances.
+        self._budget_per_minute = Gauge(
+            "gateway_upstream_budget_per_minute",
+            "The Alpaca rate budget configured per lane (data: data and options; trading:"
+            " trading and reference), calls per minute for the whole account",
+            ["lane"],
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self._budget_remaining = Gauge(
+            "gateway_upstream_budget_remaining",
+            "Calls the lane's budget would let an order-priority call make at once, as this"
+            " instance last saw it (the shared budget, or its own share while Redis is away)",
+            ["lane"],
+            multiprocess_mode="mostrecent",
+            registry=r,
+        )
+        self._budget_throttled = Counter(
+            "gateway_upstream_throttled_total",
+            "Calls held back before Alpaca by lane and reason: budget (the lane's budget is"
+            " spent) or alpaca_block (Alpaca answered 429 or Remaining 0: no call until its"
+            " reset, then one probe)",
+            ["lane", "reason"],
+            registry=r,
+        )
+        self._budget_fallback = Gauge(
+            "gateway_upstream_budget_fallback",
+            "1 while this instance spends its own share of the budget because Redis failed",
+            ["lane"],
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self._budget_wait = Histogram(
+            "gateway_upstream_budget_wait_seconds",
+            "How long order-priority calls waited for their cell of the budget",
+            ["lane"],
+            buckets=UPSTREAM_BUCKETS,
+            registry=r,
+        )
         self._breaker_state = Gauge(
             "gateway_circuit_breaker_state",
             "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open",
@@ -164,6 +222,28 @@ class Metrics:
             ["upstream", "from_state", "to_state"],
             registry=r,
         )
+        self._breaker_source = Gauge(
+            "gateway_circuit_breaker_state_source",
+            "1 for where each breaker's state comes from: shared (the fleet's, in Redis) or"
+            " local (this instance alone: no Redis, or Redis not answering)",
+            ["upstream", "source"],
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self._breaker_opened_by = Gauge(
+            "gateway_circuit_breaker_opened_by_info",
+            "1 for the instance (GATEWAY_INSTANCE:pid) whose calls last opened each breaker;"
+            " one series per upstream, replaced at each opening",
+            ["upstream", "opened_by"],
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self._breaker_redis_errors = Counter(
+            "gateway_circuit_breaker_redis_errors_total",
+            "Shared-breaker calls to Redis that failed (the breakers then decide locally)",
+            registry=r,
+        )
+        self._opened_by: dict[str, str] = {}
         self._cache_requests = Counter(
             "gateway_cache_requests_total",
             "Cache lookups by data kind and result (hit, miss, shared, stale, negative)",
@@ -215,7 +295,8 @@ class Metrics:
         self._inprocess_entries = Gauge(
             "gateway_inprocess_entries",
             "Entries held by each bounded in-process structure (value_cache: quotes, errors and"
-            " asset lookups; near_cache: the one in front of Redis; flights; key_cache)",
+            " asset lookups; near_cache: the one in front of Redis; flights; key_cache;"
+            " bar_spans: closed bar ranges a later start shares)",
             ["structure"],
             multiprocess_mode="max",
             registry=r,
@@ -242,6 +323,94 @@ class Metrics:
             multiprocess_mode="mostrecent",
             registry=r,
         )
+        self._shared_flight_keys = Counter(
+            "gateway_shared_flight_keys_total",
+            "Keys this instance missed, by how the instances' one upstream call was arranged"
+            " through Redis: led (this instance held the lease and called Alpaca), followed"
+            " (another instance's call answered it), took_over (the lease came free during the"
+            " wait: its holder released it without a value, or died and the lease lapsed; then"
+            " this instance called), timed_out (SHARED_FLIGHT_WAIT_S ran out: UPSTREAM_TIMEOUT),"
+            " unshared (Redis unavailable: called Alpaca without asking, as one instance does)",
+            ["result"],
+            registry=r,
+        )
+        self._shared_flight_wait = Histogram(
+            "gateway_shared_flight_wait_seconds",
+            "How long a key waited for another instance's upstream call, by how the wait ended"
+            " (followed, took_over, timed_out)",
+            ["result"],
+            buckets=UPSTREAM_BUCKETS,
+            registry=r,
+        )
+        self._stream_clients = Gauge(
+            "gateway_stream_clients",
+            "Clients connected to the gateway's real-time stream of each Alpaca feed",
+            ["feed"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self._stream_messages = Counter(
+            "gateway_stream_messages_total",
+            "Stream messages received from Alpaca (in) and written to clients (out, one per"
+            " client), by feed",
+            ["feed", "direction"],
+            registry=r,
+        )
+        self._stream_delivery_lag = Histogram(
+            "gateway_stream_delivery_lag_seconds",
+            "Time from a stream frame's arrival at this instance (from Alpaca, or from the"
+            " leader instance's relay) to its write to a client, one per client frame, by feed",
+            ["feed"],
+            buckets=STREAM_LAG_BUCKETS,
+            registry=r,
+        )
+        self._stream_slow_clients = Counter(
+            "gateway_stream_slow_client_disconnects_total",
+            "Stream clients disconnected because their buffer (STREAM_CLIENT_BUFFER_FRAMES)"
+            " filled: they were told (error 407 slow client), never fed a thinned stream",
+            ["feed"],
+            registry=r,
+        )
+        self._stream_upstream_state = Gauge(
+            "gateway_stream_upstream_state",
+            "This instance's connection to each Alpaca feed: 0 idle (no client asked yet),"
+            " 1 connecting, 2 streaming, 3 backing off before reconnecting",
+            ["feed"],
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self._stream_leader = Gauge(
+            "gateway_stream_leader",
+            "1 while this instance holds the feed's one upstream connection for every instance"
+            " (with Redis: holds the feed's lease; without: a client here asked for the feed)",
+            ["feed"],
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self._stream_upstream_attempts = Counter(
+            "gateway_stream_upstream_attempts_total",
+            "Connections to Alpaca's feeds by how each ended or began: connected, failed,"
+            " dropped (lost or silent past STREAM_SILENCE_S), connection_limit (406),"
+            " rate_limited (429 at the upgrade), refused (402 auth failed, 409 insufficient"
+            " subscription)",
+            ["feed", "outcome"],
+            registry=r,
+        )
+        self._stream_gaps = Counter(
+            "gateway_stream_gaps_total",
+            "Times a feed's upstream connection was lost and re-established: Alpaca replays"
+            " nothing, so clients were told (a `gap` message) that messages may be missing",
+            ["feed"],
+            registry=r,
+        )
+        self._stream_cache_refreshes = Counter(
+            "gateway_stream_cache_refreshes_total",
+            "Streamed quotes and trades offered to the REST cache, by cache kind and result:"
+            " stored, kept_newer (the cache held a newer value), refused (unreadable, or"
+            " observed ahead of the gateway's clock)",
+            ["kind", "result"],
+            registry=r,
+        )
         self._sizes: dict[str, Callable[[], tuple[int, int | None]]] = {}
         # Every label set here comes from a closed set (codes, upstreams, endpoints, outcomes).
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
@@ -252,6 +421,8 @@ class Metrics:
         # An unset label child is not exported; dashboards would show "No data" instead of 0.
         for upstream in UPSTREAMS:
             self._breaker_state.labels(upstream).set(0)
+            self._breaker_source.labels(upstream, "local").set(1)
+            self._breaker_source.labels(upstream, "shared").set(0)
             for endpoint in UPSTREAM_ENDPOINTS[upstream]:
                 for outcome in UPSTREAM_OUTCOMES:
                     self._upstream_requests.labels(upstream, endpoint, outcome)
@@ -261,8 +432,14 @@ class Metrics:
         for code in ErrorCode:
             self._http_errors.labels(code.name)
         self._cache_backend_errors.labels("redis")
+        for lane in LANES:
+            self._budget_fallback.labels(lane).set(0)
+            for reason in THROTTLE_REASONS:
+                self._budget_throttled.labels(lane, reason)
         for swept in SWEEP_RESULTS:
             self._order_sweep_rows.labels(swept)
+        for shared in SHARED_FLIGHT_RESULTS:
+            self._shared_flight_keys.labels(shared)
 
     # --- what the gateway records, one named method each ----------------------------------------
     def http_request(self, method: str, route: str, status: int, duration_s: float) -> None:
@@ -326,9 +503,42 @@ class Metrics:
     def upstream_budget(self, upstream: Upstream, remaining: float) -> None:
         self._upstream_budget_remaining.labels(upstream).set(remaining)
 
+    def budget_configured(self, lane: Lane, per_minute: int) -> None:
+        self._budget_per_minute.labels(lane).set(per_minute)
+
+    def budget_remaining(self, lane: Lane, cells: float) -> None:
+        self._child(self._budget_remaining, lane).set(cells)
+
+    def budget_throttled(self, lane: Lane, reason: ThrottleReason) -> None:
+        self._child(self._budget_throttled, lane, reason).inc()
+
+    def budget_fallback(self, lane: Lane, *, active: bool) -> None:
+        self._budget_fallback.labels(lane).set(1 if active else 0)
+
+    def budget_waited(self, lane: Lane, wait_s: float) -> None:
+        self._child(self._budget_wait, lane).observe(wait_s)
+
     def breaker_transition(self, upstream: str, before: str, after: str, state_value: int) -> None:
         self._breaker_state.labels(upstream).set(state_value)
         self._breaker_transitions.labels(upstream, before, after).inc()
+
+    def breaker_source(self, upstream: str, source: str) -> None:
+        """`source` is "shared" or "local"; the other one is set to 0."""
+        for each in ("shared", "local"):
+            self._breaker_source.labels(upstream, each).set(1 if each == source else 0)
+
+    def breaker_opened_by(self, upstream: str, instance: str) -> None:
+        """Instance names change with every restart: only the latest opener keeps a series."""
+        previous = self._opened_by.get(upstream)
+        if previous is not None and previous != instance:
+            # A multiprocess file keeps what it was given; a removed child would stay at 1.
+            self._breaker_opened_by.labels(upstream, previous).set(0)
+            self._breaker_opened_by.remove(upstream, previous)
+        self._opened_by[upstream] = instance
+        self._breaker_opened_by.labels(upstream, instance).set(1)
+
+    def breaker_redis_error(self) -> None:
+        self._breaker_redis_errors.inc()
 
     def cache_backend_error(self) -> None:
         self._cache_backend_errors.labels("redis").inc()
@@ -347,6 +557,54 @@ class Metrics:
 
     def order_audit_unsettled(self, rows: int) -> None:
         self._order_audit_unsettled.set(rows)
+
+    def shared_flight(self, result: SharedFlightResult, *, waited_s: float | None = None) -> None:
+        """One key's way through the instances' single flight; `waited_s` for keys that waited
+        for another instance."""
+        self._child(self._shared_flight_keys, result).inc()
+        if waited_s is not None:
+            self._child(self._shared_flight_wait, result).observe(waited_s)
+
+    def stream_feed(self, feed: str) -> None:
+        """Export the feed's series at zero before anything happens on it: a dashboard shows
+        0 slow clients or gaps, not "No data"."""
+        self._stream_upstream_state.labels(feed).set(0)
+        self._stream_leader.labels(feed).set(0)
+        self._stream_clients.labels(feed).inc(0)
+        for direction in get_args(StreamDirection):
+            self._child(self._stream_messages, feed, direction)
+        self._child(self._stream_delivery_lag, feed)
+        self._child(self._stream_slow_clients, feed)
+        self._child(self._stream_gaps, feed)
+
+    def stream_leader(self, feed: str, leading: bool) -> None:
+        self._stream_leader.labels(feed).set(1 if leading else 0)
+
+    def stream_clients(self, feed: str, change: int) -> None:
+        self._stream_clients.labels(feed).inc(change)
+
+    def stream_messages(self, feed: str, direction: StreamDirection, count: int) -> None:
+        self._child(self._stream_messages, feed, direction).inc(count)
+
+    def stream_delivery_lag_observer(self, feed: str) -> Callable[[float], None]:
+        """The feed's lag histogram's `observe`, looked up once: it runs per client frame."""
+        observe: Callable[[float], None] = self._child(self._stream_delivery_lag, feed).observe
+        return observe
+
+    def stream_slow_client(self, feed: str) -> None:
+        self._child(self._stream_slow_clients, feed).inc()
+
+    def stream_upstream_state(self, feed: str, state_value: int) -> None:
+        self._stream_upstream_state.labels(feed).set(state_value)
+
+    def stream_upstream_attempt(self, feed: str, outcome: StreamAttempt) -> None:
+        self._child(self._stream_upstream_attempts, feed, outcome).inc()
+
+    def stream_gap(self, feed: str) -> None:
+        self._child(self._stream_gaps, feed).inc()
+
+    def stream_cache_refresh(self, kind: DataKind, result: StreamRefresh) -> None:
+        self._child(self._stream_cache_refreshes, kind, result).inc()
 
     def watch_size(self, structure: Structure, sizes: Callable[[], tuple[int, int | None]]) -> None:
         """Report an in-process structure's (entries, bytes or None) at every scrape, so a bound

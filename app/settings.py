@@ -43,6 +43,8 @@ class Settings(BaseSettings):
 
     # --- Infrastructure ---------------------------------------------------------------------
     redis_url: SecretStr | None = None
+    # REDIS_URL names one node of a Redis Cluster: keys go to the node owning their slot.
+    redis_cluster: bool = False
     database_url: SecretStr | None = None
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
@@ -52,6 +54,25 @@ class Settings(BaseSettings):
     # Names this replica where several share Redis (logs, metrics, /ready, shared breakers);
     # empty: the host name. Each worker process adds its pid: each has its own breakers.
     gateway_instance: str = Field(default="", pattern=r"^[A-Za-z0-9._-]{0,64}$")
+    # --- Hostile clients: what the HTTP server and the request middleware bound ---------------
+    # A connection must send a request's headers within this (counted from its opening, or
+    # from the previous answer on a kept-alive connection), or it is closed.
+    gateway_header_read_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    # A request's line and headers together; larger ones are refused (431, or 400 on uvicorn).
+    gateway_max_header_bytes: int = Field(default=16_384, ge=8_192, le=1_048_576)
+    # Connections one worker serves at once (each a file descriptor); more wait (granian) or
+    # get 503 (uvicorn).
+    gateway_max_connections: int = Field(default=2_048, ge=16, le=100_000)
+    # A request body must have fully arrived within this, counted from the request's start.
+    gateway_body_read_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # Origins allowed to call from a browser (comma-separated); empty: no CORS headers at all.
+    cors_allow_origins: str = Field(default="", pattern=r"^[A-Za-z0-9.,:/*\- ]{0,2000}$")
+    # Who may read /metrics and /ready's details: open (anyone), key (OPS_KEY as a bearer) or
+    # internal (only on the listener at OPS_HOST:OPS_PORT).
+    ops_access: Literal["open", "key", "internal"] = "open"
+    ops_key: SecretStr | None = None
+    ops_host: str = "127.0.0.1"
+    ops_port: int = Field(default=8001, ge=1, le=65_535)
     log_level: str = "INFO"
     log_json: bool = False
     max_body_bytes: int = Field(default=65_536, gt=0)
@@ -61,12 +82,19 @@ class Settings(BaseSettings):
     prometheus_multiproc_dir: str | None = None
     metrics_watchlist: str = Field(default="", pattern=r"^[A-Za-z0-9.,\- ]{0,1000}$")
     clock_poll_interval_s: float = Field(default=60.0, ge=0)
+    # /ready answers from dependency checks at most this old; each check waits at most this.
+    ready_snapshot_max_age_s: float = Field(default=1.0, ge=0)
+    ready_check_timeout_s: float = Field(default=1.0, gt=0)
 
     # --- API keys and quotas ---------------------------------------------------------------------
     gateway_anonymous_data: bool = False
     key_cache_ttl_s: float = Field(default=1.0, gt=0)
+    key_miss_ttl_s: float = Field(default=1.0, gt=0)
+    key_store_timeout_s: float = Field(default=0.2, gt=0)
+    key_stale_grace_s: float = Field(default=3600.0, ge=0)
     key_quota_per_minute: int = Field(default=1200, ge=1)
     key_quota_burst: int = Field(default=100, ge=1)
+    anonymous_quota_per_minute: int = Field(default=1200, ge=0)
 
     # --- Orders ----------------------------------------------------------------------------------
     order_reconcile_attempts: int = Field(default=4, ge=1, le=20)
@@ -100,6 +128,10 @@ class Settings(BaseSettings):
     breaker_open_duration_s: float = Field(default=30.0, gt=0)
     breaker_half_open_calls: int = Field(default=3, ge=1)
     breaker_half_open_permit_ttl_s: float = Field(default=10.0, gt=0)
+    # With REDIS_URL: one verdict for every instance (shared window, OPEN, trial permits); the
+    # state is read back at least this often besides the notices Redis pushes.
+    breaker_shared: bool = True
+    breaker_sync_interval_s: float = Field(default=1.0, gt=0)
 
     # --- Cache TTLs (seconds) ------------------------------------------------------------------
     cache_quote_ttl_s: float = Field(default=1.0, gt=0)
@@ -121,8 +153,15 @@ class Settings(BaseSettings):
     cache_near_max_bytes: int = Field(default=8 * 2**20, ge=1)
     flights_max_keys: int = Field(default=10_000, ge=1)
     key_cache_max_entries: int = Field(default=10_000, ge=1)
+    # Closed bar ranges a later start may share (app/reads/bar_spans.py): spans remembered.
+    cache_bar_spans_max_entries: int = Field(default=10_000, ge=1)
     redis_timeout_s: float = Field(default=0.1, gt=0)
     cache_namespace: str = Field(default="gw", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    # --- One upstream call per key across instances (with Redis; app/shared_flights.py) ------
+    shared_flights: bool = True
+    shared_flight_lease_s: float = Field(default=2.0, gt=0, le=60)
+    shared_flight_wait_s: float = Field(default=5.0, gt=0, le=300)
+    shared_flight_poll_s: float = Field(default=0.1, gt=0, le=10)
 
     # --- Request policy ------------------------------------------------------------------------
     default_max_age_ms: int | None = Field(default=None, ge=0)
@@ -133,12 +172,52 @@ class Settings(BaseSettings):
     options_chain_max_pages: int = Field(default=10, ge=1)
     asset_lookups_per_minute: int = Field(default=60, ge=1)
 
+    # --- Alpaca's rate budget (per account and host, shared by every instance via Redis) ---
+    alpaca_data_budget_per_minute: int = Field(default=200, ge=2)
+    alpaca_data_budget_burst: int = Field(default=20, ge=1)
+    alpaca_trading_budget_per_minute: int = Field(default=200, ge=2)
+    alpaca_trading_budget_burst: int = Field(default=20, ge=1)
+    alpaca_order_budget_reserve: int = Field(default=10, ge=0)
+    alpaca_order_budget_wait_s: float = Field(default=2.0, ge=0, le=60)
+    # Replicas sharing the account; with Redis down each takes budget / (this x its workers).
+    gateway_expected_instances: int = Field(default=1, ge=1, le=1000)
+
+    # --- Real-time streams (app/streams): one upstream connection per Alpaca feed -------------
+    stream_client_buffer_frames: int = Field(default=1000, ge=1, le=1_000_000)
+    stream_auth_timeout_s: float = Field(default=10.0, gt=0)
+    stream_reconnect_min_s: float = Field(default=1.0, gt=0)
+    stream_reconnect_max_s: float = Field(default=60.0, gt=0)
+    # Alpaca keeps a dropped connection's slot about 90 s and answers 406 until then.
+    stream_connection_limit_wait_s: float = Field(default=90.0, ge=0)
+    stream_silence_s: float = Field(default=60.0, ge=0)
+    # With REDIS_URL: the instance holding a feed's connection renews this lease; others relay.
+    stream_leader_lease_s: float = Field(default=10.0, gt=0, le=300)
+
     @field_validator("alpaca_data_feed")
     @classmethod
     def _known_feed(cls, feed: str) -> str:
         if feed not in STOCK_FEEDS:
             raise ValueError(f"ALPACA_DATA_FEED must be one of {', '.join(STOCK_FEEDS)}")
         return feed
+
+    @model_validator(mode="after")
+    def _budget_bursts_fit(self) -> Settings:
+        # No minute may hold more than the budget: the burst is carved out of it.
+        lanes = (
+            ("DATA", self.alpaca_data_budget_per_minute, self.alpaca_data_budget_burst),
+            ("TRADING", self.alpaca_trading_budget_per_minute, self.alpaca_trading_budget_burst),
+        )
+        for lane, per_minute, burst in lanes:
+            if burst >= per_minute:
+                raise ValueError(
+                    f"ALPACA_{lane}_BUDGET_BURST must be below ALPACA_{lane}_BUDGET_PER_MINUTE"
+                )
+        if self.alpaca_order_budget_reserve >= self.alpaca_trading_budget_burst:
+            raise ValueError(
+                "ALPACA_ORDER_BUDGET_RESERVE must be below ALPACA_TRADING_BUDGET_BURST (reads"
+                " need a cell of the burst too)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _never_placed_outlasts_a_submit(self) -> Settings:
@@ -159,21 +238,38 @@ class Settings(BaseSettings):
     @property
     def order_submit_max_s(self) -> float:
         """The longest one submit can take: a lookup of an earlier attempt, the POST, then
-        every reconcile lookup (each bounded by TRADING_TIMEOUT_S) and the waits between them."""
+        every reconcile lookup (each bounded by TRADING_TIMEOUT_S, after waiting at most
+        ALPACA_ORDER_BUDGET_WAIT_S for its cell of the budget) and the waits between them."""
         attempts = self.order_reconcile_attempts
         waits_s = self.order_reconcile_first_wait_s * ((1 << (attempts - 1)) - 1)
-        return self.trading_timeout_s * (attempts + 2) + waits_s
-
-    @property
-    def watchlist(self) -> tuple[str, ...]:
-        symbols = (s.strip().upper() for s in self.metrics_watchlist.split(","))
-        return tuple(dict.fromkeys(s for s in symbols if s))[:50]
+        per_call_s = self.trading_timeout_s + self.alpaca_order_budget_wait_s
+        return per_call_s * (attempts + 2) + waits_s
 
     @property
     def instance_name(self) -> str:
         """This worker process among the replicas: `GATEWAY_INSTANCE` (or the host name) and
         the pid, computed on each call so a forked worker names itself, not its parent."""
         return f"{self.gateway_instance or socket.gethostname()}:{os.getpid()}"
+
+    @model_validator(mode="after")
+    def _ops_key_when_required(self) -> Settings:
+        # A short key guarded by nothing else would be guessed; refuse to start instead.
+        key = self.ops_key.get_secret_value() if self.ops_key else ""
+        if self.ops_access == "key" and len(key) < 16:
+            raise ValueError("OPS_ACCESS=key needs an OPS_KEY of at least 16 characters")
+        if self.ops_access == "internal" and self.ops_port == self.gateway_port:
+            raise ValueError("OPS_ACCESS=internal needs an OPS_PORT other than GATEWAY_PORT")
+        return self
+
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        origins = (o.strip() for o in self.cors_allow_origins.split(","))
+        return tuple(dict.fromkeys(o for o in origins if o))
+
+    @property
+    def watchlist(self) -> tuple[str, ...]:
+        symbols = (s.strip().upper() for s in self.metrics_watchlist.split(","))
+        return tuple(dict.fromkeys(s for s in symbols if s))[:50]
 
     @property
     def data_base_url(self) -> str:
@@ -196,6 +292,17 @@ class Settings(BaseSettings):
         if self.alpaca_data_url or self.alpaca_trading_url:
             return urlsplit(self.data_base_url).netloc or "custom"
         return "alpaca"
+
+    @model_validator(mode="after")
+    def _shared_flight_wait_outlasts_a_lease(self) -> Settings:
+        # A waiter must outlive a dead holder's lease and one more poll, or it would give up
+        # (UPSTREAM_TIMEOUT) on a value it could have fetched itself.
+        if self.shared_flight_wait_s <= self.shared_flight_lease_s + self.shared_flight_poll_s:
+            raise ValueError(
+                "SHARED_FLIGHT_WAIT_S must be longer than SHARED_FLIGHT_LEASE_S plus"
+                " SHARED_FLIGHT_POLL_S"
+            )
+        return self
 
 
 def load_settings() -> Settings:

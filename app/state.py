@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.alpaca.breaker import CircuitBreaker
+from app.alpaca.shared_breaker import SharedBreaker
 from app.alpaca.trading import TradingAccountClient
 from app.alpaca.transport import AlpacaTransport
 from app.cache import Cache
@@ -19,6 +19,7 @@ from app.reads.stocks import StockReads
 from app.settings import Settings
 from app.storage.error_log import ErrorLogWriter
 from app.storage.store import Store
+from app.streams import StreamHub
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +27,7 @@ class GatewayState:
     settings: Settings
     metrics: Metrics
     cache: Cache
-    breakers: dict[Upstream, CircuitBreaker]
+    breakers: dict[Upstream, SharedBreaker]
     stocks: StockReads
     # The Alpaca-compatible face: Alpaca's own objects through the same cache and breakers, and
     # the transports its pass-through trading calls use (one per upstream, as everywhere).
@@ -38,5 +39,9 @@ class GatewayState:
     store: Store
     keys: KeyRing
     quotas: Quotas
+    # The one bucket anonymous callers share (GATEWAY_ANONYMOUS_DATA); None: no quota for them.
+    anonymous_quotas: Quotas | None
     error_log: ErrorLogWriter
     source: str
+    # Real-time streams: one upstream connection per Alpaca feed, fanned out (app/streams).
+    streams: StreamHub

@@ -247,6 +247,23 @@ class GatewayClient(httpx.AsyncClient):
 GatewayFactory = Callable[..., Awaitable[GatewayClient]]
 
 
+# Limits that tests not about them should never meet by accident: Alpaca's rate budget (an order
+# never waits for a cell, so ORDER_SWEEP_NEVER_PLACED_AFTER_S may stay short in tests), the
+# anonymous callers' shared quota, the key store's wait.
+RELAXED_LIMITS: dict[str, float] = {
+    "alpaca_data_budget_per_minute": 100_000_000,
+    "alpaca_data_budget_burst": 1_000_000,
+    "alpaca_trading_budget_per_minute": 100_000_000,
+    "alpaca_trading_budget_burst": 1_000_000,
+    "alpaca_order_budget_wait_s": 0,
+    # Anonymous callers share one bucket; tests of quotas set their own.
+    "anonymous_quota_per_minute": 0,
+    # A key's first lookup on a loaded test machine may take longer than the production budget
+    # for a hung store (0.2 s); the tests of that budget set it themselves.
+    "key_store_timeout_s": 2.0,
+}
+
+
 def gateway_settings(emulator_process: EmulatorProcess, **overrides: Any) -> Settings:
     """Settings pointing at the emulator; nothing read from config/.env or REDIS_URL."""
     values: dict[str, Any] = {
@@ -264,6 +281,9 @@ def gateway_settings(emulator_process: EmulatorProcess, **overrides: Any) -> Set
         # test_auth.py covers keys); each app gets its own embedded store file.
         "gateway_anonymous_data": True,
         "clock_poll_interval_s": 0,  # no background calls: tests count upstream calls
+        # The emulator limits nothing unless told to; tests of the account's budget (test_rate_
+        # budget.py, test_shared_budget.py) set their own. Here it never stands in the way.
+        **RELAXED_LIMITS,
         "embedded_db_path": str(Path(tempfile.mkdtemp(prefix="gw-store-")) / "gateway.sqlite3"),
     }
     values.update(overrides)

@@ -2,8 +2,9 @@
 
 Rendered from the routes' own declarations (`app/api/operation.py`: parameters, scopes, every
 problem+json answer), plus what only the whole document holds: the Problem schema whose `code`
-is the closed list, the request bodies' schemas, the two ways to present a key, and what this
-deployment's settings change (anonymous data reads, the batch size).
+is the closed list, the request bodies' schemas, the two ways to present a key (and the
+operations key), and what this deployment's settings change (anonymous data reads, the batch
+size, OPS_ACCESS=key on /metrics and /ready).
 
     python -m app.api.openapi > openapi.json     # the committed copy, default settings
 """
@@ -28,6 +29,7 @@ from app.models.trading import OrderRequest
 from app.settings import Settings
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+OPS_KEY = "opsKey"
 # Models only a request body names (FastAPI registers those of responses itself).
 REQUEST_BODIES: tuple[type[BaseModel], ...] = (OrderRequest,)
 SECURITY_SCHEMES = {
@@ -43,6 +45,21 @@ SECURITY_SCHEMES = {
         "name": "X-API-Key",
         "description": "The same key as `X-API-Key: gw_<key_id>_<secret>`",
     },
+    OPS_KEY: {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`Authorization: Bearer <OPS_KEY>`: who may read `/metrics` and the"
+        " details of `/ready` is the OPS_ACCESS setting. `open`: anyone, no key. `key`: this"
+        " operations key (not an API key: compared with the setting, never looked up in the"
+        " store); without it `/metrics` is 401 and `/ready` answers its status alone. `internal`:"
+        " only on the internal listener (OPS_HOST:OPS_PORT); elsewhere likewise.",
+    },
+}
+# What OPS_ACCESS=key asks of each operational route: /metrics needs the key, /ready answers
+# without it too (its status alone, all a load balancer reads).
+OPS_SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "/metrics": [{OPS_KEY: []}],
+    "/ready": [{}, {OPS_KEY: []}],
 }
 DESCRIPTION = (
     "A strict gateway in front of Alpaca: every value is Alpaca's, with provenance, or a typed "
@@ -82,6 +99,9 @@ def build_document(app: FastAPI, settings: Settings) -> dict[str, Any]:
         if settings.gateway_anonymous_data and security[:1] == [{BEARER: [Scope.DATA_READ]}]:
             # GATEWAY_ANONYMOUS_DATA: a key is optional here (one that is sent is still checked).
             operation["security"] = [{}, *security]
+    if settings.ops_access == "key":
+        for path, security in OPS_SECURITY.items():
+            document["paths"][path]["get"]["security"] = copy.deepcopy(security)
     for parameter in document["paths"]["/v1/stocks/quotes"]["get"]["parameters"]:
         if parameter["name"] == "symbols":
             # The route checks QUOTES_MAX_SYMBOLS itself; the document shows this deployment's.
@@ -113,6 +133,7 @@ def contract_settings() -> Settings:
         _env_file=None,
         gateway_anonymous_data=False,
         quotes_max_symbols=Settings.model_fields["quotes_max_symbols"].default,
+        ops_access=Settings.model_fields["ops_access"].default,
         log_level="WARNING",
     )
 

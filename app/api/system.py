@@ -1,23 +1,112 @@
-"""Liveness, readiness and the Prometheus exposition."""
+"""Liveness, readiness and the Prometheus exposition.
+
+`/ready` is polled by load balancers, orchestrators and dashboards, often several times a
+second per instance. It answers from a snapshot of its dependency checks (a Redis ping, a store
+ping) at most READY_SNAPSHOT_MAX_AGE_S old: concurrent calls share one check, and a check waits
+at most READY_CHECK_TIMEOUT_S (a hung store reads "down" then, it does not hang the probe).
+Breaker states are read live (no I/O).
+
+With OPS_ACCESS=key, `/metrics` and the details of `/ready` (dependencies, breakers, upstream)
+need `Authorization: Bearer <OPS_KEY>`; with OPS_ACCESS=internal they are given only on the
+internal listener (app/api/ops_listener.py). Elsewhere `/ready` still answers its status and its
+HTTP status, which is all a load balancer reads. The key is compared here, not looked up in the
+store: a hung store must not hang the probe that reports it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hmac
+import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from app.api.auth import presented_key
 from app.api.operation import Operation
 from app.api.params import gateway_of
 from app.api.problems import problem_response
 from app.errors import ErrorCode, GatewayError
 from app.models.system import Health, Readiness
+from app.settings import Settings
+from app.state import GatewayState
 
 router = APIRouter(tags=["system"])
 HEALTH = Operation(None)
 READY = Operation(None, errors=frozenset({ErrorCode.UPSTREAM_NOT_CONFIGURED}))
-METRICS = Operation(None)
+# UNAUTHENTICATED only with OPS_ACCESS=key, without the operations key.
+METRICS = Operation(None, errors=frozenset({ErrorCode.UNAUTHENTICATED}))
+# Set in the scope of every request the internal listener receives (OPS_ACCESS=internal).
+INTERNAL_LISTENER = "gateway.internal_listener"
+
+
+class _Check:
+    """One dependency's last answer, refreshed once it is older than the snapshot age."""
+
+    def __init__(
+        self, ping: Callable[[], Coroutine[Any, Any, bool]], clock: Callable[[], float]
+    ) -> None:
+        self._ping = ping
+        self._clock = clock
+        self._up = False
+        self._checked_at: float | None = None
+        self._running: asyncio.Task[bool] | None = None
+        self._started_at = 0.0
+
+    async def up(self, max_age_s: float, timeout_s: float) -> bool:
+        now = self._clock()
+        if self._checked_at is not None and now - self._checked_at < max_age_s:
+            return self._up
+        running = self._running
+        if running is None:
+            running = self._running = asyncio.create_task(self._ping(), name="ready-check")
+            running.add_done_callback(self._finished)
+            self._started_at = now
+        # Waiting never cancels the check (a cancelled asyncpg query waits on the server to take
+        # the cancellation); one still out is joined, for what is left of its time.
+        remaining_s = self._started_at + timeout_s - now
+        if not running.done() and remaining_s > 0:
+            await asyncio.wait({running}, timeout=remaining_s)
+        self._up = running.done() and not running.cancelled() and running.result()
+        self._checked_at = self._clock()
+        return self._up
+
+    def _finished(self, task: asyncio.Task[bool]) -> None:
+        if self._running is task:
+            self._running = None
+
+
+class DependencyChecks:
+    """Readiness checks of one gateway: the cache's Redis and the store."""
+
+    def __init__(self, gateway: GatewayState, clock: Callable[[], float] = time.monotonic) -> None:
+        self.gateway = gateway
+        self._max_age_s = gateway.settings.ready_snapshot_max_age_s
+        self._timeout_s = gateway.settings.ready_check_timeout_s
+        self._cache = _Check(gateway.cache.ping, clock)
+        self._store = _Check(gateway.store.ping, clock)
+
+    async def states(self) -> tuple[str, str]:
+        """(cache state, store state), each "up" or "down"."""
+        _, store_up = await asyncio.gather(
+            self._cache.up(self._max_age_s, self._timeout_s),
+            self._store.up(self._max_age_s, self._timeout_s),
+        )
+        # The cache's own status: its last ping, or a request's failure since (Redis fails open
+        # on the request path and says so at once).
+        return self.gateway.cache.status(), "up" if store_up else "down"
+
+
+def dependency_checks(request: Request, gateway: GatewayState) -> DependencyChecks:
+    """This app's checks, made on first use and kept on the app (the lifespan state is frozen,
+    and the checks belong to readiness alone)."""
+    checks: DependencyChecks | None = getattr(request.app.state, "dependency_checks", None)
+    if checks is None or checks.gateway is not gateway:
+        checks = request.app.state.dependency_checks = DependencyChecks(gateway)
+    return checks
 
 
 @router.get(
@@ -38,8 +127,7 @@ async def health() -> dict[str, str]:
 )
 async def ready(request: Request) -> Response:
     gateway = gateway_of(request)
-    await gateway.cache.ping()  # readiness reports Redis as it is now, not as last seen
-    cache_state = gateway.cache.status()
+    cache_state, store_state = await dependency_checks(request, gateway).states()
     breakers: dict[str, Any] = {}
     for name, breaker in gateway.breakers.items():
         snap = breaker.snapshot()
@@ -49,8 +137,10 @@ async def ready(request: Request) -> Response:
             "failure_rate": snap.failure_rate,
             "slow_call_rate": snap.slow_call_rate,
             "retry_after_s": round(snap.retry_after_s, 3),
+            # Which instance tripped it, for every replica behind the balancer (issue 11).
+            "source": snap.source,
+            "opened_by": snap.opened_by,
         }
-    store_state = "up" if await gateway.store.ping() else "down"
     configured = gateway.settings.credentials_configured
     # A Redis outage or an open breaker degrades the gateway but it still answers (cache fails
     # open; breakers answer fast). Without credentials it can serve no market data at all.
@@ -72,7 +162,10 @@ async def ready(request: Request) -> Response:
             "database": {"backend": gateway.store.dependency, "state": store_state},
         },
         "breakers": breakers,
+        "streams": stream_feeds(gateway),
     }
+    if not ops_allowed(request, gateway.settings):
+        body = {"status": body["status"]}
     if not ready_now:
         # Every non-2xx is problem+json; the readiness details travel as its extensions.
         error = GatewayError(
@@ -84,6 +177,34 @@ async def ready(request: Request) -> Response:
     return JSONResponse(body)
 
 
+def stream_feeds(gateway: GatewayState) -> dict[str, Any]:
+    """Each real-time feed's upstream connection, read live like the breakers (no I/O)."""
+    return {
+        name: {
+            "state": feed.upstream.state.name.lower(),
+            "reconnect_in_s": round(feed.upstream.reconnect_in_s, 3),
+            "leader": feed.upstream.leader,
+            "clients": feed.clients,
+        }
+        for name, feed in gateway.streams.report().items()
+    }
+
+
+def ops_allowed(request: Request, settings: Settings) -> bool:
+    """Whether this caller may read operational detail (OPS_ACCESS)."""
+    if settings.ops_access == "open":
+        return True
+    if settings.ops_access == "internal":
+        return request.scope.get(INTERNAL_LISTENER) is True
+    if settings.ops_key is None:
+        return False  # refused at start-up (Settings); never open by accident
+    presented = presented_key(request)
+    # Constant time: the comparison must not tell how much of a guess was right.
+    return presented is not None and hmac.compare_digest(
+        presented.encode(), settings.ops_key.get_secret_value().encode()
+    )
+
+
 @router.get(
     "/metrics",
     response_class=PlainTextResponse,
@@ -91,4 +212,12 @@ async def ready(request: Request) -> Response:
     openapi_extra=METRICS.openapi_extra(),
 )
 async def metrics(request: Request) -> Response:
-    return Response(gateway_of(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    gateway = gateway_of(request)
+    if not ops_allowed(request, gateway.settings):
+        where = (
+            "is served on the internal listener (OPS_PORT)"
+            if gateway.settings.ops_access == "internal"
+            else "needs the operations key: `Authorization: Bearer <OPS_KEY>`"
+        )
+        raise GatewayError(ErrorCode.UNAUTHENTICATED, f"/metrics {where}")
+    return Response(gateway.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
