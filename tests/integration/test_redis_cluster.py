@@ -38,6 +38,8 @@ pytestmark = [
 def _reclaim_replaced_cluster_connections() -> Iterator[None]:
     yield
     gc.collect()
+
+
 __all__ = ["redis_cluster"]  # the fixture, imported for this module's tests
 
 QUOTES_PATH = "/v2/stocks/quotes/latest"
