@@ -14,7 +14,6 @@ sweeping one table, and the submit that owns a row, never overwrite each other's
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -22,6 +21,7 @@ from datetime import datetime, timedelta
 from loguru import logger
 from pydantic import ValidationError
 
+from app.background import cancel_and_wait
 from app.errors import ErrorCode, GatewayError
 from app.metrics import Metrics, SweepResult
 from app.models.trading import OrderRequest
@@ -63,10 +63,7 @@ class OrderSweep:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait([task])
 
     async def _run(self) -> None:
         while True:

@@ -43,6 +43,7 @@ from loguru import logger
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from app.background import cancel_and_wait
 from app.cache import REDIS_ERRORS, CachedValue, RedisCache, decode, encode
 from app.errors import ErrorCode, GatewayError
 from app.metrics import Metrics
@@ -183,10 +184,7 @@ class SharedFlights:
 
     async def aclose(self) -> None:
         listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+        await cancel_and_wait([listener])
 
     async def _listen(self) -> None:
         lost = False

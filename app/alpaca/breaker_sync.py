@@ -27,6 +27,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from app.alpaca import breaker_scripts
 from app.alpaca.breaker import BreakerConfig, BreakerState
 from app.alpaca.shared_breaker import Report, SharedBreaker, SharedView
+from app.background import cancel_and_wait
 
 REDIS_ERRORS: Final = (RedisError, RedisClusterException, OSError, TimeoutError)
 # Unused keys go after this: a breaker no instance has touched for a day starts afresh.
@@ -135,9 +136,7 @@ class BreakerSync:
         ]
 
     async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks = []
 
     # --- the listener: notices as they come, a full read every interval ------------------------

@@ -10,7 +10,6 @@ is a bug in this module and propagates unchanged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 
+from app.background import cancel_and_wait
 from app.storage.records import (
     ApiKeyRow,
     AuditStatus,
@@ -133,10 +133,7 @@ class PostgresStore:
             raise _unavailable(exc) from exc
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        await cancel_and_wait([self._watcher])
         await self._pool.close()
 
     async def ping(self) -> bool:

@@ -25,6 +25,7 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]  # ships no type information
 from loguru import logger
 
+from app.background import cancel_and_wait
 from app.cache import REDIS_ERRORS, RedisClient
 from app.metrics import Metrics
 from app.streams.fanout import FeedHub, Steering
@@ -103,11 +104,7 @@ class FeedLeadership:
         self._nudge.set()
 
     async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         await self._upstream.aclose()
         if self._leading:

@@ -17,7 +17,6 @@ the instance holding the feed's connection writes: the others read the shared ca
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +28,7 @@ import msgpack  # type: ignore[import-untyped]  # ships no type information
 from loguru import logger
 
 from app.alpaca.market_data import parse_quote, parse_trade, quote_is_empty
+from app.background import cancel_and_wait
 from app.cache import Cache, CachedValue, cache_key
 from app.errors import GatewayError
 from app.metrics import DataKind, Metrics
@@ -165,10 +165,7 @@ class LatestRefresh:
             await asyncio.wait({self._task})
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait([self._task])
 
     async def _write(self) -> None:
         while self._pending:

@@ -14,7 +14,6 @@ session, websocket and errors), as app/alpaca/transport.py is for REST.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import time
@@ -28,6 +27,7 @@ import msgpack  # type: ignore[import-untyped]  # ships no type information
 from loguru import logger
 
 from app.alpaca.transport import Credentials
+from app.background import cancel_and_wait
 from app.metrics import Metrics, StreamAttempt
 from app.streams.backoff import BackoffPolicy, Setback, reconnect_delay_s, retry_after_s
 from app.streams.feeds import Feed, FeedFamily, upstream_url
@@ -159,12 +159,7 @@ class UpstreamFeed:
 
     async def aclose(self) -> None:
         """Stop; an open connection is closed with a close frame (its slot frees at once)."""
-        for task in (self._task, *self._syncs):
-            if task is not None:
-                task.cancel()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait([self._task, *self._syncs])
         self._task = None
         self._set_state(UpstreamState.IDLE, "closed")
 
