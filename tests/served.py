@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import httpx
@@ -18,6 +17,7 @@ import pytest
 
 from tests.conftest import RELAXED_LIMITS, free_port
 from tests.emulator.process import EmulatorProcess
+from tests.support.processes import StopsOnExit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def emulator_env(emulator: EmulatorProcess, **settings: str) -> dict[str, str]:
     return env
 
 
-class ServedGateway:
+class ServedGateway(StopsOnExit):
     """Started and answering /health on `__enter__`, stopped (SIGTERM, then kill) on exit."""
 
     def __init__(
@@ -93,14 +93,6 @@ class ServedGateway:
                     pytrace=False,
                 )
             time.sleep(0.1)
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def stop(self) -> None:
         """SIGTERM (a graceful shutdown), SIGKILL after 15 s; whatever of the group is left

@@ -23,6 +23,34 @@ BUDGET_S = 0.2
 NO_SWEEP = {"order_sweep_interval_s": 0}
 
 
+async def keyed_gateway(
+    emulator: EmulatorControl,
+    make_gateway: GatewayFactory,
+    private_postgres: PrivatePostgres,
+    **settings: object,
+) -> GatewayClient:
+    """A gateway on the private PostgreSQL that takes keys only, with the short store budget,
+    in front of an AAPL quote."""
+    await emulator.set_quote("AAPL", QUOTE)
+    return await make_gateway(
+        database_url=private_postgres.url,
+        **NO_SWEEP,
+        gateway_anonymous_data=False,
+        **settings,
+        key_store_timeout_s=BUDGET_S,
+    )
+
+
+async def gateway_with_a_seen_key(
+    emulator: EmulatorControl, make_gateway: GatewayFactory, private_postgres: PrivatePostgres
+) -> tuple[GatewayClient, str]:
+    """`keyed_gateway` whose key row lives 0.3 s, and a key it has just seen (answered 200)."""
+    gateway = await keyed_gateway(emulator, make_gateway, private_postgres, key_cache_ttl_s=0.3)
+    key = await gateway.issue_key("data:read")
+    assert (await gateway.get(QUOTE_PATH, headers={"X-API-Key": key})).status_code == 200
+    return gateway, key
+
+
 async def timed_get(gateway: GatewayClient, key: str) -> tuple[httpx.Response, float]:
     started = time.perf_counter()
     # A bound of our own: before the fix a request could wait on the frozen server for good.
@@ -34,16 +62,7 @@ async def timed_get(gateway: GatewayClient, key: str) -> tuple[httpx.Response, f
 async def test_a_seen_key_keeps_market_data_fast_while_postgres_is_frozen(
     emulator: EmulatorControl, make_gateway: GatewayFactory, private_postgres: PrivatePostgres
 ) -> None:
-    await emulator.set_quote("AAPL", QUOTE)
-    gateway = await make_gateway(
-        database_url=private_postgres.url,
-        **NO_SWEEP,
-        gateway_anonymous_data=False,
-        key_cache_ttl_s=0.3,
-        key_store_timeout_s=BUDGET_S,
-    )
-    key = await gateway.issue_key("data:read")
-    assert (await gateway.get(QUOTE_PATH, headers={"X-API-Key": key})).status_code == 200
+    gateway, key = await gateway_with_a_seen_key(emulator, make_gateway, private_postgres)
 
     timings = []
     with frozen_postgres(private_postgres):
@@ -65,13 +84,7 @@ async def test_a_seen_key_keeps_market_data_fast_while_postgres_is_frozen(
 async def test_an_unseen_key_is_refused_within_the_budget_while_postgres_is_frozen(
     emulator: EmulatorControl, make_gateway: GatewayFactory, private_postgres: PrivatePostgres
 ) -> None:
-    await emulator.set_quote("AAPL", QUOTE)
-    gateway = await make_gateway(
-        database_url=private_postgres.url,
-        **NO_SWEEP,
-        gateway_anonymous_data=False,
-        key_store_timeout_s=BUDGET_S,
-    )
+    gateway = await keyed_gateway(emulator, make_gateway, private_postgres)
     seen = await gateway.issue_key("data:read")
     unseen = await gateway.issue_key("data:read")
     assert (await gateway.get(QUOTE_PATH, headers={"X-API-Key": seen})).status_code == 200
@@ -91,16 +104,7 @@ async def test_an_unseen_key_is_refused_within_the_budget_while_postgres_is_froz
 async def test_concurrent_checks_of_one_key_share_one_wait_while_postgres_is_frozen(
     emulator: EmulatorControl, make_gateway: GatewayFactory, private_postgres: PrivatePostgres
 ) -> None:
-    await emulator.set_quote("AAPL", QUOTE)
-    gateway = await make_gateway(
-        database_url=private_postgres.url,
-        **NO_SWEEP,
-        gateway_anonymous_data=False,
-        key_cache_ttl_s=0.3,
-        key_store_timeout_s=BUDGET_S,
-    )
-    key = await gateway.issue_key("data:read")
-    assert (await gateway.get(QUOTE_PATH, headers={"X-API-Key": key})).status_code == 200
+    gateway, key = await gateway_with_a_seen_key(emulator, make_gateway, private_postgres)
 
     with frozen_postgres(private_postgres):
         await asyncio.sleep(0.4)

@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +27,14 @@ from app.alpaca.breaker_sync import breaker_keys
 from app.errors import ErrorCode
 from tests.emulator.control import EmulatorControl
 from tests.emulator.process import EmulatorProcess
-from tests.integration.test_shared_flights import forget_namespace
 from tests.samples import QUOTE
-from tests.served import emulator_env
-from tests.support.fleet import GatewayFleet
+from tests.support.fleet import (
+    DEADLINE_S,
+    GatewayFleet,
+    counted_fleet_env,
+    eventually,
+    forget_namespace,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +44,6 @@ MINIMUM_CALLS = 10
 HALF_OPEN_CALLS = 3
 OPEN_DURATION_S = 2.0
 CLIENTS = 4  # requests in flight at once, as a few bots would send them
-DEADLINE_S = 30.0
 CODES = {code.name for code in ErrorCode}
 
 
@@ -50,14 +52,10 @@ def fleet(
     emulator_process: EmulatorProcess, redis_url: str, tmp_path: Path
 ) -> Iterator[tuple[GatewayFleet, str]]:
     namespace = f"fleet-{uuid.uuid4().hex}"
-    env = emulator_env(
+    env = counted_fleet_env(
         emulator_process,
-        REDIS_URL=redis_url,
-        CACHE_NAMESPACE=namespace,
-        GATEWAY_ANONYMOUS_DATA="true",
-        CLOCK_POLL_INTERVAL_S="0",  # no background calls: the test counts upstream calls
-        ORDER_SWEEP_INTERVAL_S="0",
-        LOG_LEVEL="WARNING",
+        redis_url,
+        namespace,
         BREAKER_WINDOW_SIZE="20",
         BREAKER_MINIMUM_CALLS=str(MINIMUM_CALLS),
         BREAKER_FAILURE_RATE_THRESHOLD="0.5",
@@ -65,20 +63,11 @@ def fleet(
         BREAKER_HALF_OPEN_CALLS=str(HALF_OPEN_CALLS),
         BREAKER_SYNC_INTERVAL_S="1",
     )
-    env.pop("DATABASE_URL", None)  # each instance its own embedded store
     try:
         with GatewayFleet(env, tmp_path, instances=INSTANCES) as running:
             yield running, namespace
     finally:
         asyncio.run(forget_namespace(redis_url, namespace))
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {DEADLINE_S:g} s: {what}")
-        await asyncio.sleep(0.02)
 
 
 async def data_breaker(client: httpx.AsyncClient, base_url: str) -> dict[str, Any]:

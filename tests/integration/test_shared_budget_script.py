@@ -6,7 +6,6 @@ event loop) does not."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 import uuid
@@ -15,7 +14,6 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
-from redis.asyncio import Redis
 
 from app.alpaca.budget import Grant, LaneConfig, LocalBudget, Throttle, account_tag
 from app.alpaca.shared_budget import SharedBudget, lane_key
@@ -24,6 +22,7 @@ from app.metrics import Metrics
 from tests.conftest import GatewayFactory, PrivateRedis
 from tests.emulator.control import EmulatorControl
 from tests.emulator.process import EmulatorProcess
+from tests.support.busy_redis import redis_kept_busy
 from tests.support.clock import FakeClock
 from tests.support.freeze import frozen_redis
 
@@ -246,16 +245,6 @@ async def test_redis_back_the_shared_budget_answers_again(private_redis: Private
         await redis.aclose()
 
 
-# Keeps Redis busy for ARGV[1] microseconds: every answer meanwhile comes that much later.
-BUSY = """
-local start = redis.call('TIME')
-repeat
-  local now = redis.call('TIME')
-until (now[1] - start[1]) * 1000000 + (now[2] - start[2]) >= tonumber(ARGV[1])
-return 1
-"""
-
-
 async def test_an_answer_later_than_the_caches_timeout_is_not_an_outage_of_the_budget(
     emulator: EmulatorControl,
     emulator_process: EmulatorProcess,
@@ -276,20 +265,11 @@ async def test_an_answer_later_than_the_caches_timeout_is_not_an_outage_of_the_b
         alpaca_order_budget_reserve=2,
     )
     key = await gateway.issue_key("trading:read")
-    raw = Redis.from_url(private_redis.url)  # no timeout: it waits out its own script
-
-    async def keep_redis_busy() -> None:
-        await raw.eval(BUSY, 0, "300000")
-
-    try:
-        busy = asyncio.create_task(keep_redis_busy())
-        await asyncio.sleep(0.02)  # the script is running: Redis answers nobody for 0.3 s
+    async with redis_kept_busy(private_redis.url) as (raw, busy):
         account = await gateway.get("/v1/account", headers={"Authorization": f"Bearer {key}"})
         await busy
         lane = lane_key(namespace, account_tag(emulator_process.key_id), "trading")
         spent_shared = await raw.exists(lane)
-    finally:
-        await raw.aclose()
 
     assert account.status_code == 200, account.text
     assert await emulator.calls_to("/v2/account") == 1

@@ -14,26 +14,30 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from redis.asyncio import Redis
 
 from tests.conftest import GatewayFactory, PrivateRedis
 from tests.emulator.control import EmulatorControl
 from tests.emulator.process import EmulatorProcess
 from tests.samples import QUOTE
-from tests.served import emulator_env
-from tests.support.fleet import GatewayFleet
+from tests.support.busy_redis import redis_kept_busy
+from tests.support.fleet import (
+    DEADLINE_S,
+    GatewayFleet,
+    counted_fleet_env,
+    eventually,
+    forget_namespace,
+)
 
 pytestmark = pytest.mark.integration
 
 QUOTES_PATH = "/v2/stocks/quotes/latest"
-DEADLINE_S = 30.0
 INSTANCES = 4
 LEASE_S = 2.0
 
@@ -41,32 +45,16 @@ LEASE_S = 2.0
 def fleet_env(
     emulator: EmulatorProcess, redis_url: str, namespace: str, **settings: str
 ) -> dict[str, str]:
-    env = emulator_env(
+    return counted_fleet_env(
         emulator,
-        REDIS_URL=redis_url,
-        CACHE_NAMESPACE=namespace,
-        GATEWAY_ANONYMOUS_DATA="true",
-        CLOCK_POLL_INTERVAL_S="0",  # no background calls: the test counts upstream calls
-        ORDER_SWEEP_INTERVAL_S="0",
-        LOG_LEVEL="WARNING",
+        redis_url,
+        namespace,
         # A quote stays fresh through the whole burst, so a late request is a hit, never a
         # second call; the emulator's latency fault holds the one call open meanwhile.
         CACHE_QUOTE_TTL_S="60",
         DATA_TIMEOUT_S="10",
         **settings,
     )
-    env.pop("DATABASE_URL", None)  # each instance its own embedded store
-    return env
-
-
-async def forget_namespace(redis_url: str, namespace: str) -> None:
-    client = Redis.from_url(redis_url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{namespace}:*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +76,6 @@ def fleet(
     with GatewayFleet(env, tmp_path_factory.mktemp("fleet"), instances=INSTANCES) as running:
         yield running
     asyncio.run(forget_namespace(redis_url, namespace))
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {DEADLINE_S:g} s: {what}")
-        await asyncio.sleep(0.02)
 
 
 async def samples(client: httpx.AsyncClient, url: str, name: str) -> dict[str, float]:
@@ -331,16 +311,6 @@ async def test_redis_stopped_while_an_instance_waits_costs_a_call_never_an_answe
 
 
 # --- Redis answers late ---------------------------------------------------------------------------
-# Keeps Redis busy for ARGV[1] microseconds: every answer meanwhile comes that much later.
-BUSY = """
-local start = redis.call('TIME')
-repeat
-  local now = redis.call('TIME')
-until (now[1] - start[1]) * 1000000 + (now[2] - start[2]) >= tonumber(ARGV[1])
-return 1
-"""
-
-
 async def test_an_answer_later_than_the_caches_timeout_still_shares_the_call(
     emulator: EmulatorControl, make_gateway: GatewayFactory, private_redis: PrivateRedis
 ) -> None:
@@ -366,18 +336,9 @@ async def test_an_answer_later_than_the_caches_timeout_still_shares_the_call(
         return await emulator.calls_to(QUOTES_PATH) == 1
 
     await eventually(one_is_calling, "the first gateway's call is in flight")
-    raw = Redis.from_url(private_redis.url)  # no timeout: it waits out its own script
-
-    async def keep_redis_busy() -> None:
-        await raw.eval(BUSY, 0, "300000")
-
-    try:
-        busy = asyncio.create_task(keep_redis_busy())
-        await asyncio.sleep(0.02)  # the script is running: Redis answers nobody for 0.3 s
+    async with redis_kept_busy(private_redis.url) as (_, busy):
         follower = await two.get("/v1/stocks/AAPL/quote")
         await busy
-    finally:
-        await raw.aclose()
     led = await lead
 
     assert (led.status_code, follower.status_code) == (200, 200)

@@ -12,6 +12,7 @@ replica when one refuses the connection, and never retries a POST.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import grp
 import os
@@ -20,17 +21,22 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from tests.conftest import free_port
-from tests.served import ServedGateway
+from tests.emulator.process import EmulatorProcess
+from tests.served import ServedGateway, emulator_env
+from tests.support.processes import StopsOnExit
 
 START_TIMEOUT_S = 10.0
+DEADLINE_S = 30.0  # what a fleet test waits for something to happen, at most
 
 _CONF = """\
 daemon off;
@@ -78,7 +84,46 @@ def nginx_binary() -> str:
     return binary
 
 
-class Balancer:
+def counted_fleet_env(
+    emulator: EmulatorProcess, redis_url: str, namespace: str, **settings: str
+) -> dict[str, str]:
+    """A fleet's environment for a test that counts upstream calls: one Redis namespace, no
+    PostgreSQL (each instance its own embedded store), no background calls, few logs."""
+    env = emulator_env(
+        emulator,
+        REDIS_URL=redis_url,
+        CACHE_NAMESPACE=namespace,
+        GATEWAY_ANONYMOUS_DATA="true",
+        CLOCK_POLL_INTERVAL_S="0",  # no background calls: the test counts upstream calls
+        ORDER_SWEEP_INTERVAL_S="0",
+        LOG_LEVEL="WARNING",
+        **settings,
+    )
+    env.pop("DATABASE_URL", None)  # each instance its own embedded store
+    return env
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Until `check` holds; a test failure after DEADLINE_S."""
+    deadline = time.monotonic() + DEADLINE_S
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {DEADLINE_S:g} s: {what}")
+        await asyncio.sleep(0.02)
+
+
+async def forget_namespace(redis_url: str, namespace: str) -> None:
+    """Delete what a fleet left under `namespace` in Redis."""
+    client = Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{namespace}:*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+class Balancer(StopsOnExit):
     """nginx round-robin over `ports` on 127.0.0.1; started on enter, stopped on exit."""
 
     def __init__(self, ports: list[int]) -> None:
@@ -121,14 +166,6 @@ class Balancer:
         )
         self.stop()
         pytest.fail(f"nginx did not start:\n{log[-3000:]}", pytrace=False)
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def stop(self) -> None:
         process, self._process = self._process, None

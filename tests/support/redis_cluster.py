@@ -15,13 +15,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import pytest
 import redis
 
 from tests.conftest import free_port
+from tests.support.processes import StopsOnExit
 
 START_TIMEOUT_S = 20.0
 
@@ -43,7 +43,7 @@ def _pings(port: int) -> bool:
         client.close()
 
 
-class RedisClusterServers:
+class RedisClusterServers(StopsOnExit):
     """Three cluster-enabled masters covering all 16384 slots; started on enter."""
 
     def __init__(self, masters: int = 3) -> None:
@@ -104,14 +104,6 @@ class RedisClusterServers:
                 )
                 pytest.fail(f"Redis Cluster not ready ({what}) in {START_TIMEOUT_S}s:\n{logs}")
             time.sleep(0.1)
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def kill(self, index: int) -> None:
         """SIGKILL one master, as a crash would: with no replica, its slots go unserved."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,6 +27,9 @@ from app.cache import (
 from app.errors import ErrorCode, GatewayError
 from app.metrics import Metrics
 from tests.support.clock import FakeClock
+from tests.support.namespaced_redis import namespace, raw_redis
+
+__all__ = ["namespace", "raw_redis"]  # the fixtures, imported for this module's tests
 
 # A quote as the parser produces it from Alpaca's latest-quotes example (sub-penny bid).
 QUOTE_VALUE: dict[str, Any] = {
@@ -211,21 +213,6 @@ async def test_memory_cache_rewrite_makes_an_entry_young_again() -> None:
 
 
 # --- Redis ------------------------------------------------------------------------------------
-@pytest.fixture
-def namespace() -> str:
-    return f"test-{uuid.uuid4().hex}"
-
-
-@pytest.fixture
-async def raw_redis(redis_url: str, namespace: str) -> AsyncIterator[Redis]:
-    client: Redis = Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
-    yield client
-    keys = [key async for key in client.scan_iter(match=f"{namespace}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
 @contextlib.asynccontextmanager
 async def redis_cache_at(url: str, metrics: Metrics, **options: Any) -> AsyncIterator[RedisCache]:
     """A RedisCache on a client of its own, closed afterwards (the gateway's lifespan does this)."""

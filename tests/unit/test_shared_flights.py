@@ -23,7 +23,10 @@ from app.metrics import Metrics
 from app.reads.read_through import ReadThrough, Served
 from app.shared_flights import SharedFlights, coordinated, lease_key, notice, parse_notice
 from tests.conftest import PrivateRedis, free_port
+from tests.support.namespaced_redis import namespace, raw_redis
 from tests.unit.test_read_through import quote
+
+__all__ = ["namespace", "raw_redis"]  # the fixtures, imported for this module's tests
 
 REDIS_TIMEOUT_S = 0.5  # generous: other suites share this machine's CPU
 
@@ -97,21 +100,6 @@ class Instance:
 
 
 @pytest.fixture
-def namespace() -> str:
-    return f"test-{uuid.uuid4().hex}"
-
-
-@pytest.fixture
-async def raw_redis(redis_url: str, namespace: str) -> AsyncIterator[Redis]:
-    client: Redis = Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
-    yield client
-    keys = [key async for key in client.scan_iter(match=f"{namespace}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
-@pytest.fixture
 async def fleet(redis_url: str, namespace: str, raw_redis: Redis) -> AsyncIterator[list[Instance]]:
     """Three instances on one Redis, each listening for landing notices."""
     instances = [Instance(redis_url, namespace, f"gw-{i}") for i in range(3)]
@@ -135,6 +123,21 @@ async def subscribed(client: Redis, channel: str, listeners: int) -> None:
 async def in_flight(alpaca: GatedAlpaca) -> None:
     async with asyncio.timeout(5):
         await alpaca.asked.wait()
+
+
+async def read_behind_a_held_call(
+    leader: Instance, followers: list[Instance], *, wait_s: float = 0.2
+) -> tuple[Any, list[Any]]:
+    """The leader reads AAPL and is held at Alpaca while `followers` ask for it too; `wait_s`
+    later the gate opens. The leader's outcome, then each follower's."""
+    leader.alpaca.hold()
+    first = asyncio.create_task(leader.read("AAPL"))
+    await in_flight(leader.alpaca)
+    others = [asyncio.create_task(f.read("AAPL")) for f in followers]
+    await asyncio.sleep(wait_s)
+    leader.alpaca.gate.set()
+    led = (await first)["AAPL"]
+    return led, [(await task)["AAPL"] for task in others]
 
 
 def aapl_lease(namespace: str) -> str:
@@ -172,15 +175,8 @@ async def test_instances_asking_for_a_cold_key_share_one_alpaca_call(
     fleet: list[Instance],
 ) -> None:
     leader, *followers = fleet
-    leader.alpaca.hold()
-    first = asyncio.create_task(leader.read("AAPL"))
-    await in_flight(leader.alpaca)
-    others = [asyncio.create_task(f.read("AAPL")) for f in followers]
-    await asyncio.sleep(0.2)  # the followers claim, find the lease held and wait
-    leader.alpaca.gate.set()
-
-    led = (await first)["AAPL"]
-    followed = [(await task)["AAPL"] for task in others]
+    # the followers claim, find the lease held and wait
+    led, followed = await read_behind_a_held_call(leader, followers)
 
     assert leader.alpaca.calls == [["AAPL"]]
     assert all(f.alpaca.calls == [] for f in followers)
@@ -203,15 +199,8 @@ async def test_a_cache_that_gave_up_on_redis_does_not_stop_the_instances_sharing
     for instance in fleet:
         instance.cache.report_failure(TimeoutError())  # as a read answered too late does
     assert not any(instance.cache.reachable() for instance in fleet)
-    leader.alpaca.hold()
-    first = asyncio.create_task(leader.read("AAPL"))
-    await in_flight(leader.alpaca)
-    others = [asyncio.create_task(f.read("AAPL")) for f in followers]
-    await asyncio.sleep(0.2)  # the followers claim, find the lease held and wait
-    leader.alpaca.gate.set()
-
-    led = (await first)["AAPL"]
-    followed = [(await task)["AAPL"] for task in others]
+    # the followers claim, find the lease held and wait
+    led, followed = await read_behind_a_held_call(leader, followers)
 
     assert leader.alpaca.calls == [["AAPL"]]
     assert all(f.alpaca.calls == [] for f in followers)
@@ -251,18 +240,10 @@ async def test_a_failure_is_published_so_followers_do_not_call_again(
     fleet: list[Instance],
 ) -> None:
     leader, follower, _ = fleet
-    leader.alpaca.hold()
     leader.alpaca.failure = GatewayError(
         ErrorCode.UPSTREAM_UNAVAILABLE, "Alpaca data API failed (HTTP 503)", upstream="data"
     )
-    first = asyncio.create_task(leader.read("AAPL"))
-    await in_flight(leader.alpaca)
-    second = asyncio.create_task(follower.read("AAPL"))
-    await asyncio.sleep(0.2)
-    leader.alpaca.gate.set()
-
-    failed = (await first)["AAPL"]
-    shared = (await second)["AAPL"]
+    failed, [shared] = await read_behind_a_held_call(leader, [follower])
 
     assert isinstance(failed, GatewayError)
     assert isinstance(shared, GatewayError)
@@ -276,18 +257,12 @@ async def test_a_failure_is_published_so_followers_do_not_call_again(
 async def test_an_answer_given_without_alpaca_is_not_shared(fleet: list[Instance]) -> None:
     """An open breaker is the holder's own state: the next claimer asks its own."""
     leader, follower, _ = fleet
-    leader.alpaca.hold()
     leader.alpaca.failure = GatewayError(
         ErrorCode.CIRCUIT_OPEN, "data breaker open", upstream="data", retry_after_s=30
     )
-    first = asyncio.create_task(leader.read("AAPL"))
-    await in_flight(leader.alpaca)
-    second = asyncio.create_task(follower.read("AAPL"))
-    await asyncio.sleep(0.2)
-    leader.alpaca.gate.set()
+    led, [taken_over] = await read_behind_a_held_call(leader, [follower])
 
-    assert isinstance((await first)["AAPL"], GatewayError)
-    taken_over = (await second)["AAPL"]
+    assert isinstance(led, GatewayError)
 
     assert isinstance(taken_over, Served)
     assert taken_over.cache == "miss"
@@ -302,15 +277,10 @@ async def test_leases_are_renewed_while_a_slow_call_lasts(
     leader = Instance(redis_url, namespace, "gw-0", **short)
     follower = Instance(redis_url, namespace, "gw-1", **short)
     try:
-        leader.alpaca.hold()
-        first = asyncio.create_task(leader.read("AAPL"))
-        await in_flight(leader.alpaca)
-        second = asyncio.create_task(follower.read("AAPL"))
-        await asyncio.sleep(1.2)  # four leases long: without renewal the follower would call
-        leader.alpaca.gate.set()
-        await first
+        # four leases long: without renewal the follower would call
+        _, [followed] = await read_behind_a_held_call(leader, [follower], wait_s=1.2)
 
-        assert (await second)["AAPL"].cache == "shared"
+        assert followed.cache == "shared"
         assert follower.alpaca.calls == []
     finally:
         await leader.aclose()
@@ -394,15 +364,7 @@ async def test_a_missed_notice_is_made_up_for_by_polling(
     leader = Instance(redis_url, namespace, "gw-0")
     deaf = Instance(redis_url, namespace, "gw-1", poll_s=0.05)  # never started: hears nothing
     try:
-        leader.alpaca.hold()
-        first = asyncio.create_task(leader.read("AAPL"))
-        await in_flight(leader.alpaca)
-        second = asyncio.create_task(deaf.read("AAPL"))
-        await asyncio.sleep(0.2)
-        leader.alpaca.gate.set()
-        led = (await first)["AAPL"]
-
-        found = (await second)["AAPL"]
+        led, [found] = await read_behind_a_held_call(leader, [deaf])
         assert found.cache == "shared"
         assert found.fetched_at == led.fetched_at
         assert deaf.alpaca.calls == []
