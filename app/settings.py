@@ -185,6 +185,7 @@ class Settings(BaseSettings):
     # --- Real-time streams (app/streams): one upstream connection per Alpaca feed -------------
     stream_client_buffer_frames: int = Field(default=1000, ge=1, le=1_000_000)
     stream_auth_timeout_s: float = Field(default=10.0, gt=0)
+    stream_max_symbols_per_client: int = Field(default=10_000, ge=1, le=1_000_000)
     stream_reconnect_min_s: float = Field(default=1.0, gt=0)
     stream_reconnect_max_s: float = Field(default=60.0, gt=0)
     # Alpaca keeps a dropped connection's slot about 90 s and answers 406 until then.

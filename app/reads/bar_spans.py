@@ -45,7 +45,13 @@ def instant_ns(text: str) -> int | None:
     except ValueError:
         return None
     fraction = (match["fraction"] or "").ljust(9, "0")
-    return int(whole.timestamp()) * _NS_PER_S + int(fraction)
+    ns = int(whole.timestamp()) * _NS_PER_S + int(fraction)
+    try:
+        instant_text(ns)
+    except (ValueError, OverflowError, OSError):
+        # An offset took it past year 1 or 9999 in UTC: no one spelling, keyed as given.
+        return None
+    return ns
 
 
 def instant_text(ns: int) -> str:

@@ -134,6 +134,10 @@ class FeedLeadership:
                 self._redis_answers()
             except REDIS_ERRORS as exc:
                 self._redis_fails(exc)
+            except Exception:
+                # A bug must not end the lease loop: a dead loop keeps its upstream socket while
+                # another instance takes the lapsed lease (two connections, 406s). Log, go on.
+                logger.exception("stream lease loop for {} failed", self._hub.feed.name)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._nudge.wait(), interval_s)
 
@@ -165,12 +169,19 @@ class FeedLeadership:
         merged: dict[str, set[str]] = {}
         lapsed = []
         for field, raw in entries.items():
-            doc = json.loads(raw)
-            if doc["until"] < now:
+            try:
+                doc = json.loads(raw)
+                until, wants = float(doc["until"]), dict(doc["wants"])
+            except (ValueError, TypeError, KeyError):
+                continue  # not an entry this version writes (a rolling deploy, a stray writer)
+            if until < now:
                 lapsed.append(field)
                 continue
-            for channel, symbols in doc["wants"].items():
-                merged.setdefault(channel, set()).update(symbols)
+            for channel, symbols in wants.items():
+                if isinstance(channel, str) and isinstance(symbols, list):
+                    merged.setdefault(channel, set()).update(
+                        s for s in symbols if isinstance(s, str)
+                    )
         if lapsed:
             await self._redis.hdel(self._wants_key, *lapsed)
         return {channel: frozenset(symbols) for channel, symbols in merged.items()}
@@ -282,9 +293,12 @@ class FeedLeadership:
 
     def _received(self, data: bytes) -> None:
         try:
-            origin, kind, payload = msgpack.unpackb(data, raw=False)
-        except (ValueError, msgpack.UnpackException):
-            return  # not one of ours
+            self._relayed(data)
+        except (ValueError, TypeError, KeyError, AttributeError, msgpack.UnpackException):
+            return  # not one of ours (another version, a stray writer): the relay goes on
+
+    def _relayed(self, data: bytes) -> None:
+        origin, kind, payload = msgpack.unpackb(data, raw=False)
         if kind == WANTS:
             if self._leading and origin != self._instance:
                 self._nudge.set()  # another instance's clients changed: subscribe now

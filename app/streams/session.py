@@ -18,7 +18,13 @@ from typing import Protocol
 
 from app.streams.fanout import FeedHub, Frame, StreamClient, framed
 from app.streams.feeds import FeedFamily
-from app.streams.subscriptions import Refusal, applied, requested, subscription_message
+from app.streams.subscriptions import (
+    Refusal,
+    applied,
+    requested,
+    subscription_message,
+    symbol_count,
+)
 from app.streams.wire import WireError, decode_client
 
 ERRORS = {
@@ -26,6 +32,7 @@ ERRORS = {
     403: "already authenticated", 404: "auth timeout",
     410: "invalid subscribe action for this feed",
     412: "option messages are only available in MsgPack format",
+    405: "symbol limit exceeded",
     413: "star subscription is not allowed for option quotes", 500: "internal error",
 }  # fmt: skip
 CLOSE_NORMAL = 1000
@@ -71,8 +78,10 @@ class ClientSession:
         authenticate: Authenticate,
         *,
         auth_timeout_s: float,
+        max_symbols: int = 10_000,
     ) -> None:
         self._socket = socket
+        self._max_symbols = max_symbols
         self._hub = hub
         self._client = client
         self._authenticate = authenticate
@@ -195,7 +204,13 @@ class ClientSession:
             self._answer(error(asked.code))
             return
         client = self._client
-        client.subscribe(applied(client.subscriptions, asked, subscribe=subscribe))
+        wanted = applied(client.subscriptions, asked, subscribe=subscribe)
+        if subscribe and symbol_count(wanted) > self._max_symbols:
+            # Alpaca's own refusal: one client cannot grow the feed's subscription (and every
+            # instance's work) without bound. Its subscriptions stay as they were.
+            self._answer(error(405))
+            return
+        client.subscribe(wanted)
         # Answered first: the subscription message precedes the data it brings.
         self._answer([subscription_message(feed, client.subscriptions)])
         self._hub.changed()

@@ -71,15 +71,21 @@ def applied(
     current: Subscriptions, asked: Mapping[str, list[str]], *, subscribe: bool
 ) -> Subscriptions:
     """`current` after a subscribe (symbols appended once) or an unsubscribe."""
-    changed = {channel: list(symbols) for channel, symbols in current.items()}
+    # Ordered sets (dicts): a long list of symbols costs its length, not its square.
+    changed = {channel: dict.fromkeys(symbols) for channel, symbols in current.items()}
     for channel, symbols in asked.items():
         held = changed[channel]
         for symbol in symbols:
-            if subscribe and symbol not in held:
-                held.append(symbol)
-            elif not subscribe and symbol in held:
-                held.remove(symbol)
-    return changed
+            if subscribe:
+                held.setdefault(symbol)
+            else:
+                held.pop(symbol, None)
+    return {channel: list(held) for channel, held in changed.items()}
+
+
+def symbol_count(subscriptions: Subscriptions) -> int:
+    """Symbols held over every channel (one symbol on quotes and trades counts twice)."""
+    return sum(len(symbols) for symbols in subscriptions.values())
 
 
 def subscription_message(feed: Feed, current: Subscriptions) -> dict[str, object]:

@@ -25,8 +25,17 @@ def gateway(
     emulator_process: EmulatorProcess, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[StreamGateway]:
     tmp_path: Path = tmp_path_factory.mktemp("protocol")
-    with stream_gateway(emulator_process, redis_url, tmp_path, STREAM_AUTH_TIMEOUT_S="1") as gw:
+    with stream_gateway(
+        emulator_process,
+        redis_url,
+        tmp_path,
+        STREAM_AUTH_TIMEOUT_S="1",
+        STREAM_MAX_SYMBOLS_PER_CLIENT=str(MAX_SYMBOLS),
+    ) as gw:
         yield gw
+
+
+MAX_SYMBOLS = 4
 
 
 def error(code: int, msg: str) -> list[dict[str, object]]:
@@ -47,6 +56,22 @@ async def test_errors_before_and_during_auth_are_alpacas(gateway: StreamGateway)
         assert await client.recv() == error(400, "invalid syntax")
         await client.send({"action": "dance"})
         assert await client.recv() == error(400, "invalid syntax")
+
+
+async def test_a_subscribe_past_the_symbol_limit_is_alpacas_405_and_changes_nothing(
+    gateway: StreamGateway,
+) -> None:
+    async with raw(gateway.ws_url("/v2/iex")) as client:
+        await client.send({"action": "auth", "key": gateway.key_id, "secret": gateway.secret})
+        assert await client.recv() == [{"T": "success", "msg": "authenticated"}]
+        await client.send({"action": "subscribe", "quotes": ["AAPL", "MSFT"], "trades": ["AAPL"]})
+        held = await client.recv()
+        assert (held[0]["quotes"], held[0]["trades"]) == (["AAPL", "MSFT"], ["AAPL"])
+
+        await client.send({"action": "subscribe", "quotes": ["IBM", "TSLA"]})  # 5 > 4
+        assert await client.recv() == error(405, "symbol limit exceeded")
+        await client.send({"action": "subscribe", "quotes": ["AAPL"]})  # nothing new: within it
+        assert await client.recv() == held
 
 
 async def test_a_key_without_data_read_is_refused_market_data(gateway: StreamGateway) -> None:

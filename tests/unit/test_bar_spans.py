@@ -42,6 +42,13 @@ def test_a_bare_date_keeps_its_own_key_as_its_zone_is_alpacas() -> None:
     assert bound_key(None) == "-"
 
 
+@pytest.mark.parametrize("edge", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"])
+def test_an_instant_past_the_calendar_in_utc_is_keyed_as_given(edge: str) -> None:
+    # Valid RFC 3339, but no UTC spelling exists: a 500 INTERNAL before, now its own key.
+    assert instant_ns(edge) is None
+    assert bound_key(edge) == edge
+
+
 def test_a_start_between_a_start_and_its_first_bar_finds_that_series() -> None:
     spans = BarSpans(max_entries=10)
     spans.record(FAMILY, Span(JAN_2, JAN_2 + 9 * HOUR, "k0"))

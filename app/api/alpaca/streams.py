@@ -11,6 +11,7 @@ headers are (access.py); market data needs `data:read`, trade updates `trading:r
 from __future__ import annotations
 
 from fastapi import APIRouter, WebSocket
+from loguru import logger
 from starlette.websockets import WebSocketDisconnect
 
 from app.api.alpaca.errors import PREFIX
@@ -70,6 +71,10 @@ def _authenticator(gateway: GatewayState, scope: Scope) -> Authenticate:
             row = await gateway.keys.authenticate(presented)
         except StoreUnavailable:
             return Admission.UNAVAILABLE
+        except Exception:
+            # A bug in the key check: the client is told it is unavailable, never left hanging.
+            logger.exception("stream authentication failed")
+            return Admission.UNAVAILABLE
         if row is None or scope.value not in row.scopes:
             return Admission.REFUSED
         return Admission.ADMITTED
@@ -105,6 +110,7 @@ async def _serve(websocket: WebSocket, name: str, family: FeedFamily) -> None:
         client,
         _authenticator(gateway, scope),
         auth_timeout_s=gateway.settings.stream_auth_timeout_s,
+        max_symbols=gateway.settings.stream_max_symbols_per_client,
     )
     await session.run(_handshake_credentials(websocket))
 
