@@ -22,6 +22,7 @@ from app.metrics import DataKind
 from app.reads.bar_spans import bound_key
 from app.reads.latest import LatestKind, LatestReads
 from app.reads.read_through import Outcome, ReadThrough
+from app.reads.stocks import BARS_SETTLE_S
 from app.settings import Settings
 
 _SNAPSHOT_MEMBERS = ("latestTrade", "latestQuote", "minuteBar", "dailyBar", "prevDailyBar")
@@ -165,9 +166,9 @@ class AlpacaReads:
     ) -> Outcome[Wire]:
         """One page as Alpaca answered it, kept per query (start and end by the instant they
         name). `closed_before` is when the page's range stops changing (epoch seconds), when
-        the client gave an end: a minute past it the page is history, kept
+        the client gave an end: BARS_SETTLE_S past it the page is history, kept
         CACHE_CLOSED_BARS_TTL_S; anything reaching now is kept CACHE_OPEN_BARS_TTL_S."""
-        closed = closed_before is not None and closed_before + 60 <= self._clock()
+        closed = closed_before is not None and closed_before + BARS_SETTLE_S <= self._clock()
         ttl_s = (
             self._settings.cache_closed_bars_ttl_s
             if closed

@@ -70,6 +70,12 @@ def time_bound(name: str, value: str) -> float:
         raise _invalid(name, f"{name} is not a real date") from exc
 
 
+# How long after its bar has closed a range still counts as open: SIP data reaches the free plan
+# 15 minutes late and trades are corrected after the fact, so a range ending just now may yet
+# gain or change bars. Kept the open-bars TTL until then, not the closed one (a day).
+BARS_SETTLE_S = 15 * 60
+
+
 def range_end_s(end: str) -> float:
     """The latest moment an `end` may cover, to decide whether a range has closed. Alpaca does
     not say in which zone a bare date ends (the emulator: its last UTC nanosecond; New York
@@ -226,8 +232,12 @@ class StockReads:
         start_s = time_bound("start", query.start) if query.start else None
         if start_s is not None and end_s is not None and start_s > end_s:
             raise _invalid("start", "start is after end")
-        # Bars of intervals that have closed never change; anything reaching "now" may.
-        closed = query.end is not None and range_end_s(query.end) + bar_s <= self._clock()
+        # Bars of intervals that have closed (and settled) never change; anything reaching
+        # "now" may.
+        closed = (
+            query.end is not None
+            and range_end_s(query.end) + bar_s + BARS_SETTLE_S <= self._clock()
+        )
         ttl_s = (
             self._settings.cache_closed_bars_ttl_s
             if closed

@@ -88,3 +88,26 @@ async def test_a_closed_range_is_kept_as_history(
 
     assert first.json() == second.json()
     assert await emulator.calls_to("/v2/stocks/bars") == 1
+
+
+async def test_minute_bars_ending_minutes_ago_are_not_history_yet(
+    emulator: EmulatorControl, make_gateway: GatewayFactory
+) -> None:
+    # The last 1Min bar closed 4 minutes ago, but SIP reaches the free plan 15 minutes late and
+    # trades are corrected after the fact: the range may still gain bars. /v1 and the face both
+    # keep it the open-bars TTL, not a day.
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    await emulator.set_bars("AAPL", [day_bar(now - timedelta(minutes=6), 190.0)], timeframe="1Min")
+    gateway = await make_gateway(cache_open_bars_ttl_s=0.2, cache_closed_bars_ttl_s=3600)
+    start = (now - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    end = (now - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    face = {"symbols": "AAPL", "timeframe": "1Min", "start": start, "end": end}
+    v1 = {"timeframe": "1Min", "start": start, "end": end}
+    await emulator.reset_calls()
+
+    for _ in range(2):
+        assert (await gateway.get(BARS, params=face)).status_code == 200
+        assert (await gateway.get("/v1/stocks/AAPL/bars", params=v1)).status_code == 200
+        await asyncio.sleep(0.3)
+
+    assert await emulator.calls_to("/v2/stocks/bars") == 4
