@@ -221,6 +221,8 @@ def cors_options(origins: tuple[str, ...]) -> dict[str, Any]:
         "allow_methods": ["GET", "POST", "DELETE"],
         "allow_headers": [
             "Authorization", "X-API-Key", "Content-Type", "Idempotency-Key", "X-Request-ID",
+            # The Alpaca-compatible face's key pair, as alpaca-py (and a browser bot) sends it.
+            "APCA-API-KEY-ID", "APCA-API-SECRET-KEY",
         ],
         "expose_headers": ["X-Request-ID", "Retry-After", "Cache-Status", "Idempotent-Replayed"],
         "allow_credentials": False,
