@@ -27,7 +27,7 @@ help:
 	@echo "make demo       the gateway in front of the Alpaca emulator, with curl commands"
 	@echo "make kit        gateway + emulator for a bot's CI (SCENARIO=file PORT=n KIT_ARGS=--detach)"
 	@echo "make bench      gateway vs bare app vs nginx (SERVER=granian|uvicorn|both, ROUNDS=n, LOAD=aio)"
-	@echo "make bench-streams  stream fan-out: CLIENTS (1000) x SYMBOLS (10) x TICKS (10), p50/p99"
+	@echo "make bench-streams  stream fan-out: CLIENTS (1000) x SYMBOLS (10) x TICKS (10) on INSTANCES (1), p50/p99"
 	@echo "make chaos      faults under load (Redis, PostgreSQL, SIGKILL, upstream), one line of figures each"
 	@echo "make soak       mixed traffic for minutes (DURATION=s, 300): memory, series, store must stay flat"
 	@echo "make lint       ruff format --check and ruff check"
@@ -68,9 +68,10 @@ bench: venv
 	tests/performance/ensure-tools.sh $(if $(filter aio,$(LOAD)),nginx,wrk nginx)
 	$(BIN)/python -m tests.performance --server $(or $(SERVER),granian) --load $(or $(LOAD),wrk) $(if $(ROUNDS),--rounds $(ROUNDS))
 
-# One upstream connection fanned out to CLIENTS stream clients; figures only (README "Streams").
+# One upstream connection fanned out to CLIENTS stream clients over INSTANCES gateways (2 needs
+# REDIS_URL); figures only (README "Streams"). make bench prints 1,000 x 10 x 10 on 1 and 2.
 bench-streams: venv
-	$(BIN)/python -m tests.performance.stream_fanout $(or $(CLIENTS),1000) $(or $(SYMBOLS),10) $(or $(TICKS),10)
+	$(BIN)/python -m tests.performance.stream_fanout $(or $(CLIENTS),1000) $(or $(SYMBOLS),10) $(or $(TICKS),10) $(or $(INSTANCES),1)
 
 # tests/chaos and tests/soak run real processes (gateway, emulator, throwaway Redis and
 # PostgreSQL on free ports, never the shared ones); make test runs a short chaos pass.

@@ -49,6 +49,8 @@ return 0
 # Relayed message kinds: data frame, trade update, error, gap, "my clients' wants changed".
 DATA, TRADE_UPDATE, ERROR, GAP, WANTS = "d", "u", "e", "g", "w"
 RELAY_QUEUE_FRAMES = 10_000
+# How soon a follower subscribes to the relay again after Redis failed it.
+_RESUBSCRIBE_S = 0.2
 
 
 class FeedLeadership:
@@ -279,17 +281,27 @@ class FeedLeadership:
                 self._relay_lost()
 
     async def _listen(self) -> None:
+        deaf_since_ns: int | None = None  # since when the relay may have gone unheard
         while True:
             try:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self._channel)
+                    if deaf_since_ns is not None:
+                        # What the leader relayed meanwhile is lost to this instance's clients:
+                        # they are told, never served a stream that pretends continuity.
+                        if not self._leading:
+                            self._hub.on_gap(deaf_since_ns, time.time_ns())
+                        deaf_since_ns = None
                     while True:
                         message = await pubsub.get_message(timeout=None)
                         if message is not None and message["type"] == "message":
                             self._received(message["data"])
             except REDIS_ERRORS as exc:
                 self._redis_fails(exc)
-                await asyncio.sleep(self._lease_s / 3)
+                if deaf_since_ns is None:
+                    deaf_since_ns = time.time_ns()
+                # Soon, not a lease later: every moment unsubscribed is messages lost.
+                await asyncio.sleep(min(self._lease_s / 3, _RESUBSCRIBE_S))
 
     def _received(self, data: bytes) -> None:
         try:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 from typing import Any
 
@@ -27,7 +27,7 @@ from alpaca.data.models import Quote
 from alpaca.trading.enums import TradeEvent
 from alpaca.trading.models import TradeUpdate
 from alpaca.trading.stream import TradingStream
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.legacy.exceptions import InvalidStatusCode
 
@@ -35,25 +35,25 @@ from tests.emulator.control import EmulatorControl, EmulatorControlError, shared
 from tests.emulator.process import EmulatorProcess
 from tests.emulator.timestamps import rfc3339_ns
 from tests.emulator.wire_json import loads
+from tests.support import streams
+from tests.support.streams import (
+    OCC,
+    OPTION_QUOTE,
+    OPTION_TRADE,
+    QUOTE,
+    TRADE,
+    Raw,
+    collector,
+    quote,
+    same_values,
+)
 
 pytestmark = pytest.mark.contract
 
 WAIT_S = 5.0
-MSGPACK = {"Content-Type": "application/msgpack"}
-OCC = "AAPL270115C00230000"
-QUOTE = {"T": "q", "S": "AAPL", "bx": "V", "bp": Decimal("229.85"), "bs": 2, "ax": "V",
-         "ap": Decimal("229.90"), "as": 1, "c": ["R"], "z": "C",
-         "t": "2024-07-24T13:56:53.639713735Z"}  # fmt: skip
-TRADE = {"T": "t", "S": "AAPL", "i": 52983525029461, "x": "V", "p": Decimal("229.87"), "s": 100,
-         "c": ["@"], "z": "C", "t": "2024-07-24T13:56:54.000000001Z"}  # fmt: skip
 BAR = {"T": "b", "S": "MSFT", "o": Decimal("447.1"), "h": Decimal("447.5"),
        "l": Decimal("446.9"), "c": Decimal("447.2"), "v": 12000, "t": "2024-07-24T13:56:00Z",
        "n": 130, "vw": Decimal("447.21")}  # fmt: skip
-OPTION_QUOTE = {"T": "q", "S": OCC, "bx": "C", "bp": Decimal("31.2"), "bs": 12, "ax": "X",
-                "ap": Decimal("31.65"), "as": 9, "c": "A",
-                "t": "2024-07-24T13:56:53.1Z"}  # fmt: skip
-OPTION_TRADE = {"T": "t", "S": OCC, "x": "C", "p": Decimal("31.4"), "s": 2, "c": "I",
-                "t": "2024-07-24T13:56:55.123456789Z"}  # fmt: skip
 LIMIT_BUY = {"symbol": "AAPL", "qty": "2", "side": "buy", "type": "limit",
              "time_in_force": "day", "limit_price": "150"}  # fmt: skip
 
@@ -62,107 +62,48 @@ def ws_url(emulator: EmulatorProcess, path: str) -> str:
     return emulator.base_url.replace("http://", "ws://") + path
 
 
-def quote(symbol: str, bid: str, t_ns_offset: int = 0) -> dict[str, Any]:
-    base = rfc3339_ns(str(QUOTE["t"])) + t_ns_offset
-    seconds, nanos = divmod(base, 1_000_000_000)
-    t = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
-    return {**QUOTE, "S": symbol, "bp": Decimal(bid), "t": t}
+async def eventually(check: Callable[[], bool], what: str) -> None:
+    await streams.eventually(check, what, WAIT_S)
 
 
-def same_values(received: Mapping[str, Any], pushed: Mapping[str, Any]) -> bool:
-    """A message received over MessagePack equals the pushed one: floats equal the decimals,
-    ``t`` is a Timestamp with the same nanosecond, nothing missing or added."""
-    if list(received) != list(pushed):
-        return False
-    for name, value in pushed.items():
-        got = received[name]
-        if name == "t":
-            if not isinstance(got, msgpack.Timestamp) or got.to_unix_nano() != rfc3339_ns(value):
-                return False
-        elif isinstance(value, Decimal):
-            if not isinstance(got, float) or got != float(value):
-                return False
-        elif got != value:
-            return False
-    return True
+def running(stream: DataStream | TradingStream) -> AbstractAsyncContextManager[None]:
+    return streams.running(stream, WAIT_S)
 
 
-async def eventually(check: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+def raw(emulator: EmulatorProcess, path: str, **options: Any) -> AbstractAsyncContextManager[Raw]:
+    """A raw connection to the emulator (`streams.raw`): JSON read exactly as
+    tests.emulator.wire_json reads it, every wait WAIT_S."""
+    return streams.raw(ws_url(emulator, path), decode=loads, wait_s=WAIT_S, **options)
 
 
-@asynccontextmanager
-async def running(stream: DataStream | TradingStream) -> AsyncIterator[None]:
-    """alpaca-py's own run loop (``_run_forever``) as a task of the test's event loop."""
-    task = asyncio.create_task(stream._run_forever())
-    try:
-        yield
-    finally:
-        await stream.stop_ws()
-        await stream.close()
-        await asyncio.wait_for(task, WAIT_S)
+def stock_stream(
+    emulator: EmulatorProcess, path: str = "/v2/iex", **options: Any
+) -> StockDataStream:
+    """alpaca-py's StockDataStream on one of the emulator's stock feeds (IEX unless told)."""
+    return StockDataStream(
+        emulator.key_id, emulator.secret_key, url_override=ws_url(emulator, path), **options
+    )
 
 
-class Raw:
-    """A plain websocket client: JSON text, or MessagePack with ``msgpack=True``."""
-
-    def __init__(self, ws: ClientConnection, *, use_msgpack: bool) -> None:
-        self.ws = ws
-        self.msgpack = use_msgpack
-
-    async def send(self, value: object) -> None:
-        await self.ws.send(msgpack.packb(value) if self.msgpack else json.dumps(value))
-
-    async def recv(self, timeout_s: float = WAIT_S) -> Any:
-        frame = await asyncio.wait_for(self.ws.recv(), timeout_s)
-        if self.msgpack:
-            assert isinstance(frame, bytes)
-            return msgpack.unpackb(frame)
-        assert isinstance(frame, str), "JSON clients get text frames"
-        return loads(frame)
-
-    async def auth(self, key: str, secret: str) -> Any:
-        await self.send({"action": "auth", "key": key, "secret": secret})
-        return await self.recv()
-
-    async def quiet(self, for_s: float = 0.3) -> bool:
-        """True if nothing arrives for ``for_s``."""
-        try:
-            await asyncio.wait_for(self.ws.recv(), for_s)
-        except TimeoutError:
-            return True
-        return False
-
-
-@asynccontextmanager
-async def raw(
-    emulator: EmulatorProcess,
-    path: str,
-    *,
-    use_msgpack: bool = False,
-    headers: Mapping[str, str] | None = None,
-    connected: bool = True,
-) -> AsyncIterator[Raw]:
-    """A raw connection; with ``connected`` the welcome message is read and checked."""
-    sent = {**(MSGPACK if use_msgpack else {}), **(headers or {})}
-    async with connect(
-        ws_url(emulator, path), additional_headers=sent, proxy=None, ping_interval=None,
-        open_timeout=WAIT_S, close_timeout=1,
-    ) as ws:  # fmt: skip
-        client = Raw(ws, use_msgpack=use_msgpack)
-        if connected:
-            assert await client.recv() == [{"T": "success", "msg": "connected"}]
-        yield client
+async def refused_at_start(stream: DataStream | TradingStream, match: str) -> None:
+    """alpaca-py's connect (`_start_ws`) fails with a ValueError matching `match`; the stream
+    is closed after."""
+    with pytest.raises(ValueError, match=match):
+        await stream._start_ws()
+    await stream.close()
 
 
 async def authed(emulator: EmulatorProcess, client: Raw) -> None:
-    assert await client.auth(emulator.key_id, emulator.secret_key) == [
+    assert await client.auth_reply(emulator.key_id, emulator.secret_key) == [
         {"T": "success", "msg": "authenticated"}
     ]
+
+
+async def subscribed_to_aapl_quotes(emulator: EmulatorProcess, client: Raw) -> None:
+    """Authenticated, then subscribed to AAPL's quotes (the subscription message read)."""
+    await authed(emulator, client)
+    await client.send({"action": "subscribe", "quotes": ["AAPL"]})
+    await client.recv()
 
 
 def error(code: int, msg: str) -> list[dict[str, Any]]:
@@ -175,15 +116,8 @@ def error(code: int, msg: str) -> list[dict[str, Any]]:
 async def test_stock_stream_receives_the_pushed_ticks_in_order_with_exact_values(
     emulator: EmulatorProcess, control: EmulatorControl
 ) -> None:
-    got: list[dict[str, Any]] = []
-
-    async def keep(message: dict[str, Any]) -> None:
-        got.append(message)
-
-    stream = StockDataStream(
-        emulator.key_id, emulator.secret_key, raw_data=True,
-        url_override=ws_url(emulator, "/v2/iex"),
-    )  # fmt: skip
+    got, keep = collector()
+    stream = stock_stream(emulator, raw_data=True)
     stream.subscribe_quotes(keep, "AAPL", "MSFT")
     stream.subscribe_trades(keep, "AAPL")
     stream.subscribe_bars(keep, "MSFT")
@@ -213,9 +147,7 @@ async def test_stock_stream_models_parse_the_ticks(
     async def keep(message: Quote) -> None:
         got.append(message)
 
-    stream = StockDataStream(
-        emulator.key_id, emulator.secret_key, url_override=ws_url(emulator, "/v2/iex")
-    )
+    stream = stock_stream(emulator)
     stream.subscribe_quotes(keep, "AAPL")
     async with running(stream):
         await control.streams.wait_for_subscriber("iex", "quotes", "AAPL")
@@ -231,11 +163,7 @@ async def test_option_stream_receives_option_trades_and_quotes(
     emulator: EmulatorProcess, control: EmulatorControl
 ) -> None:
     await control.configure(plan="unlimited")
-    got: list[dict[str, Any]] = []
-
-    async def keep(message: dict[str, Any]) -> None:
-        got.append(message)
-
+    got, keep = collector()
     stream = OptionDataStream(
         emulator.key_id, emulator.secret_key, raw_data=True, feed=OptionsFeed.OPRA,
         url_override=ws_url(emulator, "/v1beta1/opra"),
@@ -328,9 +256,7 @@ async def test_msgpack_frames_carry_t_as_a_timestamp_extension_with_nanoseconds(
     emulator: EmulatorProcess, control: EmulatorControl
 ) -> None:
     async with raw(emulator, "/v2/iex", use_msgpack=True) as client:
-        await authed(emulator, client)
-        await client.send({"action": "subscribe", "quotes": ["AAPL"]})
-        await client.recv()
+        await subscribed_to_aapl_quotes(emulator, client)
         await control.streams.push("iex", [QUOTE])
         frame = await asyncio.wait_for(client.ws.recv(), WAIT_S)
     assert isinstance(frame, bytes)
@@ -346,7 +272,7 @@ async def test_header_auth_authenticates_on_connect(
 ) -> None:
     async with raw(emulator, "/v2/test", headers=emulator.auth_headers) as client:
         assert await client.recv() == [{"T": "success", "msg": "authenticated"}]
-        assert await client.auth(emulator.key_id, emulator.secret_key) == error(
+        assert await client.auth_reply(emulator.key_id, emulator.secret_key) == error(
             403, "already authenticated"
         )
 
@@ -360,7 +286,7 @@ async def test_error_codes_of_a_session(
         assert await client.recv() == error(400, "invalid syntax")
         await client.send({"action": "subscribe", "trades": ["AAPL"]})
         assert await client.recv() == error(401, "not authenticated")
-        assert await client.auth(emulator.key_id, "wrong") == error(402, "auth failed")
+        assert await client.auth_reply(emulator.key_id, "wrong") == error(402, "auth failed")
         await authed(emulator, client)  # the connection stays open after an auth error
         await client.send({"action": "subscribe", "trades": ["aapl"]})
         assert await client.recv() == error(400, "invalid syntax")  # a badly formatted symbol
@@ -387,7 +313,7 @@ async def test_paid_feeds_answer_insufficient_subscription_on_the_free_plan(
 ) -> None:
     for path in ("/v2/sip", "/v1beta1/opra"):
         async with raw(emulator, path, use_msgpack=True) as client:
-            assert await client.auth(emulator.key_id, emulator.secret_key) == error(
+            assert await client.auth_reply(emulator.key_id, emulator.secret_key) == error(
                 409, "insufficient subscription"
             )
     for path in ("/v2/delayed_sip", "/v2/test", "/v1beta1/indicative"):
@@ -401,12 +327,8 @@ async def test_paid_feeds_answer_insufficient_subscription_on_the_free_plan(
 async def test_alpaca_py_surfaces_insufficient_subscription_and_stops(
     emulator: EmulatorProcess, control: EmulatorControl
 ) -> None:
-    stream = StockDataStream(
-        emulator.key_id, emulator.secret_key, url_override=ws_url(emulator, "/v2/sip")
-    )
-    with pytest.raises(ValueError, match="insufficient subscription"):
-        await stream._start_ws()
-    await stream.close()
+    stream = stock_stream(emulator, "/v2/sip")
+    await refused_at_start(stream, "insufficient subscription")
 
 
 async def test_option_streams_are_msgpack_only_and_refuse_stock_channels(
@@ -436,9 +358,7 @@ async def test_errors_pushed_go_alone_in_their_frame_to_every_client(
     emulator: EmulatorProcess, control: EmulatorControl
 ) -> None:
     async with raw(emulator, "/v2/iex") as client:
-        await authed(emulator, client)
-        await client.send({"action": "subscribe", "quotes": ["AAPL"]})
-        await client.recv()
+        await subscribed_to_aapl_quotes(emulator, client)
         internal = {"T": "error", "code": 500, "msg": "internal error"}
         await control.streams.push("iex", [QUOTE, internal, QUOTE, QUOTE], per_frame=1)
         assert [await client.recv() for _ in range(4)] == [[QUOTE], [internal], [QUOTE], [QUOTE]]
@@ -453,7 +373,7 @@ async def test_second_connection_gets_406_and_a_clean_close_frees_the_slot(
     async with raw(emulator, "/v2/iex") as first:
         await authed(emulator, first)
         async with raw(emulator, "/v2/iex") as second:
-            assert await second.auth(emulator.key_id, emulator.secret_key) == error(
+            assert await second.auth_reply(emulator.key_id, emulator.secret_key) == error(
                 406, "connection limit exceeded"
             )
             async with raw(emulator, "/v2/test") as other_feed:  # feeds have their own slots
@@ -478,7 +398,7 @@ async def test_after_an_unclean_disconnect_the_slot_stays_taken_for_the_release_
     assert slot["connection"] is None
     assert 0 < slot["free_in_ms"] <= 600
     async with raw(emulator, "/v2/iex") as second:
-        assert await second.auth(emulator.key_id, emulator.secret_key) == error(
+        assert await second.auth_reply(emulator.key_id, emulator.secret_key) == error(
             406, "connection limit exceeded"
         )
         await asyncio.sleep(0.7)
@@ -488,20 +408,11 @@ async def test_after_an_unclean_disconnect_the_slot_stays_taken_for_the_release_
 async def test_alpaca_py_gets_406_while_the_slot_is_taken_then_recovers(
     emulator: EmulatorProcess, control: EmulatorControl
 ) -> None:
-    got: list[dict[str, Any]] = []
-
-    async def keep(message: dict[str, Any]) -> None:
-        got.append(message)
-
-    stream = StockDataStream(
-        emulator.key_id, emulator.secret_key, raw_data=True,
-        url_override=ws_url(emulator, "/v2/iex"),
-    )  # fmt: skip
+    got, keep = collector()
+    stream = stock_stream(emulator, raw_data=True)
     async with raw(emulator, "/v2/iex") as holder:
         await authed(emulator, holder)
-        with pytest.raises(ValueError, match="connection limit exceeded"):
-            await stream._start_ws()
-        await stream.close()
+        await refused_at_start(stream, "connection limit exceeded")
     await control.add_fault("/v2/iex", "stream_connection_limit", count=1)
     stream.subscribe_quotes(keep, "AAPL")
     async with running(stream):  # refused once, then reconnects after its backoff (<= 1 s)
@@ -516,9 +427,7 @@ async def test_alpaca_py_gets_406_while_the_slot_is_taken_then_recovers(
 
 async def test_429_at_the_upgrade(emulator: EmulatorProcess, control: EmulatorControl) -> None:
     await control.add_fault("/v2/iex", "rate_limited", count=1)
-    stream = StockDataStream(
-        emulator.key_id, emulator.secret_key, url_override=ws_url(emulator, "/v2/iex")
-    )
+    stream = stock_stream(emulator)
     with pytest.raises(InvalidStatusCode) as refused:
         await stream._start_ws()
     assert refused.value.status_code == 429
@@ -534,28 +443,20 @@ async def test_429_at_the_upgrade(emulator: EmulatorProcess, control: EmulatorCo
 
 async def test_auth_failure_fault(emulator: EmulatorProcess, control: EmulatorControl) -> None:
     await control.add_fault("/v2/*", "stream_auth_failed", count=1)
-    stream = StockDataStream(
-        emulator.key_id, emulator.secret_key, url_override=ws_url(emulator, "/v2/iex")
-    )
-    with pytest.raises(ValueError, match="auth failed"):
-        await stream._start_ws()
-    await stream.close()
+    stream = stock_stream(emulator)
+    await refused_at_start(stream, "auth failed")
     await control.add_fault("/stream", "stream_auth_failed", count=1)
     trading = TradingStream(
         emulator.key_id, emulator.secret_key, url_override=ws_url(emulator, "/stream")
     )
-    with pytest.raises(ValueError, match="failed to authenticate"):
-        await trading._start_ws()
-    await trading.close()
+    await refused_at_start(trading, "failed to authenticate")
 
 
 async def test_mute_socket_answers_pings_but_sends_no_data(
     emulator: EmulatorProcess, control: EmulatorControl
 ) -> None:
     async with raw(emulator, "/v2/iex") as client:
-        await authed(emulator, client)
-        await client.send({"action": "subscribe", "quotes": ["AAPL"]})
-        await client.recv()
+        await subscribed_to_aapl_quotes(emulator, client)
         await control.add_fault("/v2/iex", "stream_mute", count=1)
         assert await control.faults() == []  # spent on the open connection
         await control.streams.push("iex", [QUOTE])
@@ -584,15 +485,8 @@ async def test_new_connection_goes_mute_after_its_subscription_and_alpaca_py_rec
     """alpaca-py#740: connected, authenticated and subscribed, then nothing. With a
     data_timeout alpaca-py drops the socket and reconnects (the mute one freed its slot)."""
     await control.add_fault("/v2/iex", "stream_mute", count=1)
-    got: list[dict[str, Any]] = []
-
-    async def keep(message: dict[str, Any]) -> None:
-        got.append(message)
-
-    stream = StockDataStream(
-        emulator.key_id, emulator.secret_key, raw_data=True,
-        url_override=ws_url(emulator, "/v2/iex"), data_timeout=0.5,
-    )  # fmt: skip
+    got, keep = collector()
+    stream = stock_stream(emulator, raw_data=True, data_timeout=0.5)
     stream.subscribe_quotes(keep, "AAPL")
     async with running(stream):
         mute = await control.streams.wait_for_subscriber("iex", "quotes", "AAPL")
@@ -622,7 +516,7 @@ async def test_abrupt_disconnect_sends_no_close_frame_and_keeps_the_slot(
         await control.streams.wait_for_connections("iex", 0)
         assert (await control.streams.state())["slots"]["/v2/iex"]["connection"] is None
         async with raw(emulator, "/v2/iex") as again:
-            assert await again.auth(emulator.key_id, emulator.secret_key) == error(
+            assert await again.auth_reply(emulator.key_id, emulator.secret_key) == error(
                 406, "connection limit exceeded"
             )
             await control.streams.free_slots()
@@ -703,9 +597,7 @@ async def test_scenario_pushes_ticks_and_runs_stream_faults_on_its_timeline(
     })  # fmt: skip
     loaded_ns = time.time_ns()
     async with raw(emulator, "/v2/iex") as client:
-        await authed(emulator, client)
-        await client.send({"action": "subscribe", "quotes": ["AAPL"]})
-        await client.recv()
+        await subscribed_to_aapl_quotes(emulator, client)
         [received] = await client.recv()
         assert abs(rfc3339_ns(received["t"]) - (loaded_ns + 500_000_000)) < 300_000_000
         assert {k: v for k, v in received.items() if k != "t"} == tick

@@ -6,7 +6,6 @@ instance, clients)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +15,13 @@ import pytest
 from tests.emulator.control import EmulatorControl
 from tests.emulator.process import EmulatorProcess
 from tests.integration.test_streams_faults import authed
-from tests.support.streams import StreamGateway, eventually, quote, raw, stream_gateway
+from tests.support.streams import StreamGateway, eventually, gateway, quote, raw, stream_gateway
 
 pytestmark = pytest.mark.integration
+__all__ = ["gateway"]  # the fixture, imported for this module's tests
 LAG = "gateway_stream_delivery_lag_seconds"
 FEEDS = {"iex", "sip", "delayed_sip", "test", "indicative", "opra", "trade_updates"}
 IDLE = {"state": "idle", "reconnect_in_s": 0, "leader": None, "clients": 0}
-
-
-@pytest.fixture
-def gateway(
-    emulator_process: EmulatorProcess, redis_url: str, tmp_path: Path
-) -> Iterator[StreamGateway]:
-    with stream_gateway(emulator_process, redis_url, tmp_path) as served:
-        yield served
 
 
 async def test_delivery_lag_is_measured_once_per_relayed_frame_and_client(

@@ -21,6 +21,7 @@ from tests.support.streams import (
     OPTION_TRADE,
     TRADE,
     StreamGateway,
+    collector,
     eventually,
     quote,
     raw,
@@ -49,11 +50,7 @@ def gateway(
 async def test_stock_stream_gets_exactly_the_ticks_alpaca_sent_in_order_per_symbol(
     gateway: StreamGateway, emulator: EmulatorControl
 ) -> None:
-    got: list[dict[str, Any]] = []
-
-    async def keep(message: dict[str, Any]) -> None:
-        got.append(message)
-
+    got, keep = collector()
     stream = StockDataStream(
         gateway.key_id, gateway.secret, raw_data=True, url_override=gateway.ws_url("/v2/iex")
     )
@@ -106,11 +103,7 @@ async def test_a_json_client_gets_the_same_values_with_alpacas_json_timestamps(
 async def test_option_stream_gets_exactly_the_option_ticks(
     gateway: StreamGateway, emulator: EmulatorControl
 ) -> None:
-    got: list[dict[str, Any]] = []
-
-    async def keep(message: dict[str, Any]) -> None:
-        got.append(message)
-
+    got, keep = collector()
     stream = OptionDataStream(
         gateway.key_id, gateway.secret, raw_data=True, feed=OptionsFeed.INDICATIVE,
         url_override=gateway.ws_url("/v1beta1/indicative"),

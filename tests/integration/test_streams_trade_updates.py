@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from alpaca.trading.client import TradingClient
@@ -19,29 +16,24 @@ from alpaca.trading.stream import TradingStream
 from websockets.asyncio.client import connect
 
 from tests.emulator.control import EmulatorControl
-from tests.emulator.process import EmulatorProcess
-from tests.support.streams import WAIT_S, StreamGateway, eventually, running, stream_gateway
+from tests.support.streams import (
+    WAIT_S,
+    StreamGateway,
+    collector,
+    eventually,
+    gateway,
+    running,
+)
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def gateway(
-    emulator_process: EmulatorProcess, redis_url: str, tmp_path: Path
-) -> Iterator[StreamGateway]:
-    with stream_gateway(emulator_process, redis_url, tmp_path) as served:
-        yield served
+__all__ = ["gateway"]  # the fixture, imported for this module's tests
 
 
 async def test_an_order_submitted_through_the_gateway_streams_its_new_and_fill(
     gateway: StreamGateway, emulator: EmulatorControl
 ) -> None:
     await emulator.set_state(assets=["AAPL"])
-    updates: list[dict[str, Any]] = []
-
-    async def keep(update: dict[str, Any]) -> None:
-        updates.append(update)
-
+    updates, keep = collector()
     stream = TradingStream(
         gateway.key_id, gateway.secret, raw_data=True, url_override=gateway.ws_url("/stream")
     )

@@ -10,7 +10,8 @@ phase-1 median throughput of the cached quote and of breaker-open, each with the
 the same rate (the stack's floor), and a constant nginx answer at the cached quote's rate (the
 generator's floor: the load generator, loopback and a busy machine, nothing else). Then one
 hot symbol under load with the emulator counting upstream calls, and each worker's RSS. Every
-run records the upstream calls it caused and the CPU time of the worker it loaded.
+run records the upstream calls it caused and the CPU time of the worker it loaded. Last, the
+several-instance rows (``scaleout``) and the stream fan-out rows (``stream_fanout``).
 
 Medians of rounds are printed, ratios are taken per round (a drift of the machine hits both
 sides) and their median printed. It measures; it does not tune itself to pass.
@@ -32,6 +33,7 @@ from tests.performance.fleet import (
     BATCH_SYMBOLS,
     COLD,
     QUOTES_PATH,
+    REDIS_URL,
     SINGLE,
     Fleet,
     expect_circuit_open,
@@ -40,6 +42,7 @@ from tests.performance.report import Report, Results, table
 from tests.performance.runners import Cores, LoadResult, Tools
 from tests.performance.scaleout import fleet_rows
 from tests.performance.seed import quote_wire
+from tests.performance.stream_fanout import bench_rows as stream_rows
 
 RUN_S = 4  # each closed-loop run
 WARMUP_S = 2  # once per target, discarded
@@ -209,8 +212,11 @@ async def run_bench(
         await bench.run()
         # Several instances behind nginx, after the single-process rows (nothing else runs).
         several = await fleet_rows(emulator, control, tools, servers[0], rounds)
+        # Then the stream fan-out (issue 12), as `make bench-streams` runs it; last, as it
+        # resets the emulator.
+        streams = await stream_rows(emulator, control, REDIS_URL)
     report = Report(bench.results)
-    rows = [*report.rows(), *several]
+    rows = [*report.rows(), *several, *streams]
     footer = [
         "",
         f"closed loop: {'wrk -t1' if tools.load == 'wrk' else 'aioload'} -c{CONNECTIONS},"

@@ -10,18 +10,20 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import msgpack
+import pytest
 from alpaca.data.live.websocket import DataStream
 from alpaca.trading.stream import TradingStream
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.emulator.process import EmulatorProcess
 from tests.emulator.timestamps import rfc3339_ns
@@ -101,6 +103,16 @@ def stream_gateway(
         yield StreamGateway(served, key)
 
 
+@pytest.fixture
+def gateway(
+    emulator_process: EmulatorProcess, redis_url: str, tmp_path: Path
+) -> Iterator[StreamGateway]:
+    """`stream_gateway` with its defaults, for a test module that imports it (and names it in
+    `__all__`)."""
+    with stream_gateway(emulator_process, redis_url, tmp_path) as served:
+        yield served
+
+
 def create_key(env: Mapping[str, str], scopes: str) -> str:
     """A key made as an operator makes one (the CLI prints it as its last line)."""
     create = [sys.executable, "-m", "app.cli", "keys", "create", "--name", "stream-test"]
@@ -112,15 +124,18 @@ def create_key(env: Mapping[str, str], scopes: str) -> str:
 
 
 @asynccontextmanager
-async def running(stream: DataStream | TradingStream) -> AsyncIterator[None]:
-    """alpaca-py's own run loop (`_run_forever`) as a task of the test's event loop."""
+async def running(
+    stream: DataStream | TradingStream, wait_s: float = WAIT_S
+) -> AsyncIterator[None]:
+    """alpaca-py's own run loop (`_run_forever`) as a task of the test's event loop; it has
+    `wait_s` to end once stopped."""
     task = asyncio.create_task(stream._run_forever())
     try:
         yield
     finally:
         await stream.stop_ws()
         await stream.close()
-        await asyncio.wait_for(task, WAIT_S)
+        await asyncio.wait_for(task, wait_s)
 
 
 async def eventually(check: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
@@ -129,6 +144,16 @@ async def eventually(check: Callable[[], bool], what: str, timeout_s: float = WA
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+def collector() -> tuple[list[dict[str, Any]], Callable[[dict[str, Any]], Awaitable[None]]]:
+    """A list, and a raw-data handler for alpaca-py that appends each message to it."""
+    got: list[dict[str, Any]] = []
+
+    async def keep(message: dict[str, Any]) -> None:
+        got.append(message)
+
+    return got, keep
 
 
 def same_values(received: Mapping[str, Any], pushed: Mapping[str, Any]) -> bool:
@@ -156,11 +181,21 @@ def quote(symbol: str, bid: str, ns_later: int = 0) -> dict[str, Any]:
 
 
 class Raw:
-    """A plain websocket client: JSON text, or MessagePack with `use_msgpack`."""
+    """A plain websocket client: JSON text (read with `decode`), or MessagePack with
+    `use_msgpack`; a receive waits `wait_s` unless told otherwise."""
 
-    def __init__(self, ws: ClientConnection, *, use_msgpack: bool) -> None:
+    def __init__(
+        self,
+        ws: ClientConnection,
+        *,
+        use_msgpack: bool,
+        decode: Callable[[str], Any] = json.loads,
+        wait_s: float = WAIT_S,
+    ) -> None:
         self.ws = ws
         self.msgpack = use_msgpack
+        self.decode = decode
+        self.wait_s = wait_s
 
     async def send(self, value: object) -> None:
         await self.ws.send(msgpack.packb(value) if self.msgpack else json.dumps(value))
@@ -169,13 +204,22 @@ class Raw:
         await self.send({"action": "auth", "key": key, "secret": secret})
         return await self.recv()
 
-    async def recv(self, timeout_s: float = WAIT_S) -> Any:
-        frame = await asyncio.wait_for(self.ws.recv(), timeout_s)
+    async def recv(self, timeout_s: float | None = None) -> Any:
+        wait_s = self.wait_s if timeout_s is None else timeout_s
+        frame = await asyncio.wait_for(self.ws.recv(), wait_s)
         if self.msgpack:
             assert isinstance(frame, bytes)
             return msgpack.unpackb(frame, timestamp=0)
         assert isinstance(frame, str), "JSON clients get text frames"
-        return json.loads(frame)
+        return self.decode(frame)
+
+    async def quiet(self, for_s: float = 0.3) -> bool:
+        """True if nothing arrives for `for_s`."""
+        try:
+            await asyncio.wait_for(self.ws.recv(), for_s)
+        except TimeoutError:
+            return True
+        return False
 
 
 @asynccontextmanager
@@ -184,14 +228,74 @@ async def raw(
     *,
     use_msgpack: bool = False,
     headers: Mapping[str, str] | None = None,
+    connected: bool = True,
+    decode: Callable[[str], Any] = json.loads,
+    wait_s: float = WAIT_S,
     **options: Any,
 ) -> AsyncIterator[Raw]:
-    """A raw connection; the `connected` welcome is read and checked."""
+    """A raw connection; with `connected` the `connected` welcome is read and checked."""
     sent = {**(MSGPACK if use_msgpack else {}), **(headers or {})}
     async with connect(
         url, additional_headers=sent, proxy=None,
-        ping_interval=None, open_timeout=WAIT_S, close_timeout=1, **options,
+        ping_interval=None, open_timeout=wait_s, close_timeout=1, **options,
     ) as ws:  # fmt: skip
-        client = Raw(ws, use_msgpack=use_msgpack)
-        assert await client.recv() == [{"T": "success", "msg": "connected"}]
+        client = Raw(ws, use_msgpack=use_msgpack, decode=decode, wait_s=wait_s)
+        if connected:
+            assert await client.recv() == [{"T": "success", "msg": "connected"}]
         yield client
+
+
+@dataclass
+class Listener:
+    """A lightweight MessagePack client on the gateway (no alpaca-py): authenticated and
+    subscribed by `listen`, then every message it reads, each with the monotonic time its frame
+    arrived; `closed` once the gateway (or its death) ended the connection."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    arrived: list[float] = field(default_factory=list)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False
+    first_only: bool = False  # keep only each frame's first message (long runs, big frames)
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m.get("T") == kind]
+
+
+async def listen(
+    gateway: StreamGateway, listener: Listener, path: str = "/v2/iex", **subscribe: list[str]
+) -> None:
+    """Run `listener` until cancelled or closed: connect, authenticate with the gateway's key,
+    subscribe, then read (a task per client; a thousand of them are cheap)."""
+    try:
+        async with raw(gateway.ws_url(path), use_msgpack=True, wait_s=60) as client:
+            for _ in range(5):  # many first auths at once may outwait the key store: retry
+                reply = await client.auth_reply(gateway.key_id, gateway.secret)
+                if reply == [{"T": "success", "msg": "authenticated"}]:
+                    break
+            else:
+                raise AssertionError(f"auth answered {reply}")
+            await client.send({"action": "subscribe", **subscribe})
+            [answer] = await client.recv()
+            assert answer["T"] == "subscription", answer
+            listener.ready.set()
+            while True:
+                frame = await client.ws.recv()
+                now = time.monotonic()
+                if listener.first_only:  # read no further than the first message
+                    unpacker = msgpack.Unpacker(timestamp=0)
+                    unpacker.feed(frame)
+                    unpacker.read_array_header()
+                    messages = [unpacker.unpack()]
+                else:
+                    messages = msgpack.unpackb(frame, timestamp=0)
+                for message in messages:
+                    listener.messages.append(message)
+                    listener.arrived.append(now)
+    except ConnectionClosed:
+        listener.closed = True
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The value at quantile `q` (0..1) of `values`, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]

@@ -1,0 +1,71 @@
+"""A follower that lost its relay subscription tells its clients of the gap once it is back."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from app.streams.leader import FeedLeadership
+
+
+@dataclass
+class Hub:
+    feed: Any = field(default_factory=lambda: SimpleNamespace(name="iex"))
+    gaps: list[tuple[int, int]] = field(default_factory=list)
+
+    def on_gap(self, since_ns: int, until_ns: int) -> None:
+        self.gaps.append((since_ns, until_ns))
+
+
+class PubSub:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def __aenter__(self) -> PubSub:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def subscribe(self, channel: str) -> None:
+        self._redis.subscribes += 1
+        if self._redis.subscribes == 1:
+            raise TimeoutError  # a busy event loop read Redis's answer too late
+
+    async def get_message(self, **options: object) -> None:
+        await asyncio.Event().wait()  # nothing relayed: the test only watches the gap
+
+
+@dataclass
+class Redis:
+    subscribes: int = 0
+
+    def pubsub(self, **options: Any) -> PubSub:
+        return PubSub(self)
+
+
+async def test_a_follower_resubscribed_after_a_failure_announces_the_gap() -> None:
+    hub, redis = Hub(), Redis()
+    leadership = FeedLeadership(
+        hub,  # type: ignore[arg-type]
+        lambda feed, owner: SimpleNamespace(),  # type: ignore[arg-type,return-value]
+        redis,  # type: ignore[arg-type]
+        SimpleNamespace(),  # type: ignore[arg-type]
+        namespace="gw",
+        instance="gw-b:2",
+        lease_s=10.0,
+    )
+    listening = asyncio.create_task(leadership._listen())
+    try:
+        for _ in range(100):
+            if hub.gaps:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        listening.cancel()
+
+    assert redis.subscribes == 2  # again within moments, not a third of the lease (3.3 s)
+    [(since_ns, until_ns)] = hub.gaps
+    assert since_ns <= until_ns
