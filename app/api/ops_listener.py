@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api import system
 from app.api.middleware import RequestContextMiddleware
-from app.api.problems import internal_response, problem_response
+from app.api.problems import add_exception_handlers, internal_response, problem_response
 from app.api.system import INTERNAL_LISTENER
 from app.state import GatewayState
 
@@ -27,6 +27,8 @@ def ops_app(gateway: GatewayState) -> ASGIApp:
     routes = Starlette(
         routes=[Route("/metrics", system.metrics), Route("/ready", system.ready)],
     )
+    # Its 404s and 405s too are problem+json with a contract code, not Starlette's plain text.
+    add_exception_handlers(routes)
     front = RequestContextMiddleware(
         routes,
         gateway.metrics,

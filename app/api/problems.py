@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from loguru import logger
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -188,7 +189,8 @@ async def _unhandled(request: Request, exc: Exception) -> Response:
     return await internal_response(request)
 
 
-def add_exception_handlers(app: FastAPI) -> None:
+def add_exception_handlers(app: Starlette) -> None:
+    """Every error an app can raise, as problem+json (the public app and the ops listener)."""
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

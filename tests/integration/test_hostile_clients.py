@@ -496,8 +496,10 @@ async def test_with_an_internal_listener_ops_detail_is_only_there(
     assert "gateway_http_requests_total" in internal_metrics.text
     assert {"dependencies", "breakers"} <= internal_ready.json().keys()
     assert internal_ready.headers["x-content-type-options"] == "nosniff"
-    # Only the operational routes live there.
+    # Only the operational routes live there, and what is not there is a typed problem too.
     assert internal_other.status_code == 404
+    assert internal_other.headers["content-type"] == "application/problem+json"
+    assert internal_other.json()["code"] == "ROUTE_NOT_FOUND"
 
 
 def test_a_refused_body_closes_its_connection_so_the_next_request_is_answered(
