@@ -35,6 +35,10 @@ _SECURITY_HEADERS = (
 # sent, so no shared or browser cache may keep and replay them.
 _NO_STORE = (b"cache-control", b"no-store")
 _CONNECTION_CLOSE = (b"connection", b"close")
+# A refused body up to this size is read off so its connection stays usable; a larger one
+# closes it (reading megabytes a client should not have sent costs more than a reconnect).
+_DRAIN_BYTES = 1 << 20
+_DRAIN_TIMEOUT_S = 10.0
 
 
 # Filled by the problem renderer so the access line can say which error, from which upstream.
@@ -93,9 +97,9 @@ class RequestContextMiddleware:
         header = (b"x-request-id", request_id.encode())
         status = 500
         responded = False
-        # Set when the answer goes out before the whole body was read: the rest of it is still
-        # on the connection, and a server that kept it open would parse it as the next request
-        # (the next POST on that keep-alive connection then never got an answer).
+        # Set when an oversized body could not be read off (past _DRAIN_BYTES): its rest is
+        # still on the connection, which a server that kept it open (granian) parsed as the next
+        # request, so the next POST on it never got an answer. The answer then closes it.
         abandoned = [False]
         method = scope["method"]
         if method == "HEAD":
@@ -117,8 +121,10 @@ class RequestContextMiddleware:
         try:
             too_large = self._announced_too_large(content_length)
             if too_large is not None and self.on_error is not None:
-                # Refused before the body is read or any route runs.
-                abandoned[0] = True
+                # Refused before any route runs; the body is read off first when small enough,
+                # so the connection stays usable.
+                announced = int(content_length or b"0")
+                abandoned[0] = announced > _DRAIN_BYTES or not await self._drained(receive, 0)
                 response = self.on_error(Request(scope), too_large)
                 await response(scope, receive, send_with_id)
                 return
@@ -157,9 +163,8 @@ class RequestContextMiddleware:
 
     def _limited(self, receive: Receive, started: float, abandoned: list[bool]) -> Receive:
         """`receive` that refuses a (chunked) body once it passes the size limit, or once it has
-        not fully arrived by the deadline (then `abandoned[0]` is set: the answer closes the
-        connection). After the body, `receive` is passed through untimed (a streamed answer
-        waits on it for the client's disconnect)."""
+        not fully arrived by the deadline. After the body, `receive` is passed through untimed
+        (a streamed answer waits on it for the client's disconnect)."""
         limit, timeout_s = self.max_body_bytes, self.body_read_timeout_s
         if limit is None and timeout_s is None:
             return receive
@@ -175,17 +180,34 @@ class RequestContextMiddleware:
                 try:
                     message = await asyncio.wait_for(receive(), deadline - time.perf_counter())
                 except TimeoutError:
-                    abandoned[0] = True
                     raise _too_slow(deadline - started) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if limit is not None and received > limit:
-                    abandoned[0] = True
+                    more = message.get("more_body", False)
+                    abandoned[0] = more and not await self._drained(receive, received)
                     raise _too_large(limit)
                 body_complete = not message.get("more_body", False)
             return message
 
         return receive_within_limits
+
+    async def _drained(self, receive: Receive, received: int) -> bool:
+        """Read off the rest of a refused body, at most _DRAIN_BYTES in all and within the body
+        deadline; False when it could not be (the answer then closes the connection)."""
+        timeout_s = self.body_read_timeout_s or _DRAIN_TIMEOUT_S
+        try:
+            async with asyncio.timeout(timeout_s):
+                while received <= _DRAIN_BYTES:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return False
+                    received += len(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        return True
+        except TimeoutError:
+            return False
+        return False
 
     def _observe(
         self, scope: Scope, method: str, status: int, duration_s: float, outcome: dict[str, str]
