@@ -66,7 +66,7 @@ SHARED_FLIGHT_RESULTS: tuple[SharedFlightResult, ...] = get_args(SharedFlightRes
 # the upstream connection's state as a gauge value (app/streams/upstream.py UpstreamState).
 StreamDirection = Literal["in", "out"]
 # What became of a streamed quote or trade offered to the REST cache (app/streams/refresh.py).
-StreamRefresh = Literal["stored", "kept_newer", "refused"]
+StreamRefresh = Literal["stored", "kept_newer", "refused", "not_latest"]
 StreamAttempt = Literal[
     "connected", "failed", "dropped", "connection_limit", "rate_limited", "refused"
 ]
@@ -407,7 +407,8 @@ class Metrics:
             "gateway_stream_cache_refreshes_total",
             "Streamed quotes and trades offered to the REST cache, by cache kind and result:"
             " stored, kept_newer (the cache held a newer value), refused (unreadable, or"
-            " observed ahead of the gateway's clock)",
+            " observed ahead of the gateway's clock), not_latest (a trade whose conditions"
+            " Alpaca's latest trade leaves out)",
             ["kind", "result"],
             registry=r,
         )

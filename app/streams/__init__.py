@@ -19,7 +19,7 @@ from app.streams.backoff import BackoffPolicy
 from app.streams.feeds import ALPACA_STREAM_URL, as_websocket_url
 from app.streams.hub import StreamHub
 from app.streams.leader import leadership
-from app.streams.refresh import LatestRefresh
+from app.streams.refresh import LatestRefresh, streamed_kinds
 from app.streams.upstream import UpstreamFeedFactory
 
 # Alpaca gives a client 10 s to authenticate; its own answers come well within that.
@@ -59,8 +59,11 @@ def open_stream_hub(
     refresh = LatestRefresh(
         cache,
         metrics,
-        quote_ttl_s=settings.cache_quote_ttl_s,
-        trade_ttl_s=settings.cache_trade_ttl_s,
+        kinds=streamed_kinds(
+            quote_ttl_s=settings.cache_quote_ttl_s,
+            trade_ttl_s=settings.cache_trade_ttl_s,
+            option_quote_ttl_s=settings.cache_option_quote_ttl_s,
+        ),
         stale_retention_s=settings.cache_stale_retention_s,
         clock_skew_tolerance_s=settings.clock_skew_tolerance_ms / 1000,
     )
