@@ -4,6 +4,13 @@ Entries keep the real value with its fetch time, and may also carry a typed fail
 entry) so a failing key does not stampede Alpaca. The last real value stays in the entry next to
 a failure, because `stale_if_error_ms` may later ask for it. The cache is an optimisation: Redis
 errors fail open (counted, logged once per outage) and never become an answer to the client.
+
+Latest values are written in order: an entry that says when its value was observed
+(`observed_ns`) never replaces a fresh entry observed later. Two writers race for such keys, the
+REST path and Alpaca's stream (app/streams/refresh.py), and a REST answer that was in flight
+while the stream pushed a newer quote must not take the cache back in time. In Redis the check
+and the write are one script, so instances cannot interleave between them. A held entry past its
+freshness gives way, so a REST answer always lands once the entry it would replace has aged out.
 """
 
 from __future__ import annotations
@@ -46,8 +53,11 @@ class CachedValue:
     fetched_at: float  # unix seconds when the gateway received `value`
     fresh_until: float  # unix seconds; after this the entry is only a stale candidate
     error: GatewayError | None = None  # set on a negative entry
-    # The value came over Alpaca's stream (app/streams/latest.py), not from a REST call.
+    # The value came over Alpaca's stream (app/streams/refresh.py), not from a REST call.
     streamed: bool = False
+    # Latest values only: the newest observation in `value` (Unix ns; 0 for a failure holding no
+    # value), which orders writes. None: written unconditionally.
+    observed_ns: int | None = None
     # What the API made of this entry once (its encoded answer), so a value served a thousand
     # times is encoded once. Lives as long as the entry object; never stored in Redis.
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -61,9 +71,52 @@ def cache_key(kind: str, feed: str, symbol: str, *params: str) -> str:
     return ":".join(("v1", kind, feed, symbol, *params))
 
 
+def keeps_held(held: CachedValue | None, entry: CachedValue, now: float) -> bool:
+    """Whether an ordered write of `entry` must leave `held` in place: it is fresh and was
+    observed later. ORDERED_PUT is the same rule in Redis."""
+    return (
+        held is not None
+        and held.observed_ns is not None
+        and entry.observed_ns is not None
+        and held.observed_ns > entry.observed_ns
+        and held.is_fresh(now)
+    )
+
+
+# A Lua function: whether the encoded entry `held` must stay against an entry observed at `ns`
+# (decimal text) at unix time `now`. `encode` writes an ordered entry's observation and
+# freshness first (`{"o":"<ns>","u":<unix s>,...`) so they are read without decoding the value:
+# cjson would take longer and keep only 14 digits of any number it re-encodes.
+HELD_IS_NEWER_LUA = """
+local function held_is_newer(held, ns, now)
+  local o, u = string.match(held, '^{"o":"(%d+)","u":([^,}]+)')
+  if not o or (tonumber(u) or 0) <= now then
+    return false
+  end
+  return string.len(o) > string.len(ns) or (string.len(o) == string.len(ns) and o > ns)
+end
+"""
+# KEYS: the value. ARGV: entry, keep ms, observed ns, now (unix s). Stores the entry unless the
+# one held is fresh and observed later: 1 when stored, else the held entry.
+ORDERED_PUT = (
+    HELD_IS_NEWER_LUA
+    + """
+local held = redis.call('GET', KEYS[1])
+if held and held_is_newer(held, ARGV[3], tonumber(ARGV[4])) then
+  return held
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+)
+
+
 def encode(entry: CachedValue) -> bytes:
     error = entry.error
-    doc: dict[str, Any] = {"v": entry.value, "f": entry.fetched_at, "u": entry.fresh_until}
+    doc: dict[str, Any] = {}
+    if entry.observed_ns is not None:
+        doc["o"] = str(entry.observed_ns)  # first, with "u": see HELD_IS_NEWER_LUA
+    doc |= {"u": entry.fresh_until, "v": entry.value, "f": entry.fetched_at}
     if entry.streamed:
         doc["s"] = True
     if error is not None:
@@ -92,7 +145,15 @@ def decode(raw: bytes | str) -> CachedValue:
             retry_after_s=e["retry_after_s"],
             extensions=e["extensions"],
         )
-    return CachedValue(doc["v"], doc["f"], doc["u"], error, streamed=doc.get("s") is True)
+    observed = doc.get("o")
+    return CachedValue(
+        doc["v"],
+        doc["f"],
+        doc["u"],
+        error,
+        streamed=doc.get("s") is True,
+        observed_ns=int(observed) if isinstance(observed, str) else None,
+    )
 
 
 class Cache(Protocol):
@@ -108,8 +169,10 @@ class Cache(Protocol):
     # True when `peek` answering None means the cache holds nothing for the key anywhere.
     conclusive_peek: bool
 
-    async def put_many(self, entries: Sequence[tuple[str, CachedValue, float]]) -> None:
-        """Store (key, entry, keep_s); `keep_s` is the hard expiry, past any stale use."""
+    async def put_many(self, entries: Sequence[tuple[str, CachedValue, float]]) -> set[str]:
+        """Store (key, entry, keep_s); `keep_s` is the hard expiry, past any stale use. An entry
+        with `observed_ns` is an ordered write (`keeps_held`): the keys whose held entry stayed
+        are answered."""
         ...
 
     def status(self) -> str: ...
@@ -168,10 +231,12 @@ class MemoryCache:
         max_entries: int = 100_000,
         max_bytes: int = 32 * 2**20,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         # (hard expiry on `clock`, entry)
         self._entries: Bounded[tuple[float, CachedValue]] = Bounded(max_entries, max_bytes)
         self._clock = clock
+        self._wall_clock = wall_clock
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, CachedValue]:
         found: dict[str, CachedValue] = {}
@@ -190,11 +255,16 @@ class MemoryCache:
             return None
         return item[1]
 
-    async def put_many(self, entries: Sequence[tuple[str, CachedValue, float]]) -> None:
-        now = self._clock()
+    async def put_many(self, entries: Sequence[tuple[str, CachedValue, float]]) -> set[str]:
+        now, wall_now = self._clock(), self._wall_clock()
+        kept: set[str] = set()
         for key, entry, keep_s in entries:
+            if keeps_held(self.peek(key), entry, wall_now):
+                kept.add(key)
+                continue
             # Measured as Redis would store it: what the entry costs, within a small factor.
             self._entries.put(key, (now + keep_s, entry), len(encode(entry)))
+        return kept
 
     def sizes(self) -> tuple[int, int]:
         """(entries, bytes) held now."""
@@ -321,25 +391,41 @@ class RedisCache:
         """(entries, bytes) the near cache holds now."""
         return len(self._near), self._near.bytes
 
-    async def put_many(self, entries: Sequence[tuple[str, CachedValue, float]]) -> None:
-        encoded = [(key, entry, keep_s, encode(entry)) for key, entry, keep_s in entries]
-        for key, entry, _, raw in encoded:
+    async def put_many(self, entries: Sequence[tuple[str, CachedValue, float]]) -> set[str]:
+        now = self._wall_clock()
+        kept: set[str] = set()
+        encoded = []
+        for key, entry, keep_s in entries:
+            if keeps_held(self._near.get(key), entry, now):
+                kept.add(key)  # this instance knows of a newer one: Redis holds it or newer
+                continue
+            raw = encode(entry)
             self._near.put(key, entry, len(raw))
-        if not entries or not self.reachable():
-            return
+            encoded.append((key, entry, keep_s, raw))
+        if not encoded or not self.reachable():
+            return kept
 
         async def store() -> Any:
             pipe = self._redis.pipeline(transaction=False)
-            for key, _, keep_s, raw in encoded:
-                pipe.set(self._prefix + key, raw, px=max(1, int(keep_s * 1000)))
+            for key, entry, keep_s, raw in encoded:
+                redis_key, keep_ms = self._prefix + key, max(1, int(keep_s * 1000))
+                if entry.observed_ns is None:
+                    pipe.set(redis_key, raw, px=keep_ms)
+                else:
+                    pipe.eval(ORDERED_PUT, 1, redis_key, raw, keep_ms, entry.observed_ns, now)
             return await pipe.execute()
 
         try:
-            await self.bounded(store)
+            answers = await self.bounded(store)
         except REDIS_ERRORS as exc:
             self.report_failure(exc)
-            return
+            return kept
         self.report_success()
+        for (key, _, _, _), answer in zip(encoded, answers, strict=True):
+            if isinstance(answer, bytes):  # another writer's newer entry stayed: hold it
+                kept.add(key)
+                self.hold_encoded(key, answer)
+        return kept
 
     async def ping(self) -> bool:
         try:
@@ -381,6 +467,14 @@ class RedisCache:
         """Keep an entry this instance got without reading Redis (another instance's landing
         notice) in the near cache, as if it had been read."""
         self._near.put(key, entry, size)
+
+    def hold_encoded(self, key: str, raw: bytes) -> None:
+        """`hold` for an entry as Redis stores it; one this version cannot read is left out."""
+        try:
+            entry = decode(raw)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return
+        self._near.put(key, entry, len(raw))
 
     def reachable(self) -> bool:
         """False while Redis is known to be down and not yet due for a retry: skip it."""

@@ -44,7 +44,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.background import cancel_and_wait
-from app.cache import REDIS_ERRORS, CachedValue, RedisCache, decode, encode
+from app.cache import HELD_IS_NEWER_LUA, REDIS_ERRORS, CachedValue, RedisCache, decode, encode
 from app.errors import ErrorCode, GatewayError
 from app.metrics import Metrics
 
@@ -81,19 +81,34 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-# KEYS: the value, its lease. ARGV: token, entry ('' for none), keep ms, channel, key.
-# Stores the entry (ours is real even if the lease lapsed meanwhile), releases the lease if it
-# is still ours, and tells every instance: "<len(key)>:<key><entry>".
-_LAND = """
-if ARGV[2] ~= '' then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+# KEYS: the value, its lease. ARGV: token, entry ('' for none), keep ms, channel, key, observed
+# ns ('' for an unordered entry), now (unix s).
+# Stores the entry (ours is real even if the lease lapsed meanwhile) unless it is an ordered
+# one and the entry held is fresh and observed later (app/cache.py), releases the lease if it
+# is still ours, and tells every instance of the entry the key holds now:
+# "<len(key)>:<key><entry>". Answers 1, or the held entry that stayed.
+_LAND = (
+    HELD_IS_NEWER_LUA
+    + """
+local entry = ARGV[2]
+if entry ~= '' then
+  local held = ARGV[6] ~= '' and redis.call('GET', KEYS[1])
+  if held and held_is_newer(held, ARGV[6], tonumber(ARGV[7])) then
+    entry = held
+  else
+    redis.call('SET', KEYS[1], entry, 'PX', ARGV[3])
+  end
 end
 if redis.call('GET', KEYS[2]) == ARGV[1] then
   redis.call('DEL', KEYS[2])
 end
-redis.call('PUBLISH', ARGV[4], string.len(ARGV[5]) .. ':' .. ARGV[5] .. ARGV[2])
+redis.call('PUBLISH', ARGV[4], string.len(ARGV[5]) .. ':' .. ARGV[5] .. entry)
+if entry ~= ARGV[2] then
+  return entry
+end
 return 1
 """
+)
 _WON, _FOUND = 2, 1
 
 
@@ -401,21 +416,26 @@ class SharedFlights:
 
     async def _land(self, keys: Sequence[str], token: str, writes: Writes) -> None:
         """Store, release and announce; the entries stay in the near cache whatever Redis does."""
-        stored: dict[str, tuple[bytes, float]] = {}
+        stored: dict[str, tuple[bytes, float, int | None]] = {}
         for key, entry, keep_s in writes:
             raw = encode(entry)
             self._cache.hold(key, entry, len(raw))
-            stored[key] = (raw, keep_s)
+            stored[key] = (raw, keep_s, entry.observed_ns)
         # Tried even while claims skip Redis: the leases were won, so Redis answered lately,
         # and every instance waiting on them would otherwise wait out the lease and call again.
         calls = []
+        now = self._wall_clock()
         for key in keys:
-            raw, keep_s = stored.get(key, (b"", 0.0))
+            raw, keep_s, observed_ns = stored.get(key, (b"", 0.0, None))
             value_key = self._cache.redis_key(key)
             keep_ms = max(1, int(keep_s * 1000))
-            args = (token, raw, keep_ms, self._channel, key)
+            ordered = "" if observed_ns is None else observed_ns
+            args = (token, raw, keep_ms, self._channel, key, ordered, now)
             calls.append(((value_key, lease_key(value_key)), args))
-        await self._run(_LAND, calls)
+        answers = await self._run(_LAND, calls)
+        for key, answer in zip(keys, answers or (), strict=False):
+            if isinstance(answer, bytes):  # a newer entry stayed (ordered writes): hold it
+                self._cache.hold_encoded(key, answer)
 
     async def _run(
         self, script: str, calls: Sequence[tuple[tuple[str, ...], tuple[Any, ...]]]

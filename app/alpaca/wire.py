@@ -196,3 +196,14 @@ def timestamp(wire: Mapping[str, Any], key: str, what: str, upstream: Upstream =
 def epoch_seconds(rfc3339: str) -> float:
     """Seconds since the epoch for an already-validated RFC 3339 text (sub-µs digits dropped)."""
     return datetime.fromisoformat(rfc3339).timestamp()
+
+
+def epoch_ns(rfc3339: str) -> int:
+    """Nanoseconds since the epoch for an already-validated RFC 3339 text, all nine digits kept
+    (a float of seconds would blur two quotes a few hundred nanoseconds apart)."""
+    head, dot, rest = rfc3339.partition(".")
+    if not dot:
+        return int(datetime.fromisoformat(rfc3339).timestamp()) * 1_000_000_000
+    digits = len(rest) - len(rest.lstrip("0123456789"))
+    seconds = int(datetime.fromisoformat(head + rest[digits:]).timestamp())
+    return seconds * 1_000_000_000 + int(rest[:digits].ljust(9, "0"))

@@ -86,4 +86,5 @@ class LatestReads(Generic[V]):
             stale_if_error_s=stale_if_error_s,
             refusal=kind.refusal,
             observed=kind.observed,
+            ordered=True,
         )

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
-from app.alpaca.wire import epoch_seconds
+from app.alpaca.wire import epoch_ns, epoch_seconds
 from app.cache import Cache, CachedValue
 from app.coalesce import SingleFlight, await_flight
 from app.errors import (
@@ -124,6 +124,7 @@ class ReadThrough:
         stale_if_error_s: float | None = None,
         refusal: Callable[[], GatewayError | None] | None = None,
         observed: ObservedTimes[V] | None = None,
+        ordered: bool = False,
     ) -> dict[str, Outcome[V]]:
         """Outcome per item of `keys` (item -> cache key), fetching only what is not fresh.
 
@@ -131,7 +132,10 @@ class ReadThrough:
         limit, no credentials); if so the misses are answered at once, without a flight.
         `observed` names a fetched value's observation times: one ahead of our clock by more
         than the skew tolerance is refused (UPSTREAM_BAD_RESPONSE), never cached or served.
+        `ordered` (latest values, with `observed`): the entries are ordered writes, so an answer
+        never replaces a fresh entry observed later (one the stream pushed meanwhile).
         """
+        order_by = observed if ordered else None
         now = self._clock()
         outcomes: dict[str, Outcome[V]] = {}
         waiting: list[tuple[str, Lookup, Any]] = []
@@ -176,7 +180,7 @@ class ReadThrough:
                     outcomes[item] = self._settle(kind, held, "miss", before, now, stale_if_error_s)
                 continue
             previous = {keys[i]: cached.get(keys[i]) for i in chunk}
-            work = self._fly(chunk, keys, fetch, fresh_ttl_s, previous, observed)
+            work = self._fly(chunk, keys, fetch, fresh_ttl_s, previous, observed, order_by)
             flight = self._flights.start([keys[i] for i in chunk], work)
             waiting.extend((item, "miss", flight) for item in chunk)
         for item, joined, flight in waiting:
@@ -237,6 +241,7 @@ class ReadThrough:
         fresh_ttl_s: float,
         previous: Mapping[str, CachedValue | None],
         observed: ObservedTimes[V] | None,
+        order_by: ObservedTimes[V] | None,
     ) -> Landed:
         """The flight of one chunk: with shared flights, Alpaca is called only for the keys no
         other instance is fetching; without, for all of them."""
@@ -244,7 +249,7 @@ class ReadThrough:
 
         async def call(wanted: list[str]) -> tuple[dict[str, CachedValue], Writes]:
             asked = [items[key] for key in wanted]
-            return await self._fetch(asked, keys, fetch, fresh_ttl_s, previous, observed)
+            return await self._fetch(asked, keys, fetch, fresh_ttl_s, previous, observed, order_by)
 
         if self._shared is not None:
             return await self._shared.fly(list(items), call)
@@ -260,8 +265,10 @@ class ReadThrough:
         fresh_ttl_s: float,
         previous: Mapping[str, CachedValue | None],
         observed: ObservedTimes[V] | None,
+        order_by: ObservedTimes[V] | None,
     ) -> tuple[dict[str, CachedValue], Writes]:
-        """One upstream call for `chunk`: each key's entry, and the entries to store."""
+        """One upstream call for `chunk`: each key's entry, and the entries to store (ordered
+        by `order_by`'s newest time when given)."""
         try:
             results: Mapping[str, V | GatewayError] = await fetch(chunk)
         except GatewayError as exc:
@@ -274,11 +281,22 @@ class ReadThrough:
             if observed is not None and not isinstance(result, GatewayError):
                 result = self._ahead_of_clock(item, result, observed, fetched_at) or result
             if isinstance(result, GatewayError):
-                entry, keep_s = self._negative(result, previous.get(key), fetched_at, fresh_ttl_s)
+                before = previous.get(key)
+                entry, keep_s = self._negative(result, before, fetched_at, fresh_ttl_s)
+                if order_by is not None:
+                    # A failure orders as the value it keeps beside it (none: before any value),
+                    # so it never hides a value the stream pushed meanwhile.
+                    kept_ns = 0 if before is None or before.value is None else before.observed_ns
+                    entry = replace(entry, observed_ns=kept_ns)
                 if result.code not in ANSWERED_WITHOUT_ALPACA:
                     writes.append((key, entry, keep_s))
             else:
-                entry = CachedValue(result, fetched_at, fetched_at + fresh_ttl_s)
+                observed_ns = None
+                if order_by is not None:
+                    observed_ns = max((epoch_ns(t) for t in order_by(result)), default=None)
+                entry = CachedValue(
+                    result, fetched_at, fetched_at + fresh_ttl_s, observed_ns=observed_ns
+                )
                 writes.append((key, entry, fresh_ttl_s + self._stale_retention_s))
             entries[key] = entry
         return entries, writes

@@ -6,13 +6,14 @@ with their true times.
 A streamed message becomes exactly the entry the REST path would have made of the same Alpaca
 fields: the same pure parse functions read them, once they are in REST's form (`t` as its
 RFC 3339 text, which is what Alpaca's REST writes; an integral float64 as the integer its JSON
-writes). An entry is written only when its value is at least as new as the one the cache holds,
-so an older streamed value never replaces a newer one. Values observed ahead of the gateway's
-clock are refused, as on the REST path: their age would be a fiction.
+writes). Entries are ordered writes (app/cache.py): one never replaces a fresh entry observed
+later, checked and written in one step, so an older streamed value never replaces a newer one
+and a REST answer landing late never replaces a newer streamed one. Values observed ahead of
+the gateway's clock are refused, as on the REST path: their age would be a fiction.
 
 The hot path only notes the newest quote and trade per symbol of each frame; a task writes them
-in batches (one cache read and one write per batch), after the frame went to the clients. Only
-the instance holding the feed's connection writes: the others read the shared cache.
+in batches (one cache call per batch), after the frame went to the clients. Only the instance
+holding the feed's connection writes: the others read the shared cache.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # ships no type information
@@ -30,6 +30,7 @@ from loguru import logger
 
 from app.alpaca.market_data import parse_quote, parse_trade, quote_is_empty
 from app.alpaca.options import option_quote_is_empty, parse_option_quote, parse_option_trade
+from app.alpaca.wire import epoch_ns
 from app.background import cancel_and_wait
 from app.cache import Cache, CachedValue, cache_key
 from app.errors import GatewayError
@@ -119,38 +120,6 @@ def json_number(value: float) -> int | float:
     return value
 
 
-def unix_ns(rfc3339_text: str) -> int:
-    """An already validated RFC 3339 text as Unix nanoseconds, all nine digits kept (a float
-    of seconds would blur two quotes a few hundred nanoseconds apart)."""
-    head, dot, rest = rfc3339_text.partition(".")
-    if not dot:
-        return int(datetime.fromisoformat(rfc3339_text).timestamp()) * 1_000_000_000
-    digits = len(rest) - len(rest.lstrip("0123456789"))
-    seconds = int(datetime.fromisoformat(head + rest[digits:]).timestamp())
-    return seconds * 1_000_000_000 + int(rest[:digits].ljust(9, "0"))
-
-
-def observed_ns(value: Any) -> int | None:
-    """When a cached value (a /v1 item or a face object) was observed; None if it says not."""
-    if not isinstance(value, Mapping):
-        return None
-    text = value.get("timestamp", value.get("t"))
-    if not isinstance(text, str):
-        return None
-    try:
-        return unix_ns(text)
-    except ValueError:
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class _Offer:
-    kind: DataKind
-    entry: CachedValue
-    keep_s: float
-    observed_ns: int
-
-
 class LatestRefresh:
     """Writes the stream's newest quote and trade per symbol into the REST cache."""
 
@@ -216,8 +185,9 @@ class LatestRefresh:
 
     def _offers(
         self, batch: Mapping[tuple[StreamedKind, str, str], tuple[Element, float]]
-    ) -> dict[str, _Offer]:
-        offers: dict[str, _Offer] = {}
+    ) -> dict[str, tuple[DataKind, CachedValue, float]]:
+        """Each cache key's (kind, entry, keep_s) to write."""
+        offers: dict[str, tuple[DataKind, CachedValue, float]] = {}
         for (kind, feed, symbol), (element, received_at) in batch.items():
             try:
                 fields = rest_fields(element.value)
@@ -225,7 +195,7 @@ class LatestRefresh:
             except (GatewayError, WireError) as exc:
                 self._refused(kind, f"{symbol} on {feed}: {exc}")
                 continue
-            observed = unix_ns(value["timestamp"])
+            observed = epoch_ns(value["timestamp"])
             if observed / 1e9 - received_at > self._skew_s:
                 self._refused(kind, f"{symbol} on {feed}: observed ahead of the gateway's clock")
                 continue
@@ -236,26 +206,21 @@ class LatestRefresh:
             if kind.v1 is not None and not (kind.is_empty is not None and kind.is_empty(value)):
                 targets.append((kind.v1, value))
             for kind_name, cached in targets:
-                entry = CachedValue(cached, received_at, received_at + ttl_s, streamed=True)
-                offers[cache_key(kind_name, feed, symbol)] = _Offer(
-                    kind_name, entry, ttl_s + self._stale_retention_s, observed
+                entry = CachedValue(
+                    cached, received_at, received_at + ttl_s, streamed=True, observed_ns=observed
                 )
+                keep_s = ttl_s + self._stale_retention_s
+                offers[cache_key(kind_name, feed, symbol)] = (kind_name, entry, keep_s)
         return offers
 
-    async def _store(self, offers: Mapping[str, _Offer]) -> None:
+    async def _store(self, offers: Mapping[str, tuple[DataKind, CachedValue, float]]) -> None:
         if not offers:
             return
-        held = await self._cache.get_many(list(offers))
-        writes = []
-        for key, offer in offers.items():
-            before = held.get(key)
-            before_ns = None if before is None else observed_ns(before.value)
-            if before_ns is not None and before_ns > offer.observed_ns:
-                self._metrics.stream_cache_refresh(offer.kind, "kept_newer")
-                continue
-            writes.append((key, offer.entry, offer.keep_s))
-            self._metrics.stream_cache_refresh(offer.kind, "stored")
-        await self._cache.put_many(writes)
+        kept = await self._cache.put_many(
+            [(key, e, keep_s) for key, (_, e, keep_s) in offers.items()]
+        )
+        for key, (kind, _, _) in offers.items():
+            self._metrics.stream_cache_refresh(kind, "kept_newer" if key in kept else "stored")
 
     def _refused(self, kind: StreamedKind, why: str) -> None:
         self._metrics.stream_cache_refresh(kind.face, "refused")

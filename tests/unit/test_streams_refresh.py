@@ -13,11 +13,11 @@ import pytest
 
 from app.alpaca.market_data import parse_latest_quotes, parse_latest_trades
 from app.alpaca.options import parse_option_quotes
-from app.alpaca.wire import decode_json
+from app.alpaca.wire import decode_json, epoch_ns
 from app.cache import CachedValue, MemoryCache, cache_key
 from app.metrics import Metrics
 from app.streams.feeds import BY_NAME
-from app.streams.refresh import LatestRefresh, json_number, rest_fields, streamed_kinds, unix_ns
+from app.streams.refresh import LatestRefresh, json_number, rest_fields, streamed_kinds
 from app.streams.wire import WireError, split_frame
 
 T_NS = 1_721_829_413_639_713_735  # 2024-07-24T13:56:53.639713735Z
@@ -102,8 +102,8 @@ def test_json_number_refuses_what_no_json_carries(number: float) -> None:
         ("2024-07-24T09:56:53.639713735-04:00", T_NS),
     ],
 )
-def test_unix_ns_keeps_every_digit(text: str, ns: int) -> None:
-    assert unix_ns(text) == ns
+def test_epoch_ns_keeps_every_digit(text: str, ns: int) -> None:
+    assert epoch_ns(text) == ns
 
 
 def test_a_streamed_option_quote_parses_to_exactly_the_rest_option_quote() -> None:
@@ -156,7 +156,7 @@ async def test_an_older_streamed_quote_never_replaces_a_newer_cached_one(
     newer = {**parse_latest_quotes(decode_json(REST_QUOTES), ["AAPL"])["AAPL"]}  # type: ignore[dict-item]
     newer["timestamp"] = "2024-07-24T13:56:53.639713736Z"  # one nanosecond later
     key = cache_key("quote", "iex", "AAPL")
-    await cache.put_many([(key, CachedValue(newer, 1.0, 2e9), 60.0)])
+    await cache.put_many([(key, CachedValue(newer, 1.0, 2e9, observed_ns=T_NS + 1), 60.0)])
 
     await offer(refresh_of(cache), STREAM_QUOTE)
 
@@ -171,7 +171,21 @@ async def test_an_older_streamed_quote_never_replaces_a_newer_cached_one(
 async def test_an_equally_new_streamed_quote_replaces_the_cached_one(cache: MemoryCache) -> None:
     same = parse_latest_quotes(decode_json(REST_QUOTES), ["AAPL"])["AAPL"]
     key = cache_key("quote", "iex", "AAPL")
-    await cache.put_many([(key, CachedValue(same, 1.0, 2e9), 60.0)])
+    await cache.put_many([(key, CachedValue(same, 1.0, 2e9, observed_ns=T_NS), 60.0)])
+
+    await offer(refresh_of(cache), STREAM_QUOTE)
+
+    held = cache.peek(key)
+    assert held is not None
+    assert held.streamed
+    assert held.observed_ns == T_NS
+
+
+async def test_a_newer_entry_past_its_freshness_gives_way(cache: MemoryCache) -> None:
+    newer = {**parse_latest_quotes(decode_json(REST_QUOTES), ["AAPL"])["AAPL"]}  # type: ignore[dict-item]
+    key = cache_key("quote", "iex", "AAPL")
+    stale = CachedValue(newer, 1.0, 2.0, observed_ns=T_NS + 1)  # fresh until 1970
+    await cache.put_many([(key, stale, 60.0)])
 
     await offer(refresh_of(cache), STREAM_QUOTE)
 
