@@ -35,6 +35,9 @@ from app.streams.subscriptions import Wanted, changes, holds_any
 from app.streams.wire import MSGPACK_CONTENT_TYPE, Element, WireError, decode_trading, split_frame
 
 CONTROL_TYPES = frozenset({"success", "subscription", "error"})
+# Alpaca's answers to a subscribe it refused as a whole (invalid syntax, symbol limit exceeded,
+# insufficient subscription, invalid action for the feed, star on option quotes).
+SUBSCRIBE_REFUSALS = frozenset({400, 405, 409, 410, 413})
 CONNECTION_LIMIT = 406
 CLOSE_TIMEOUT_S = 1.0  # a mute peer never answers our close frame; do not wait for it long
 
@@ -316,6 +319,11 @@ class UpstreamFeed:
                     element.value.get("code"),
                     element.value.get("msg"),
                 )
+                if element.value.get("code") in SUBSCRIBE_REFUSALS:
+                    # Alpaca left its subscriptions as they were: hold what it last confirmed,
+                    # so the next change asks again for what it refused (capacity may be free
+                    # by then) instead of believing it is held.
+                    connection.held = connection.acknowledged
                 self._listener.on_error(element)
         if data:
             self._metrics.stream_messages(self.feed.name, "in", len(data))
@@ -341,10 +349,11 @@ class UpstreamFeed:
         add, drop = changes(connection.held, wanted)
         connection.held = wanted
         try:
-            if add:
-                await connection.ws.send_bytes(msgpack.packb({"action": "subscribe", **add}))
+            # Unsubscribe first: what it frees counts against Alpaca's symbol limit no more.
             if drop:
                 await connection.ws.send_bytes(msgpack.packb({"action": "unsubscribe", **drop}))
+            if add:
+                await connection.ws.send_bytes(msgpack.packb({"action": "subscribe", **add}))
         except (aiohttp.ClientError, ConnectionError, RuntimeError):
             return  # the connection is going; the reader sees it end and reconnects
 

@@ -83,6 +83,31 @@ async def test_a_406_is_waited_out_without_a_reconnect_storm(
     assert limited == 2
 
 
+async def test_symbols_alpaca_refused_at_its_limit_are_asked_for_again_once_there_is_room(
+    gateway: StreamGateway, emulator: EmulatorControl
+) -> None:
+    await emulator.streams.configure(symbol_limit=2)
+    refused = [{"T": "error", "code": 405, "msg": "symbol limit exceeded"}]
+    async with raw(gateway.ws_url("/v2/iex")) as first, raw(gateway.ws_url("/v2/iex")) as second:
+        await authed(gateway, first, quotes=["AAPL", "MSFT"])
+        await emulator.streams.wait_for_subscriber("iex", "quotes", "MSFT")
+        await authed(gateway, second, quotes=["IBM"])
+        # The one connection would hold 3 > 2: Alpaca refuses, and its bots hear it.
+        assert await second.recv() == refused
+        assert await first.recv() == refused
+
+        await first.send({"action": "unsubscribe", "quotes": ["MSFT"]})
+        [answer] = await first.recv()
+        assert answer["quotes"] == ["AAPL"]
+        # MSFT's slot is free: IBM, still wanted, is asked for again and streams.
+        await emulator.streams.wait_for_subscriber("iex", "quotes", "IBM")
+        await emulator.streams.push("iex", [quote("IBM", "181.5")])
+        [tick] = await second.recv()
+        [connection] = await emulator.streams.connections("iex")
+    assert (tick["S"], tick["bp"]) == ("IBM", 181.5)
+    assert sorted(connection["subscriptions"]["quotes"]) == ["AAPL", "IBM"]
+
+
 async def test_a_429_at_the_upgrade_is_honoured(
     gateway: StreamGateway, emulator: EmulatorControl
 ) -> None:
