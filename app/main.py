@@ -42,6 +42,7 @@ from app.api.problems import add_exception_handlers, internal_response, problem_
 from app.cache import Cache, MemoryCache, RedisCache, RedisClient, fail_fast_redis
 from app.keys import KeyRing
 from app.logs import logger_level_no, setup_logging
+from app.market_session import MarketSession
 from app.metrics import UPSTREAMS, Metrics
 from app.order_sweep import OrderSweep
 from app.orders import OrderDesk
@@ -500,7 +501,8 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
         OptionDataClient(options), option_contracts, missing, read_through, settings
     )
     # Closed first at shutdown (pushed last): clients and upstream connections end cleanly.
-    streams = open_stream_hub(settings, metrics, credentials, cache, redis)
+    market = MarketSession(metrics)
+    streams = open_stream_hub(settings, metrics, credentials, cache, market, redis)
     stack.push_async_callback(streams.aclose)
     return GatewayState(
         settings=settings,
@@ -520,6 +522,7 @@ async def _build_state(settings: Settings, metrics: Metrics, stack: AsyncExitSta
         error_log=error_log,
         source=settings.source_name,
         streams=streams,
+        market=market,
     )
 
 
@@ -533,7 +536,7 @@ async def _watch_market_clock(state: GatewayState, interval_s: float) -> None:
             logger.exception("market clock poll failed")
         else:
             if isinstance(outcome, Served):
-                state.metrics.market_open(outcome.value["is_open"])
+                state.market.observed(outcome.value["is_open"])
         await asyncio.sleep(interval_s)
 
 

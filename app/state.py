@@ -10,6 +10,7 @@ from app.alpaca.transport import AlpacaTransport
 from app.cache import Cache
 from app.errors import Upstream
 from app.keys import KeyRing
+from app.market_session import MarketSession
 from app.metrics import Metrics
 from app.orders import OrderDesk
 from app.quotas import Quotas
@@ -45,3 +46,5 @@ class GatewayState:
     source: str
     # Real-time streams: one upstream connection per Alpaca feed, fanned out (app/streams).
     streams: StreamHub
+    # Whether the market is open, as Alpaca's clock last said.
+    market: MarketSession

@@ -29,7 +29,7 @@ async def clock(request: Request) -> Response:
     outcome = await gateway.stocks.clock()
     if isinstance(outcome, GatewayError):
         raise outcome
-    gateway.metrics.market_open(outcome.value["is_open"])
+    gateway.market.observed(outcome.value["is_open"])
     now = render.now()
     body = MarketClock(
         **outcome.value,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from app.alpaca.transport import Credentials
 from app.cache import Cache, RedisClient
+from app.market_session import MarketSession
 from app.metrics import Metrics
 from app.settings import Settings
 from app.streams.backoff import BackoffPolicy
@@ -41,6 +42,7 @@ def open_stream_hub(
     metrics: Metrics,
     credentials: Credentials | None,
     cache: Cache,
+    market: MarketSession,
     redis: RedisClient | None = None,
 ) -> StreamHub:
     """The instance's stream hub; its `aclose()` closes every upstream connection (with a
@@ -73,6 +75,7 @@ def open_stream_hub(
         trading_url=settings.trading_base_url,
         policy=policy,
         silence_s=settings.stream_silence_s,
+        market_open=market.is_open,
         handshake_timeout_s=UPSTREAM_HANDSHAKE_TIMEOUT_S,
         metrics=metrics,
         tap=refresh.note,

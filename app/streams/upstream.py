@@ -88,6 +88,9 @@ class UpstreamConfig:
     policy: BackoffPolicy
     silence_s: float  # 0: never treat silence as death
     handshake_timeout_s: float
+    # Whether Alpaca's clock says the market is open (None: not known yet). Silence is only
+    # suspect while it is open, or while nobody knows.
+    market_open: Callable[[], bool | None] = lambda: None
 
 
 @dataclass(slots=True)
@@ -284,10 +287,12 @@ class UpstreamFeed:
                 async with asyncio.timeout_at(last_frame_at + silence_s if judged else None):
                     message = await ws.receive()
             except TimeoutError:
-                if holds_any(connection.acknowledged):
+                if holds_any(connection.acknowledged) and self._config.market_open() is not False:
                     ended = _Ended(Setback.DROPPED, got_data, streamed_until_ns=last_frame_ns)
                     return self._attempt(ended, f"silent for {silence_s:g} s while subscribed")
-                last_frame_at = loop.time()  # nothing subscribed: silence is all there is
+                # Nothing subscribed, or the market closed: silence is all there is. Judged
+                # again a silence later, so a socket gone mute overnight is caught once it opens.
+                last_frame_at = loop.time()
                 continue
             if message.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
                 last_frame_ns, last_frame_at = time.time_ns(), loop.time()
@@ -411,6 +416,7 @@ class UpstreamFeedFactory:
         handshake_timeout_s: float,
         metrics: Metrics,
         tap: Tap | None = None,
+        market_open: Callable[[], bool | None] = lambda: None,
     ) -> None:
         """`tap` sees the market data every connection built here receives (the REST cache's
         refresh)."""
@@ -423,6 +429,7 @@ class UpstreamFeedFactory:
         self._trading_url = trading_url
         self._policy = policy
         self._silence_s = silence_s
+        self._market_open = market_open
         self._handshake_timeout_s = handshake_timeout_s
         self._metrics = metrics
         self._tap = tap
@@ -434,6 +441,7 @@ class UpstreamFeedFactory:
             policy=self._policy,
             silence_s=self._silence_s,
             handshake_timeout_s=self._handshake_timeout_s,
+            market_open=self._market_open,
         )
         return UpstreamFeed(feed, config, self._session, listener, self._metrics, tap=self._tap)
 

@@ -183,6 +183,39 @@ async def test_a_mute_socket_is_treated_as_dead_after_the_silence_setting(
     assert got[0]["bp"] == 2.5
 
 
+async def test_a_quiet_socket_is_not_suspect_while_the_market_is_closed(
+    emulator_process: EmulatorProcess, redis_url: str, tmp_path: Path, emulator: EmulatorControl
+) -> None:
+    # Overnight a subscribed feed may be silent for hours: replacing it every STREAM_SILENCE_S
+    # would tell bots of gaps that are none. Once Alpaca's clock says open, silence counts.
+    clock = {
+        "timestamp": "2025-06-24T20:15:22-04:00",
+        "is_open": False,
+        "next_open": "2025-06-25T09:30:00-04:00",
+        "next_close": "2025-06-25T16:00:00-04:00",
+    }
+    await emulator.set_clock(clock)
+    settings = {"STREAM_SILENCE_S": "0.5", "CLOCK_POLL_INTERVAL_S": "0.2"}
+    with stream_gateway(emulator_process, redis_url, tmp_path, **settings) as gateway:
+        got: list[dict[str, Any]] = []
+        async with running(bot(gateway, got, "AAPL")):
+            await emulator.streams.wait_for_subscriber("iex", "quotes", "AAPL", timeout_s=WAIT_S)
+            first = (await emulator.streams.connections("iex"))[0]["id"]
+            await emulator.add_fault("/v2/iex", "stream_mute", count=1)
+            await asyncio.sleep(2.5)  # five silences
+            assert [c["id"] for c in await emulator.streams.connections("iex")] == [first]
+
+            await emulator.set_clock({**clock, "is_open": True})
+            deadline = time.monotonic() + WAIT_S
+            while [c["id"] for c in await emulator.streams.connections("iex")] in ([first], []):
+                assert time.monotonic() < deadline, "the mute connection was never replaced"
+                await asyncio.sleep(0.05)
+        dropped = gateway.metric(
+            "gateway_stream_upstream_attempts_total", feed="iex", outcome="dropped"
+        )
+    assert dropped == 1
+
+
 async def test_a_client_that_stops_reading_is_told_and_dropped_while_others_get_everything(
     emulator_process: EmulatorProcess, redis_url: str, tmp_path: Path, emulator: EmulatorControl
 ) -> None:
