@@ -30,14 +30,13 @@ from app.cache import (
 )
 from app.errors import ErrorCode, GatewayError
 from app.metrics import Metrics
-from app.reads.read_through import ReadThrough, Served
+from app.reads.read_through import Served
 from app.reads.stocks import latest_time
-from app.shared_flights import SharedFlights
 from tests.support.namespaced_redis import namespace, raw_redis
 from tests.unit.test_read_through import quote
-from tests.unit.test_shared_flights import GatedAlpaca, in_flight, subscribed
+from tests.unit.test_shared_flights import Instance, fleet, in_flight
 
-__all__ = ["namespace", "raw_redis"]  # the fixtures, imported for this module's tests
+__all__ = ["fleet", "namespace", "raw_redis"]  # the fixtures, imported for these tests
 
 T_NS = 1_660_730_860_286_587_431  # quote()'s timestamp, 2022-08-17T10:07:40.286587431Z
 LATER = time.time() + 3600  # fresh for the test's whole life
@@ -156,66 +155,50 @@ async def test_the_script_and_keeps_held_decide_alike(raw_redis: Redis, namespac
 
 
 # --- a shared flight landing after the stream wrote ------------------------------------------
-class Instance:
-    def __init__(self, url: str, namespace: str, name: str) -> None:
-        self.client = fail_fast_redis(url, timeout_s=0.5)
-        self.cache = RedisCache(self.client, Metrics(), timeout_s=0.5, namespace=namespace)
-        self.flights = SharedFlights(
-            self.client, self.cache, Metrics(), owner=name, lease_s=2.0, wait_s=5.0, poll_s=0.05,
-            channel=f"{namespace}:landed",
-        )  # fmt: skip
-        self.reads = ReadThrough(
-            self.cache, Metrics(), negative_ttl_s=1.0, stale_retention_s=60.0, shared=self.flights
-        )
-        self.alpaca = GatedAlpaca()
-
-    async def read(self) -> Any:
-        outcomes = await self.reads.read(
-            "quote", {"AAPL": KEY}, self.alpaca.fetch, fresh_ttl_s=5.0, chunk_size=100,
-            observed=latest_time, ordered=True,
-        )  # fmt: skip
-        return outcomes["AAPL"]
-
-
 KEY = cache_key("quote", "iex", "AAPL")
 
 
-@pytest.fixture
-async def fleet(redis_url: str, namespace: str, raw_redis: Redis) -> AsyncIterator[list[Instance]]:
-    instances = [Instance(redis_url, namespace, f"gw-{i}") for i in range(3)]
-    for instance in instances:
-        instance.flights.start()
-    await subscribed(raw_redis, f"{namespace}:landed", len(instances))
-    yield instances
-    for instance in instances:
-        await instance.flights.aclose()
-        await instance.client.aclose()
+async def read_latest(instance: Instance) -> Any:
+    """AAPL's latest quote as LatestReads asks for it: ordered by its observation."""
+    outcomes = await instance.reads.read(
+        "quote", {"AAPL": KEY}, instance.alpaca.fetch, fresh_ttl_s=5.0, chunk_size=100,
+        observed=latest_time, ordered=True,
+    )  # fmt: skip
+    return outcomes["AAPL"]
+
+
+async def streamed_during_a_flight(
+    fetcher: Instance, streamer: Instance, failure: GatewayError | None = None
+) -> Any:
+    """The fetcher asks Alpaca for AAPL; while the answer (or `failure`) is on its way, the
+    stream's leader caches a quote observed 0.71 s later. The fetcher's outcome."""
+    fetcher.alpaca.hold()
+    flight = asyncio.create_task(read_latest(fetcher))
+    await in_flight(fetcher.alpaca)
+    streamed = CachedValue(
+        quote("AAPL", 231.25) | {"timestamp": "2022-08-17T10:07:41Z"},
+        time.time(), LATER, streamed=True, observed_ns=T_NS + 713_412_569,
+    )  # fmt: skip
+    assert await streamer.cache.put_many([(KEY, streamed, 60.0)]) == set()
+    fetcher.alpaca.failure = failure
+    fetcher.alpaca.gate.set()
+    return await flight
 
 
 async def test_a_rest_answer_landing_after_a_newer_streamed_quote_leaves_it_in_place(
     fleet: list[Instance],
 ) -> None:
     fetcher, streamer, reader = fleet
-    fetcher.alpaca.hold()
-    flight = asyncio.create_task(fetcher.read())
-    await in_flight(fetcher.alpaca)
-    # While Alpaca's REST answer is on its way, the stream's leader caches a newer quote.
-    streamed = CachedValue(
-        quote("AAPL", 231.25) | {"timestamp": "2022-08-17T10:07:41Z"},
-        time.time(), LATER, streamed=True, observed_ns=T_NS + 713_412_569,
-    )  # fmt: skip
-    assert await streamer.cache.put_many([(KEY, streamed, 60.0)]) == set()
-    fetcher.alpaca.gate.set()
 
-    answered = await flight
+    answered = await streamed_during_a_flight(fetcher, streamer)
 
     # The fetcher's own caller gets Alpaca's answer: real, and its provenance says so.
     assert isinstance(answered, Served)
     assert (answered.value["bid_price"], answered.cache) == (172.62, "miss")
     # Everyone after reads the newer streamed quote: in Redis, and in the fetcher's near cache.
-    later = await reader.read()
+    later = await read_latest(reader)
     assert (later.value["bid_price"], later.cache) == (231.25, "stream")
-    again = await fetcher.read()
+    again = await read_latest(fetcher)
     assert (again.value["bid_price"], again.cache) == (231.25, "stream")
     assert len(fetcher.alpaca.calls) == 1
     assert reader.alpaca.calls == []
@@ -225,17 +208,11 @@ async def test_a_failure_landing_after_a_streamed_quote_does_not_hide_it(
     fleet: list[Instance],
 ) -> None:
     fetcher, streamer, reader = fleet
-    fetcher.alpaca.hold()
-    flight = asyncio.create_task(fetcher.read())
-    await in_flight(fetcher.alpaca)
-    streamed = CachedValue(quote("AAPL", 231.25), time.time(), LATER, streamed=True,
-                           observed_ns=T_NS)  # fmt: skip
-    await streamer.cache.put_many([(KEY, streamed, 60.0)])
-    fetcher.alpaca.failure = GatewayError(ErrorCode.UPSTREAM_UNAVAILABLE, "Alpaca answered 500")
-    fetcher.alpaca.gate.set()
 
-    failed = await flight
+    failed = await streamed_during_a_flight(
+        fetcher, streamer, GatewayError(ErrorCode.UPSTREAM_UNAVAILABLE, "Alpaca answered 500")
+    )
 
     assert isinstance(failed, GatewayError)
-    later = await reader.read()
+    later = await read_latest(reader)
     assert (later.value["bid_price"], later.cache) == (231.25, "stream")
