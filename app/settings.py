@@ -184,8 +184,18 @@ class Settings(BaseSettings):
 
     # --- Real-time streams (app/streams): one upstream connection per Alpaca feed -------------
     stream_client_buffer_frames: int = Field(default=1000, ge=1, le=1_000_000)
+    # ... and bytes: a client that stops reading holds at most this much of this process.
+    stream_client_buffer_bytes: int = Field(default=8 * 2**20, ge=64 * 2**10, le=2**31)
     stream_auth_timeout_s: float = Field(default=10.0, gt=0)
     stream_max_symbols_per_client: int = Field(default=10_000, ge=1, le=1_000_000)
+    # Stream connections one key may hold on this instance (past it: Alpaca's 406 at auth).
+    stream_max_clients_per_key: int = Field(default=100, ge=1, le=100_000)
+    # The largest message a client may send once authenticated (a 10,000-symbol subscribe is
+    # about 250 KB); before auth the limit is a fixed 64 KiB.
+    stream_max_message_bytes: int = Field(default=2**20, ge=64 * 2**10, le=64 * 2**20)
+    # With nobody subscribed to anything, a feed's upstream connection is closed after this
+    # long, freeing Alpaca's one slot for the account (0: kept open).
+    stream_idle_close_s: float = Field(default=60.0, ge=0)
     stream_reconnect_min_s: float = Field(default=1.0, gt=0)
     stream_reconnect_max_s: float = Field(default=60.0, gt=0)
     # Alpaca keeps a dropped connection's slot about 90 s and answers 406 until then.
