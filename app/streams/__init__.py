@@ -76,6 +76,7 @@ def open_stream_hub(
         policy=policy,
         silence_s=settings.stream_silence_s,
         market_open=market.is_open,
+        idle_close_s=settings.stream_idle_close_s,
         handshake_timeout_s=UPSTREAM_HANDSHAKE_TIMEOUT_S,
         metrics=metrics,
         tap=refresh.note,

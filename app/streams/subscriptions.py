@@ -3,8 +3,9 @@ them. Pure: sets in, sets and Alpaca-shaped messages out."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.errors import GatewayError
 from app.streams.feeds import CHANNEL_OF_TYPE, FOLLOW_TRADES, WILDCARD, Feed, FeedFamily
@@ -138,3 +139,86 @@ def wants(routes: Wanted, kind: str | None, symbol: str | None) -> bool:
         return False
     held = routes.get(channel)
     return held is not None and (symbol in held or WILDCARD in held)
+
+
+def without(channels: Mapping[str, Iterable[str]], refused: Wanted) -> dict[str, list[str]]:
+    """`channels` less the refused symbols; channels left empty are left out."""
+    kept: dict[str, list[str]] = {}
+    for channel, symbols in channels.items():
+        held_back = refused.get(channel, frozenset())
+        if remaining := [s for s in symbols if s not in held_back]:
+            kept[channel] = remaining
+    return kept
+
+
+@dataclass(slots=True)
+class UpstreamHoldings:
+    """What one upstream connection holds at Alpaca, as far as Alpaca's answers tell.
+
+    Alpaca answers each subscribe and unsubscribe, in order, with the whole `subscription` or an
+    error; a subscribe it refuses (405 symbol limit exceeded and the like) leaves its set as it
+    was. So every message sent waits in `pending` for its answer, a refused subscribe's symbols
+    are held back, and they are asked for again only once an unsubscribe may have made room:
+    re-asking at every change would be refused again each time, and would take every new
+    symbol that fits down with it."""
+
+    held: Wanted = field(default_factory=dict)  # asked for, and not refused
+    acknowledged: Wanted = field(default_factory=dict)  # Alpaca's last `subscription`
+    refused: Wanted = field(default_factory=dict)
+    pending: deque[tuple[bool, dict[str, list[str]]]] = field(default_factory=deque)
+
+    def plan(self, wanted: Wanted) -> list[tuple[str, dict[str, list[str]]]]:
+        """The (action, channels) messages that take the connection to `wanted`, unsubscribes
+        first (what they free no longer counts against Alpaca's limit); recorded as sent."""
+        self.refused = _meet(self.refused, wanted)
+        add, drop = changes(self.held, wanted)
+        if drop:
+            self.refused = {}  # room may be free now: ask again for what was refused
+        add = without(add, self.refused)
+        messages: list[tuple[str, dict[str, list[str]]]] = []
+        if drop:
+            messages.append(("unsubscribe", drop))
+            self.pending.append((False, drop))
+        if add:
+            messages.append(("subscribe", add))
+            self.pending.append((True, add))
+        self.held = _moved(self.held, add, drop)
+        return messages
+
+    def confirmed(self, subscription: Wanted) -> None:
+        """Alpaca's `subscription`: the answer to the oldest message waiting for one."""
+        self.acknowledged = subscription
+        if self.pending:
+            self.pending.popleft()
+
+    def refusal(self) -> dict[str, list[str]]:
+        """Alpaca refused the oldest message waiting for an answer: its symbols, if it was a
+        subscribe (held back from now on), else nothing."""
+        if not self.pending:
+            return {}
+        subscribe, channels = self.pending.popleft()
+        if not subscribe:
+            return {}
+        self.held = _moved(self.held, {}, channels)
+        self.refused = _moved(self.refused, channels, {})
+        return channels
+
+
+def _meet(refused: Wanted, wanted: Wanted) -> Wanted:
+    """What is still refused of what is still wanted."""
+    met = {
+        channel: symbols & wanted.get(channel, frozenset()) for channel, symbols in refused.items()
+    }
+    return {channel: symbols for channel, symbols in met.items() if symbols}
+
+
+def _moved(
+    held: Wanted, add: Mapping[str, Iterable[str]], drop: Mapping[str, Iterable[str]]
+) -> Wanted:
+    """`held` with `add` added and `drop` taken away."""
+    moved = {channel: set(symbols) for channel, symbols in held.items()}
+    for channel, symbols in add.items():
+        moved.setdefault(channel, set()).update(symbols)
+    for channel, symbols in drop.items():
+        moved.get(channel, set()).difference_update(symbols)
+    return {channel: frozenset(symbols) for channel, symbols in moved.items() if symbols}

@@ -31,7 +31,7 @@ from app.background import cancel_and_wait
 from app.metrics import Metrics, StreamAttempt
 from app.streams.backoff import BackoffPolicy, Setback, reconnect_delay_s, retry_after_s
 from app.streams.feeds import Feed, FeedFamily, upstream_url
-from app.streams.subscriptions import Wanted, changes, holds_any
+from app.streams.subscriptions import UpstreamHoldings, Wanted, holds_any
 from app.streams.wire import MSGPACK_CONTENT_TYPE, Element, WireError, decode_trading, split_frame
 
 CONTROL_TYPES = frozenset({"success", "subscription", "error"})
@@ -88,6 +88,7 @@ class UpstreamConfig:
     policy: BackoffPolicy
     silence_s: float  # 0: never treat silence as death
     handshake_timeout_s: float
+    idle_close_s: float = 0.0  # nobody subscribed this long: close (0: never)
     # Whether Alpaca's clock says the market is open (None: not known yet). Silence is only
     # suspect while it is open, or while nobody knows.
     market_open: Callable[[], bool | None] = lambda: None
@@ -104,8 +105,7 @@ class _Ended:
 @dataclass(slots=True)
 class _Connection:
     ws: aiohttp.ClientWebSocketResponse
-    held: Wanted = field(default_factory=dict)  # what we asked Alpaca for on this connection
-    acknowledged: Wanted = field(default_factory=dict)  # Alpaca's last `subscription`
+    holdings: UpstreamHoldings = field(default_factory=UpstreamHoldings)
 
 
 class UpstreamFeed:
@@ -132,7 +132,11 @@ class UpstreamFeed:
         self._wanted: Wanted = {}
         self._connection: _Connection | None = None
         self._task: asyncio.Task[None] | None = None
-        self._syncs: set[asyncio.Task[None]] = set()
+        # One sync at a time: two syncs' sends interleaved (aiohttp waits for the socket to
+        # drain past 64 KiB) would leave Alpaca holding what the gateway believes dropped.
+        self._sync_task: asyncio.Task[None] | None = None
+        self._sync_due = False
+        self._idle_task: asyncio.Task[None] | None = None
         self._gap_since_ns: int | None = None
         self._reconnect_at_s = 0.0  # time.monotonic() of the next attempt while backing off
         self.state = UpstreamState.IDLE
@@ -143,14 +147,18 @@ class UpstreamFeed:
     def want(self, wanted: Wanted) -> None:
         """Hold exactly `wanted` upstream (trade updates: any non-empty value means listen)."""
         self._wanted = wanted
+        wants_any = holds_any(wanted)
+        if wants_any and self._idle_task is not None:
+            self._idle_task.cancel()
+            self._idle_task = None
         if self._task is None:
-            if not holds_any(wanted):
+            if not wants_any:
                 return  # opened lazily, by the first client who wants something
             self._task = asyncio.create_task(self._run(), name=f"stream-upstream-{self.feed.name}")
             return
-        sync = asyncio.create_task(self._sync())
-        self._syncs.add(sync)
-        sync.add_done_callback(self._syncs.discard)
+        if not wants_any and self._idle_task is None and self._config.idle_close_s > 0:
+            self._idle_task = asyncio.create_task(self._close_when_idle())
+        self._sync_soon()
 
     def expect_gap(self, since_ns: int) -> None:
         """Messages since `since_ns` were lost elsewhere (the leader that held the feed died):
@@ -165,9 +173,26 @@ class UpstreamFeed:
 
     async def aclose(self) -> None:
         """Stop; an open connection is closed with a close frame (its slot frees at once)."""
-        await cancel_and_wait([self._task, *self._syncs])
-        self._task = None
+        await cancel_and_wait([self._idle_task, self._task, self._sync_task])
+        self._task = self._sync_task = self._idle_task = None
         self._set_state(UpstreamState.IDLE, "closed")
+
+    async def _close_when_idle(self) -> None:
+        """Nobody has wanted anything for STREAM_IDLE_CLOSE_S: close the connection, freeing
+        Alpaca's one slot for the feed (another tool of the account may want it). The next
+        client to subscribe opens it again; nobody was listening, so no gap is announced."""
+        await asyncio.sleep(self._config.idle_close_s)
+        self._idle_task = None  # done: aclose must not cancel this very task
+        task = self._task
+        # Still set while it closes, so a client arriving now does not open a second one.
+        await cancel_and_wait([task, self._sync_task])
+        if self._task is task:
+            self._task = None
+        self._set_state(
+            UpstreamState.IDLE, f"nobody subscribed for {self._config.idle_close_s:g} s"
+        )
+        if holds_any(self._wanted):  # somebody subscribed while it closed: open it again
+            self.want(self._wanted)
 
     # --- the connection's life ------------------------------------------------------------------
 
@@ -234,7 +259,9 @@ class UpstreamFeed:
         self._connection = connection
         self._set_state(UpstreamState.STREAMING)
         self._metrics.stream_upstream_attempt(self.feed.name, "connected")
-        await self._sync()
+        self._sync_soon()
+        if self._sync_task is not None:
+            await asyncio.shield(self._sync_task)
         self._announce_gap()
         return await self._stream(connection)
 
@@ -287,7 +314,8 @@ class UpstreamFeed:
                 async with asyncio.timeout_at(last_frame_at + silence_s if judged else None):
                     message = await ws.receive()
             except TimeoutError:
-                if holds_any(connection.acknowledged) and self._config.market_open() is not False:
+                acknowledged = connection.holdings.acknowledged
+                if holds_any(acknowledged) and self._config.market_open() is not False:
                     ended = _Ended(Setback.DROPPED, got_data, streamed_until_ns=last_frame_ns)
                     return self._attempt(ended, f"silent for {silence_s:g} s while subscribed")
                 # Nothing subscribed, or the market closed: silence is all there is. Judged
@@ -316,19 +344,17 @@ class UpstreamFeed:
         data = [e for e in elements if e.type not in CONTROL_TYPES]
         for element in elements:
             if element.type == "subscription":
-                connection.acknowledged = _acknowledged(element.value, self.feed)
+                connection.holdings.confirmed(_acknowledged(element.value, self.feed))
             elif element.type == "error":
+                code = element.value.get("code")
+                refused = connection.holdings.refusal() if code in SUBSCRIBE_REFUSALS else {}
                 logger.bind(feed=self.feed.name).warning(
-                    "stream {}: Alpaca sent error {} {}",
+                    "stream {}: Alpaca sent error {} {}{}",
                     self.feed.name,
-                    element.value.get("code"),
+                    code,
                     element.value.get("msg"),
+                    f"; held back until room is made: {refused}" if refused else "",
                 )
-                if element.value.get("code") in SUBSCRIBE_REFUSALS:
-                    # Alpaca left its subscriptions as they were: hold what it last confirmed,
-                    # so the next change asks again for what it refused (capacity may be free
-                    # by then) instead of believing it is held.
-                    connection.held = connection.acknowledged
                 self._listener.on_error(element)
         if data:
             self._metrics.stream_messages(self.feed.name, "in", len(data))
@@ -345,20 +371,25 @@ class UpstreamFeed:
         self._listener.on_trade_update(frame, received_at_s)
         return True
 
+    def _sync_soon(self) -> None:
+        """Bring the connection to what is wanted, after any sync under way."""
+        self._sync_due = True
+        if self._sync_task is None or self._sync_task.done():
+            self._sync_task = asyncio.create_task(self._syncs())
+
+    async def _syncs(self) -> None:
+        while self._sync_due:
+            self._sync_due = False
+            await self._sync()
+
     async def _sync(self) -> None:
         """Subscribe to what is wanted and not held, unsubscribe what is held and not wanted."""
         connection = self._connection
         if connection is None or self.feed.family is FeedFamily.TRADING:
             return
-        wanted = self._wanted
-        add, drop = changes(connection.held, wanted)
-        connection.held = wanted
         try:
-            # Unsubscribe first: what it frees counts against Alpaca's symbol limit no more.
-            if drop:
-                await connection.ws.send_bytes(msgpack.packb({"action": "unsubscribe", **drop}))
-            if add:
-                await connection.ws.send_bytes(msgpack.packb({"action": "subscribe", **add}))
+            for action, channels in connection.holdings.plan(self._wanted):
+                await connection.ws.send_bytes(msgpack.packb({"action": action, **channels}))
         except (aiohttp.ClientError, ConnectionError, RuntimeError):
             return  # the connection is going; the reader sees it end and reconnects
 
@@ -417,6 +448,7 @@ class UpstreamFeedFactory:
         metrics: Metrics,
         tap: Tap | None = None,
         market_open: Callable[[], bool | None] = lambda: None,
+        idle_close_s: float = 0.0,
     ) -> None:
         """`tap` sees the market data every connection built here receives (the REST cache's
         refresh)."""
@@ -430,6 +462,7 @@ class UpstreamFeedFactory:
         self._policy = policy
         self._silence_s = silence_s
         self._market_open = market_open
+        self._idle_close_s = idle_close_s
         self._handshake_timeout_s = handshake_timeout_s
         self._metrics = metrics
         self._tap = tap
@@ -442,6 +475,7 @@ class UpstreamFeedFactory:
             silence_s=self._silence_s,
             handshake_timeout_s=self._handshake_timeout_s,
             market_open=self._market_open,
+            idle_close_s=self._idle_close_s,
         )
         return UpstreamFeed(feed, config, self._session, listener, self._metrics, tap=self._tap)
 

@@ -10,7 +10,7 @@ import contextlib
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,61 @@ async def test_symbols_alpaca_refused_at_its_limit_are_asked_for_again_once_ther
         [connection] = await emulator.streams.connections("iex")
     assert (tick["S"], tick["bp"]) == ("IBM", 181.5)
     assert sorted(connection["subscriptions"]["quotes"]) == ["AAPL", "IBM"]
+
+
+async def test_a_refused_symbol_is_not_asked_again_at_every_lease_tick_nor_blocks_others(
+    emulator_process: EmulatorProcess, redis_url: str, tmp_path: Path, emulator: EmulatorControl
+) -> None:
+    # The leader re-reads every instance's wants three times a lease: a refused subscribe must
+    # not be sent again each time (each one a 405 for every bot), and a symbol that fits on its
+    # own must not be refused for riding along with it.
+    await emulator.streams.configure(symbol_limit=3)
+    refused = [{"T": "error", "code": 405, "msg": "symbol limit exceeded"}]
+    with stream_gateway(emulator_process, redis_url, tmp_path, STREAM_LEADER_LEASE_S="0.6") as gw:
+        async with raw(gw.ws_url("/v2/iex")) as first, raw(gw.ws_url("/v2/iex")) as second:
+            await authed(gw, first, quotes=["AAPL", "MSFT"])
+            await emulator.streams.wait_for_subscriber("iex", "quotes", "MSFT")
+            await authed(gw, second, quotes=["IBM", "TSLA"])  # 4 > 3
+            assert await first.recv() == refused
+            assert await first.quiet(1.5), "asked again (and refused again) at a lease tick"
+
+            await second.send({"action": "subscribe", "quotes": ["NVDA"]})
+            await second.recv()  # its own subscription
+            await emulator.streams.wait_for_subscriber("iex", "quotes", "NVDA")
+            [connection] = await emulator.streams.connections("iex")
+    assert sorted(connection["subscriptions"]["quotes"]) == ["AAPL", "MSFT", "NVDA"]
+
+
+async def test_a_feed_nobody_wants_is_closed_after_the_idle_setting_and_reopened_on_demand(
+    emulator_process: EmulatorProcess, redis_url: str, tmp_path: Path, emulator: EmulatorControl
+) -> None:
+    # Alpaca's one slot per feed is the account's: a feed nobody streams must give it back.
+    with stream_gateway(emulator_process, redis_url, tmp_path, STREAM_IDLE_CLOSE_S="0.5") as gw:
+        async with raw(gw.ws_url("/v2/iex")) as client:
+            await authed(gw, client, quotes=["AAPL"])
+            await emulator.streams.wait_for_subscriber("iex", "quotes", "AAPL")
+        await eventually_async(
+            lambda: emulator.streams.connections("iex"), lambda conns: conns == [], "closed"
+        )
+        async with raw(gw.ws_url("/v2/iex")) as client:
+            await authed(gw, client, quotes=["MSFT"])
+            await emulator.streams.wait_for_subscriber("iex", "quotes", "MSFT")
+            await emulator.streams.push("iex", [quote("MSFT", "420.5")])
+            [tick] = await client.recv()  # the quote, and no gap: nobody was listening
+        attempts = (await emulator.streams.state())["attempts"]["/v2/iex"]
+        gaps = gw.metric("gateway_stream_gaps_total", feed="iex")
+    assert (tick["S"], tick["bp"]) == ("MSFT", 420.5)
+    assert attempts == 2
+    assert gaps == 0
+
+
+async def eventually_async(
+    read: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], what: str
+) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not done(await read()):
+        assert time.monotonic() < deadline, f"never {what}"
+        await asyncio.sleep(0.05)
 
 
 async def test_a_429_at_the_upgrade_is_honoured(
