@@ -74,9 +74,12 @@ def _uvicorn_limits(settings: Settings) -> list[str]:
     """uvicorn's nearest equivalents. Its h11 parser is the one with a head size limit
     (httptools has none), so it is chosen here; past the limit it answers 400. It has no timeout
     on a first request's headers: the header timeout bounds only idle kept-alive connections.
-    Past the connection cap it answers 503 (not problem+json: the app never sees it)."""
+    Past the connection cap it answers 503 (not problem+json: the app never sees it). A stream
+    client's message past STREAM_MAX_MESSAGE_BYTES is refused (1009) before it is buffered
+    whole; granian has no such option, and the app refuses it unread (app/streams/session.py)."""
     return [
         "--http", "h11",
+        "--ws-max-size", str(settings.stream_max_message_bytes),
         "--h11-max-incomplete-event-size", str(settings.gateway_max_header_bytes),
         "--timeout-keep-alive", str(math.ceil(settings.gateway_header_read_timeout_s)),
         "--limit-concurrency", str(settings.gateway_max_connections),

@@ -1,8 +1,10 @@
 """One upstream connection per feed, fanned out to every client of this instance.
 
-Each client has a bounded buffer of frames. Delivery never waits for a client: a client whose
-buffer is full when a frame arrives is told (`error` 407 `slow client`, as Alpaca does) and
-disconnected, never fed a thinned stream, and the others are not slowed by it.
+Each client has a buffer bounded in frames and in bytes. Delivery never waits for a client: a
+client whose buffer is full when a frame arrives (either bound) is told (`error` 407 `slow
+client`, as Alpaca does) and disconnected, never fed a thinned stream, and the others are not
+slowed by it. The gateway's answers to a client's own requests count too: a client that keeps
+asking and never reads is slow like any other.
 
 Each relayed frame carries the (monotonic) time it reached this instance, so the time it spent
 here before its write to each client is measured (gateway_stream_delivery_lag_seconds). Alpaca's
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections import deque
+from collections import Counter, deque
 from typing import TYPE_CHECKING, Protocol
 
 import msgpack  # type: ignore[import-untyped]  # ships no type information
@@ -38,8 +40,8 @@ if TYPE_CHECKING:  # the report's type only: the fan-out never touches the conne
 
 SLOW_CLIENT = 407
 TRADE_UPDATES = "trade_updates"
-# Answers to a client's own requests may exceed its buffer by this much; a client that keeps
-# asking without reading is slow like any other.
+# Answers to a client's own requests may exceed its buffer's frames by this many (never its
+# bytes); a client that keeps asking without reading is slow like any other.
 CONTROL_HEADROOM = 16
 Frame = bytes | str
 # A queued frame and the time.monotonic() at which what it carries reached this instance (None
@@ -84,11 +86,23 @@ def framed(feed: Feed, encoding: Encoding, value: object) -> Frame:
 
 
 class StreamClient:
-    """One connected client of one feed: what it subscribed to and its bounded buffer."""
+    """One connected client of one feed: what it subscribed to and its bounded buffer.
+
+    The buffer holds at most `buffer_frames` frames and `buffer_bytes` bytes (None: frames
+    only), whichever comes first; one frame larger than the byte bound is taken when nothing
+    else waits (it exists already; refusing it would make its every reader slow). A frame's
+    size is its length: bytes, or characters of text (the gateway writes ASCII JSON)."""
 
     _ids = itertools.count(1)
 
-    def __init__(self, feed: Feed, encoding: Encoding, buffer_frames: int) -> None:
+    def __init__(
+        self,
+        feed: Feed,
+        encoding: Encoding,
+        buffer_frames: int,
+        *,
+        buffer_bytes: int | None = None,
+    ) -> None:
         self.id = next(self._ids)
         self.feed = feed
         self.encoding = encoding
@@ -96,31 +110,43 @@ class StreamClient:
         self.routes: Wanted = routing(self.subscriptions)
         self.listening = False  # trade updates
         self.slow = False
+        self.close_code: int | None = None  # the end's close code, when not the usual one
         self.ended = asyncio.Event()  # nothing more will be queued: the notice, then the end
         self._limit = buffer_frames
+        self._byte_limit = buffer_bytes
         self._frames: deque[Queued] = deque()
+        self._bytes = 0  # of the frames queued
         self._ready = asyncio.Event()
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self._bytes
 
     def subscribe(self, subscriptions: Subscriptions) -> None:
         self.subscriptions = subscriptions
         self.routes = routing(subscriptions)
 
     def offer(self, frame: Frame, *, headroom: int = 0, received_at_s: float | None = None) -> bool:
-        """Queue a frame; False (and nothing queued) when the buffer is full or has ended.
-        `headroom`: answers to the client's own requests may use a few more slots.
-        `received_at_s`: when the relayed messages reached this instance (time.monotonic())."""
+        """Queue a frame; False (and nothing queued) when it would take the buffer past either
+        bound, or the buffer has ended. `headroom`: answers to the client's own requests may
+        use a few more frames (not bytes). `received_at_s`: when the relayed messages reached
+        this instance (time.monotonic())."""
         if self.ended.is_set() or len(self._frames) >= self._limit + headroom:
             return False
-        self._frames.append((frame, received_at_s))
-        self._ready.set()
+        size = len(frame)
+        if self._byte_limit is not None and self._frames and self._bytes + size > self._byte_limit:
+            return False
+        self._queue(frame, received_at_s)
         return True
 
-    def finish(self, last: Frame | None = None) -> None:
-        """Write `last` (if any) after what is queued, then end the connection."""
+    def finish(self, last: Frame | None = None, *, code: int | None = None) -> None:
+        """Write `last` (if any) after what is queued, then end the connection (with `code`,
+        if given, instead of the usual close code)."""
         if self.ended.is_set():
             return
+        self.close_code = code
         if last is not None:
-            self._frames.append((last, None))
+            self._queue(last, None)
         self._frames.append((None, None))
         self.ended.set()
         self._ready.set()
@@ -129,8 +155,15 @@ class StreamClient:
         """Drop what is buffered; what is left to write is the notice, then the end."""
         self.slow = True
         self._frames.clear()
-        self._frames.extend(((notice, None), (None, None)))
+        self._bytes = 0
+        self._queue(notice, None)
+        self._frames.append((None, None))
         self.ended.set()
+        self._ready.set()
+
+    def _queue(self, frame: Frame, received_at_s: float | None) -> None:
+        self._frames.append((frame, received_at_s))
+        self._bytes += len(frame)
         self._ready.set()
 
     async def next_frame(self) -> Queued:
@@ -139,7 +172,35 @@ class StreamClient:
         while not self._frames:
             self._ready.clear()
             await self._ready.wait()
-        return self._frames.popleft()
+        queued = self._frames.popleft()
+        if queued[0] is not None:
+            self._bytes -= len(queued[0])
+        return queued
+
+
+class KeySlots:
+    """The stream connections each key holds on this instance (all feeds together): a
+    connection takes its key's slot once authenticated and gives it back when it ends, however
+    it ends."""
+
+    def __init__(self) -> None:
+        self._held: Counter[str] = Counter()
+
+    def held(self, key: str) -> int:
+        return self._held[key]
+
+    def claim(self, key: str, limit: int) -> bool:
+        """Take one of `key`'s `limit` slots; False (nothing taken) when it holds them all."""
+        if self._held[key] >= limit:
+            return False
+        self._held[key] += 1
+        return True
+
+    def release(self, key: str) -> None:
+        if self._held[key] <= 1:
+            del self._held[key]  # a key with no connection is not remembered
+        else:
+            self._held[key] -= 1
 
 
 class FeedHub:

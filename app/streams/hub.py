@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.metrics import Metrics
-from app.streams.fanout import FeedHub, Steering
+from app.streams.fanout import FeedHub, KeySlots, Steering
 from app.streams.feeds import BY_NAME, FEED_NAMES, FeedName
 from app.streams.refresh import LatestRefresh
 from app.streams.upstream import UpstreamFeedFactory, UpstreamReport, UpstreamState
@@ -44,6 +44,8 @@ class StreamHub:
         self._leadership = leadership
         self._metrics = metrics
         self.buffer_frames = buffer_frames
+        # The stream connections each key holds on this instance, over every feed.
+        self.key_slots = KeySlots()
         self._hubs: dict[FeedName, FeedHub] = {}
         for name in FEED_NAMES:
             metrics.stream_feed(name)

@@ -106,17 +106,28 @@ def encode(value: object, encoding: Encoding) -> bytes | str:
     return json.dumps(value, separators=(",", ":"))
 
 
+def longer_than(data: bytes | str, limit: int) -> bool:
+    """Whether a client's message is longer than `limit` bytes (text counted as the UTF-8 it
+    arrived as), without decoding it, nor encoding text whose length alone answers."""
+    if isinstance(data, bytes) or len(data) > limit:  # a character is at least one byte...
+        return len(data) > limit
+    if len(data) * 4 <= limit:  # ... and at most four
+        return False
+    return len(data.encode("utf-8", "surrogatepass")) > limit
+
+
 def decode_client(data: bytes | str) -> object:
     """A client's frame: JSON text, or a binary frame holding MessagePack (alpaca-py) or JSON.
-    WireError if it is neither."""
+    WireError if it is neither, or nested too deeply to decode (JSON's decoder recurses:
+    RecursionError; MessagePack's stops at its own depth), or declares more than it holds."""
     try:
         if isinstance(data, str):
             return json.loads(data)
         try:
             return msgpack.unpackb(data, raw=False, timestamp=0)
-        except (msgpack.UnpackException, ValueError):
+        except (msgpack.UnpackException, ValueError, RecursionError):
             return json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise WireError("unreadable client frame") from exc
 
 

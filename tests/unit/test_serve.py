@@ -83,10 +83,12 @@ def test_uvicorn_gets_its_nearest_limits_and_names_no_server() -> None:
             gateway_header_read_timeout_s=2.5,
             gateway_max_header_bytes=20_000,
             gateway_max_connections=300,
+            stream_max_message_bytes=300_000,
         )
     )
 
     # httptools has no head size limit; h11 does.
+    assert argv[argv.index("--ws-max-size") + 1] == "300000"
     assert argv[argv.index("--http") + 1] == "h11"
     assert argv[argv.index("--h11-max-incomplete-event-size") + 1] == "20000"
     assert argv[argv.index("--timeout-keep-alive") + 1] == "3"  # whole seconds, rounded up

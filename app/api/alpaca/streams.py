@@ -5,7 +5,9 @@
     TradingStream("gw_<id>", "<secret>", url_override=GATEWAY_WS + "/alpaca/stream")
 
 The auth message's `key` and `secret` are a gateway key's two parts, as the REST face's APCA
-headers are (access.py); market data needs `data:read`, trade updates `trading:read`.
+headers are (access.py); market data needs `data:read`, trade updates `trading:read`. A key
+holds at most STREAM_MAX_CLIENTS_PER_KEY stream connections on this instance (the anonymous,
+with GATEWAY_ANONYMOUS_DATA, count as one key).
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from app.state import GatewayState
 from app.storage.store import StoreUnavailable
 from app.streams.fanout import Frame, StreamClient
 from app.streams.feeds import BY_NAME, FEED_NAMES, FeedFamily, FeedName
-from app.streams.session import Admission, Authenticate, ClientSession
+from app.streams.session import Admission, Authenticate, ClientSession, Verdict
 from app.streams.wire import encoding_of
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 CLOSE_POLICY = 1008
 CLOSE_UNAVAILABLE = 1011
+ANONYMOUS = ""  # whose connections the anonymous ones count as (no key id is empty)
 
 
 class _Socket:
@@ -36,7 +39,10 @@ class _Socket:
         self._ws = websocket
 
     async def receive(self) -> bytes | str | None:
-        message = await self._ws.receive()
+        try:
+            message = await self._ws.receive()
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return None  # gone (or closed, and its close frame answered)
         if message["type"] == "websocket.disconnect":
             return None
         data: bytes | str | None = message.get("bytes")
@@ -61,23 +67,23 @@ class _Socket:
 
 
 def _authenticator(gateway: GatewayState, scope: Scope) -> Authenticate:
-    async def authenticate(key: str, secret: str) -> Admission:
+    async def authenticate(key: str, secret: str) -> Verdict:
         if not key and scope is Scope.DATA_READ and gateway.settings.gateway_anonymous_data:
-            return Admission.ADMITTED
+            return Verdict(Admission.ADMITTED, ANONYMOUS)
         # `gw_<id>` + `<secret>`, joined as the REST face joins its two headers; a whole key
         # sent as `key` with an empty secret is accepted too.
         presented = f"{key}_{secret}" if secret else key
         try:
             row = await gateway.keys.authenticate(presented)
         except StoreUnavailable:
-            return Admission.UNAVAILABLE
+            return Verdict(Admission.UNAVAILABLE)
         except Exception:
             # A bug in the key check: the client is told it is unavailable, never left hanging.
             logger.exception("stream authentication failed")
-            return Admission.UNAVAILABLE
+            return Verdict(Admission.UNAVAILABLE)
         if row is None or scope.value not in row.scopes:
-            return Admission.REFUSED
-        return Admission.ADMITTED
+            return Verdict(Admission.REFUSED)
+        return Verdict(Admission.ADMITTED, row.id)
 
     return authenticate
 
@@ -102,15 +108,21 @@ async def _serve(websocket: WebSocket, name: str, family: FeedFamily) -> None:
     hub = streams.feed(feed_name)
     encoding = encoding_of(websocket.headers.get("content-type"))
     await websocket.accept()
-    client = StreamClient(feed, encoding, streams.buffer_frames)
+    settings = gateway.settings
+    client = StreamClient(
+        feed, encoding, streams.buffer_frames, buffer_bytes=settings.stream_client_buffer_bytes
+    )
     scope = Scope.TRADING_READ if family is FeedFamily.TRADING else Scope.DATA_READ
     session = ClientSession(
         _Socket(websocket),
         hub,
         client,
         _authenticator(gateway, scope),
-        auth_timeout_s=gateway.settings.stream_auth_timeout_s,
-        max_symbols=gateway.settings.stream_max_symbols_per_client,
+        auth_timeout_s=settings.stream_auth_timeout_s,
+        max_symbols=settings.stream_max_symbols_per_client,
+        max_message_bytes=settings.stream_max_message_bytes,
+        key_slots=streams.key_slots,
+        max_clients_per_key=settings.stream_max_clients_per_key,
     )
     await session.run(_handshake_credentials(websocket))
 
