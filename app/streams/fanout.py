@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import time
 from collections import Counter, deque
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import msgpack  # type: ignore[import-untyped]  # ships no type information
@@ -273,8 +274,14 @@ class FeedHub:
         if delivered:
             self._metrics.stream_messages(self.feed.name, "out", delivered)
 
-    def on_error(self, element: Element) -> None:
+    def on_error(
+        self, element: Element, refused: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
+        """An error Alpaca sent on the feed, to every client; Alpaca's refusal of a subscribe
+        (`refused`: its channels and symbols) only to the clients that want one of them."""
         for client in list(self._clients.values()):
+            if refused is not None and not _wants_any(client.routes, refused):
+                continue
             if client.encoding == "msgpack":
                 self._deliver(client, join_msgpack([element.raw]))
             else:
@@ -327,3 +334,12 @@ class Steering(Protocol):
     def report(self) -> UpstreamReport: ...
 
     async def aclose(self) -> None: ...
+
+
+def _wants_any(routes: Wanted, refused: Mapping[str, Sequence[str]]) -> bool:
+    """Whether a client with these routes asked for one of the refused channels' symbols."""
+    return any(
+        symbol in routes.get(channel, ())
+        for channel, symbols in refused.items()
+        for symbol in symbols
+    )

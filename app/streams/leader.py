@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -58,8 +58,9 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-# Relayed message kinds: data frame, trade update, error, gap, "my clients' wants changed".
-DATA, TRADE_UPDATE, ERROR, GAP, WANTS = "d", "u", "e", "g", "w"
+# Relayed message kinds: data frame, trade update, error, a refused subscribe (the error and its
+# symbols), gap, "my clients' wants changed".
+DATA, TRADE_UPDATE, ERROR, REFUSED, GAP, WANTS = "d", "u", "e", "r", "g", "w"
 RELAY_QUEUE_FRAMES = 10_000
 # How soon a follower subscribes to the relay again after Redis failed it (and how soon the
 # lease is looked at again).
@@ -339,9 +340,14 @@ class FeedLeadership:
         self._hub.on_trade_update(frame, received_at_s)
         self._relay(TRADE_UPDATE, frame.encode() if isinstance(frame, str) else frame)
 
-    def on_error(self, element: Element) -> None:
-        self._hub.on_error(element)
-        self._relay(ERROR, join_msgpack([element.raw]))
+    def on_error(
+        self, element: Element, refused: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
+        self._hub.on_error(element, refused)
+        if refused is None:
+            self._relay(ERROR, join_msgpack([element.raw]))
+        else:  # every instance tells only its clients that want a refused symbol
+            self._relay(REFUSED, msgpack.packb([element.raw, dict(refused)]))
 
     def on_gap(self, since_ns: int, until_ns: int) -> None:
         self._hub.on_gap(since_ns, until_ns)
@@ -453,6 +459,10 @@ class FeedLeadership:
         elif kind == GAP:
             since, _, until = payload.decode().partition(",")
             self._hub.on_gap(int(since), int(until))
+        elif kind == REFUSED:
+            raw_error, refused = msgpack.unpackb(payload, raw=False)
+            for element in split_frame(join_msgpack([raw_error])):
+                self._hub.on_error(element, refused)
         elif kind in (DATA, ERROR):
             try:
                 elements = split_frame(payload)

@@ -70,8 +70,11 @@ class FeedListener(Protocol):
     def on_trade_update(self, frame: bytes | str, received_at_s: float) -> None:
         """One trade_updates frame, as received (at `received_at_s`, time.monotonic())."""
 
-    def on_error(self, element: Element) -> None:
-        """An error Alpaca sent on the feed that concerns its clients."""
+    def on_error(
+        self, element: Element, refused: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
+        """An error Alpaca sent on the feed that concerns its clients: all of them, or with
+        `refused` (a subscribe Alpaca refused) those that want one of its symbols."""
 
     def on_gap(self, since_ns: int, until_ns: int) -> None:
         """The connection was lost at `since_ns` and streams again at `until_ns`."""
@@ -355,7 +358,7 @@ class UpstreamFeed:
                     element.value.get("msg"),
                     f"; held back until room is made: {refused}" if refused else "",
                 )
-                self._listener.on_error(element)
+                self._listener.on_error(element, refused or None)
         if data:
             self._metrics.stream_messages(self.feed.name, "in", len(data))
             whole = frame if len(data) == len(elements) else b""

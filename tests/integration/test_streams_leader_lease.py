@@ -61,7 +61,7 @@ class Hub:
     def on_trade_update(self, frame: bytes | str, received_at_s: float) -> None:
         raise AssertionError("no trade updates on iex")
 
-    def on_error(self, element: Element) -> None:
+    def on_error(self, element: Element, refused: object = None) -> None:
         raise AssertionError(f"Alpaca sent an error: {dict(element.value)}")
 
     def on_gap(self, since_ns: int, until_ns: int) -> None:

@@ -1,4 +1,5 @@
-"""A follower that lost its relay subscription tells its clients of the gap once it is back."""
+"""What a follower hears through the relay: the gap when it lost its relay subscription, once it
+is back; a refused subscribe with the symbols Alpaca refused."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+import msgpack
+
 from app.streams.leader import FeedLeadership
+from app.streams.wire import Element, split_frame
 
 
 @dataclass
@@ -69,3 +73,38 @@ async def test_a_follower_resubscribed_after_a_failure_announces_the_gap() -> No
     assert redis.subscribes == 2  # again within moments, not a third of the lease (3.3 s)
     [(since_ns, until_ns)] = hub.gaps
     assert since_ns <= until_ns
+
+
+@dataclass
+class ErrorHub(Hub):
+    errors: list[tuple[dict[str, Any], Any]] = field(default_factory=list)
+
+    def on_error(self, element: Element, refused: Any = None) -> None:
+        self.errors.append((dict(element.value), refused))
+
+
+def test_a_refused_subscribe_relayed_reaches_only_the_clients_that_want_its_symbols() -> None:
+    # The leader tells every instance which symbols Alpaca refused, so each one tells only its
+    # own clients that asked for them (the error alone would go to all of them).
+    leader_hub, follower_hub = ErrorHub(), ErrorHub()
+    leader, follower = (
+        FeedLeadership(
+            hub,  # type: ignore[arg-type]
+            lambda feed, owner: SimpleNamespace(),  # type: ignore[arg-type,return-value]
+            Redis(),  # type: ignore[arg-type]
+            SimpleNamespace(),  # type: ignore[arg-type]
+            namespace="gw",
+            instance=name,
+            lease_s=10.0,
+        )
+        for hub, name in ((leader_hub, "gw-a:1"), (follower_hub, "gw-b:1"))
+    )
+    error = {"T": "error", "code": 405, "msg": "symbol limit exceeded"}
+    [element] = split_frame(msgpack.packb([error]))
+
+    leader.on_error(element, {"quotes": ["IBM"]})
+    relayed = leader._outbox.get_nowait()[1]
+    follower._received(relayed)
+
+    assert leader_hub.errors == [(error, {"quotes": ["IBM"]})]
+    assert follower_hub.errors == [(error, {"quotes": ["IBM"]})]
