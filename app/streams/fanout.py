@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # the report's type only: the fan-out never touches the conne
     from app.streams.upstream import UpstreamReport
 
 SLOW_CLIENT = 407
+INSUFFICIENT_SUBSCRIPTION = 409
 TRADE_UPDATES = "trade_updates"
 # Answers to a client's own requests may exceed its buffer's frames by this many (never its
 # bytes); a client that keeps asking without reading is slow like any other.
@@ -212,6 +213,7 @@ class FeedHub:
         self._metrics = metrics
         self._clients: dict[int, StreamClient] = {}
         self._observe_lag = metrics.stream_delivery_lag_observer(feed.name)
+        self._refused_at_auth: Mapping[str, object] | None = None
         # What holds the feed's upstream connection: this instance's own, or the leadership
         # that shares one across instances (app/streams/leader.py). Set by StreamHub.
         self.steering: Steering | None = None
@@ -243,6 +245,7 @@ class FeedHub:
     # --- what the upstream connection hands over ------------------------------------------------
 
     def on_data(self, elements: list[Element], frame: bytes, received_at_s: float) -> None:
+        self._refused_at_auth = None  # data: the feed is the account's after all
         json_texts: dict[int, str] = {}
         delivered = 0
         for client in list(self._clients.values()):
@@ -278,7 +281,10 @@ class FeedHub:
         self, element: Element, refused: Mapping[str, Sequence[str]] | None = None
     ) -> None:
         """An error Alpaca sent on the feed, to every client; Alpaca's refusal of a subscribe
-        (`refused`: its channels and symbols) only to the clients that want one of them."""
+        (`refused`: its channels and symbols) only to the clients that want one of them. A
+        refusal of the feed itself at auth is remembered for the clients still to come."""
+        if refused is None and element.value.get("code") == INSUFFICIENT_SUBSCRIPTION:
+            self._refused_at_auth = element.value
         for client in list(self._clients.values()):
             if refused is not None and not _wants_any(client.routes, refused):
                 continue
@@ -286,6 +292,15 @@ class FeedHub:
                 self._deliver(client, join_msgpack([element.raw]))
             else:
                 self._deliver(client, join_json([element_json(element.value)]))
+
+    def on_connected(self) -> None:
+        """Alpaca accepted the feed's connection: a refusal remembered before no longer holds."""
+        self._refused_at_auth = None
+
+    def refused_at_auth(self) -> Mapping[str, object] | None:
+        """Alpaca's refusal of this feed for the account (409 insufficient subscription) since
+        its connection last authenticated, if any."""
+        return self._refused_at_auth
 
     def answer(self, client: StreamClient, value: object) -> None:
         """The gateway's answer to a client's own request (auth, subscribe, errors)."""

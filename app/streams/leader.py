@@ -59,8 +59,8 @@ end
 return 0
 """
 # Relayed message kinds: data frame, trade update, error, a refused subscribe (the error and its
-# symbols), gap, "my clients' wants changed".
-DATA, TRADE_UPDATE, ERROR, REFUSED, GAP, WANTS = "d", "u", "e", "r", "g", "w"
+# symbols), gap, "my clients' wants changed", "Alpaca accepted the connection".
+DATA, TRADE_UPDATE, ERROR, REFUSED, GAP, WANTS, CONNECTED = "d", "u", "e", "r", "g", "w", "c"
 RELAY_QUEUE_FRAMES = 10_000
 # How soon a follower subscribes to the relay again after Redis failed it (and how soon the
 # lease is looked at again).
@@ -349,6 +349,10 @@ class FeedLeadership:
         else:  # every instance tells only its clients that want a refused symbol
             self._relay(REFUSED, msgpack.packb([element.raw, dict(refused)]))
 
+    def on_connected(self) -> None:
+        self._hub.on_connected()
+        self._relay(CONNECTED, b"")
+
     def on_gap(self, since_ns: int, until_ns: int) -> None:
         self._hub.on_gap(since_ns, until_ns)
         self._relay(GAP, f"{since_ns},{until_ns}".encode())
@@ -459,6 +463,8 @@ class FeedLeadership:
         elif kind == GAP:
             since, _, until = payload.decode().partition(",")
             self._hub.on_gap(int(since), int(until))
+        elif kind == CONNECTED:
+            self._hub.on_connected()
         elif kind == REFUSED:
             raw_error, refused = msgpack.unpackb(payload, raw=False)
             for element in split_frame(join_msgpack([raw_error])):

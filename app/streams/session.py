@@ -239,7 +239,12 @@ class ClientSession:
             return
         verdict = await self._authenticate(key, secret)
         admission = verdict.admission
-        if admission is Admission.ADMITTED and not self._hold_slot(verdict.key):
+        plan_refusal = self._hub.refused_at_auth()
+        if admission is Admission.ADMITTED and plan_refusal is not None:
+            # Alpaca refuses the account this feed (409 insufficient subscription): said at
+            # auth, where Alpaca says it and alpaca-py stops on it, not as data that never comes.
+            self._answer([dict(plan_refusal)])
+        elif admission is Admission.ADMITTED and not self._hold_slot(verdict.key):
             self._answer(error(406))  # the connection stays open: it may try again
         elif admission is Admission.ADMITTED:
             self._authenticated = True

@@ -79,6 +79,9 @@ class FeedListener(Protocol):
     def on_gap(self, since_ns: int, until_ns: int) -> None:
         """The connection was lost at `since_ns` and streams again at `until_ns`."""
 
+    def on_connected(self) -> None:
+        """Alpaca accepted the connection (what it refused at auth before no longer holds)."""
+
 
 # Sees every frame's market-data messages after the listener (app/streams/refresh.py); cheap.
 Tap = Callable[[Feed, Sequence[Element]], None]
@@ -262,6 +265,7 @@ class UpstreamFeed:
         self._connection = connection
         self._set_state(UpstreamState.STREAMING)
         self._metrics.stream_upstream_attempt(self.feed.name, "connected")
+        self._listener.on_connected()
         self._sync_soon()
         if self._sync_task is not None:
             await asyncio.shield(self._sync_task)

@@ -165,6 +165,41 @@ async def eventually_async(
         await asyncio.sleep(0.05)
 
 
+async def test_a_feed_outside_the_plan_is_refused_at_auth_as_alpaca_does_so_alpaca_py_stops(
+    emulator_process: EmulatorProcess, redis_url: str, tmp_path: Path, emulator: EmulatorControl
+) -> None:
+    # Alpaca says 409 insufficient subscription at auth, and alpaca-py stops on it there. The
+    # gateway authenticates bots itself: once Alpaca has refused the feed, it says so at auth
+    # too, and stops saying it once Alpaca accepts the connection (the plan was upgraded).
+    await emulator.configure(plan="free")
+    insufficient = [{"T": "error", "code": 409, "msg": "insufficient subscription"}]
+    with stream_gateway(emulator_process, redis_url, tmp_path, STREAM_RECONNECT_MAX_S="1") as gw:
+        async with raw(gw.ws_url("/v2/sip")) as first:
+            await authed(gw, first, quotes=["AAPL"])  # nothing known yet: admitted
+            assert await first.recv() == insufficient  # Alpaca's answer, passed on
+        sdk = StockDataStream(gw.key_id, gw.secret, url_override=gw.ws_url("/v2/sip"))
+        sdk.subscribe_quotes(_ignore, "AAPL")
+        await asyncio.wait_for(sdk._run_forever(), WAIT_S)  # returns: the SDK gave up, cleanly
+
+        await emulator.configure(plan="unlimited")
+        deadline = time.monotonic() + WAIT_S
+        async with raw(gw.ws_url("/v2/sip")) as later:
+            # Refused (the connection stays open) until the gateway's next try is accepted.
+            while True:
+                await later.send({"action": "auth", "key": gw.key_id, "secret": gw.secret})
+                answer = await later.recv()
+                if answer == [{"T": "success", "msg": "authenticated"}]:
+                    break
+                assert answer == insufficient
+                assert time.monotonic() < deadline, "still refused after the upgrade"
+                await asyncio.sleep(0.1)
+        assert await emulator.streams.attempts("sip") >= 2
+
+
+async def _ignore(message: object) -> None:
+    return None
+
+
 async def test_a_429_at_the_upgrade_is_honoured(
     gateway: StreamGateway, emulator: EmulatorControl
 ) -> None:

@@ -52,6 +52,7 @@ class Hub:
     feed: Any = field(default_factory=lambda: BY_NAME["iex"])
     bids: dict[str, list[float]] = field(default_factory=lambda: {"AAPL": [], "MSFT": []})
     gaps: list[tuple[int, int]] = field(default_factory=list)
+    connected: int = 0
 
     def on_data(self, elements: list[Element], frame: bytes, received_at_s: float) -> None:
         for element in elements:
@@ -66,6 +67,9 @@ class Hub:
 
     def on_gap(self, since_ns: int, until_ns: int) -> None:
         self.gaps.append((since_ns, until_ns))
+
+    def on_connected(self) -> None:
+        self.connected += 1
 
 
 @dataclass

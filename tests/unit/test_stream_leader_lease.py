@@ -31,9 +31,13 @@ HOLD_S = LEASE_S / 2  # a follower's wait for the holder of a vanished lease
 class Hub:
     feed: Any = field(default_factory=lambda: SimpleNamespace(name="iex"))
     gaps: list[tuple[int, int]] = field(default_factory=list)
+    connected: int = 0
 
     def on_gap(self, since_ns: int, until_ns: int) -> None:
         self.gaps.append((since_ns, until_ns))
+
+    def on_connected(self) -> None:
+        self.connected += 1
 
 
 @dataclass

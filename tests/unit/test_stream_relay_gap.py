@@ -18,9 +18,13 @@ from app.streams.wire import Element, split_frame
 class Hub:
     feed: Any = field(default_factory=lambda: SimpleNamespace(name="iex"))
     gaps: list[tuple[int, int]] = field(default_factory=list)
+    connected: int = 0
 
     def on_gap(self, since_ns: int, until_ns: int) -> None:
         self.gaps.append((since_ns, until_ns))
+
+    def on_connected(self) -> None:
+        self.connected += 1
 
 
 class PubSub:
@@ -83,10 +87,9 @@ class ErrorHub(Hub):
         self.errors.append((dict(element.value), refused))
 
 
-def test_a_refused_subscribe_relayed_reaches_only_the_clients_that_want_its_symbols() -> None:
-    # The leader tells every instance which symbols Alpaca refused, so each one tells only its
-    # own clients that asked for them (the error alone would go to all of them).
-    leader_hub, follower_hub = ErrorHub(), ErrorHub()
+def leader_and_follower() -> tuple[FeedLeadership, ErrorHub, FeedLeadership, ErrorHub]:
+    """Two instances' leaderships on one feed (no Redis: the relay is handed over by hand)."""
+    hubs = ErrorHub(), ErrorHub()
     leader, follower = (
         FeedLeadership(
             hub,  # type: ignore[arg-type]
@@ -97,14 +100,34 @@ def test_a_refused_subscribe_relayed_reaches_only_the_clients_that_want_its_symb
             instance=name,
             lease_s=10.0,
         )
-        for hub, name in ((leader_hub, "gw-a:1"), (follower_hub, "gw-b:1"))
+        for hub, name in zip(hubs, ("gw-a:1", "gw-b:1"), strict=True)
     )
+    return leader, hubs[0], follower, hubs[1]
+
+
+def relay(leader: FeedLeadership, follower: FeedLeadership) -> None:
+    while not leader._outbox.empty():
+        follower._received(leader._outbox.get_nowait()[1])
+
+
+def test_a_refused_subscribe_relayed_reaches_only_the_clients_that_want_its_symbols() -> None:
+    # The leader tells every instance which symbols Alpaca refused, so each one tells only its
+    # own clients that asked for them (the error alone would go to all of them).
+    leader, leader_hub, follower, follower_hub = leader_and_follower()
     error = {"T": "error", "code": 405, "msg": "symbol limit exceeded"}
     [element] = split_frame(msgpack.packb([error]))
 
     leader.on_error(element, {"quotes": ["IBM"]})
-    relayed = leader._outbox.get_nowait()[1]
-    follower._received(relayed)
+    relay(leader, follower)
 
     assert leader_hub.errors == [(error, {"quotes": ["IBM"]})]
     assert follower_hub.errors == [(error, {"quotes": ["IBM"]})]
+
+
+def test_alpaca_accepting_the_connection_is_relayed_so_a_409_is_forgotten_everywhere() -> None:
+    leader, leader_hub, follower, follower_hub = leader_and_follower()
+
+    leader.on_connected()
+    relay(leader, follower)
+
+    assert (leader_hub.connected, follower_hub.connected) == (1, 1)
