@@ -7,18 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from alpaca.data.live.stock import StockDataStream
-from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.emulator.control import EmulatorControl
@@ -36,6 +32,7 @@ from tests.support.streams import (
     raw,
     running,
     same_values,
+    stalled_client,
     stream_gateway,
 )
 
@@ -441,26 +438,6 @@ async def delivery_latencies(
 
 def gateway_clients(gateway: StreamGateway) -> float:
     return gateway.metric("gateway_stream_clients", feed="iex")
-
-
-@asynccontextmanager
-async def stalled_client(gateway: StreamGateway) -> AsyncIterator[Raw]:
-    """A JSON client whose socket takes almost nothing unless asked: a tiny receive buffer, a
-    websocket client that stops reading the socket after one queued frame, no compression."""
-    url = gateway.ws_url("/v2/iex")
-    parts = urlsplit(url)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port))
-    async with connect(
-        url, sock=sock, proxy=None, ping_interval=None, max_queue=1,
-        compression=None,  # compressed, a million similar quotes fit in the buffers
-        open_timeout=WAIT_S, close_timeout=1,
-    ) as ws:  # fmt: skip
-        client = Raw(ws, use_msgpack=False)
-        assert await client.recv() == [{"T": "success", "msg": "connected"}]
-        yield client
 
 
 async def count_frames(client: Raw) -> int:

@@ -11,13 +11,11 @@ import asyncio
 import contextlib
 import itertools
 import json
-import socket
 import string
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgpack
 import pytest
@@ -30,7 +28,16 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.emulator.control import EmulatorControl
 from tests.emulator.process import EmulatorProcess
-from tests.support.streams import WAIT_S, Raw, StreamGateway, eventually, quote, raw, stream_gateway
+from tests.support.streams import (
+    WAIT_S,
+    Raw,
+    StreamGateway,
+    eventually,
+    quote,
+    raw,
+    stalled_client,
+    stream_gateway,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -79,25 +86,6 @@ def slow_disconnects(gateway: StreamGateway) -> float:
     return gateway.metric("gateway_stream_slow_client_disconnects_total", feed="iex")
 
 
-@contextlib.asynccontextmanager
-async def never_reading(gateway: StreamGateway) -> AsyncIterator[Raw]:
-    """A JSON client whose socket takes almost nothing unless read: a tiny receive buffer, and
-    a websocket client that stops reading the socket after one queued frame."""
-    url = gateway.ws_url("/v2/iex")
-    parts = urlsplit(url)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port))
-    async with connect(
-        url, sock=sock, proxy=None, ping_interval=None, max_queue=1, compression=None,
-        open_timeout=WAIT_S, close_timeout=1,
-    ) as ws:  # fmt: skip
-        client = Raw(ws, use_msgpack=False)
-        assert await client.recv() == [{"T": "success", "msg": "connected"}]
-        yield client
-
-
 async def closed_with(ws: ClientConnection, wait_s: float = WAIT_S) -> tuple[list[Any], int | None]:
     """Every message left (gap notices left out: an emulator reset drops the gateway's
     connection to it), then the close code the gateway sent (None: no close frame, or still
@@ -126,7 +114,7 @@ async def test_a_client_that_asks_and_never_reads_is_cut_off_within_its_bytes(
     pushed = 0
     async with (
         raw(gateway.ws_url("/v2/iex"), use_msgpack=True) as reader,
-        never_reading(gateway) as spammer,
+        stalled_client(gateway) as spammer,
         contextlib.AsyncExitStack() as stack,
     ):
         await authed(gateway, reader, quotes=["AAPL"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import msgpack
@@ -299,3 +301,23 @@ def percentile(values: list[float], q: float) -> float:
     """The value at quantile `q` (0..1) of `values`, nearest rank."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+@asynccontextmanager
+async def stalled_client(gateway: StreamGateway) -> AsyncIterator[Raw]:
+    """A JSON client whose socket takes almost nothing unless asked: a tiny receive buffer, a
+    websocket client that stops reading the socket after one queued frame, no compression."""
+    url = gateway.ws_url("/v2/iex")
+    parts = urlsplit(url)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port))
+    async with connect(
+        url, sock=sock, proxy=None, ping_interval=None, max_queue=1,
+        compression=None,  # compressed, a million similar quotes fit in the buffers
+        open_timeout=WAIT_S, close_timeout=1,
+    ) as ws:  # fmt: skip
+        client = Raw(ws, use_msgpack=False)
+        assert await client.recv() == [{"T": "success", "msg": "connected"}]
+        yield client
