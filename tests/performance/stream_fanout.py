@@ -167,7 +167,9 @@ def gateways(
         raise SystemExit("several instances share a feed through Redis: set REDIS_URL")
     tmp = Path(tempfile.mkdtemp(prefix="stream-bench-"))
     namespace = f"bench-streams-{uuid.uuid4().hex[:12]}"
+    # Every client uses the one bench key: it may hold them all (100 by default).
     settings = {"LOG_LEVEL": "WARNING", "GATEWAY_MAX_CONNECTIONS": str(clients + 100),
+                "STREAM_MAX_CLIENTS_PER_KEY": str(clients),
                 "CACHE_NAMESPACE": namespace}  # fmt: skip
     try:
         with ExitStack() as stack:
