@@ -393,16 +393,17 @@ class RedisCache:
 
     async def put_many(self, entries: Sequence[tuple[str, CachedValue, float]]) -> set[str]:
         now = self._wall_clock()
-        kept_here: set[str] = set()  # this instance holds a newer one
+        kept: set[str] = set()
         encoded = []
         for key, entry, keep_s in entries:
+            if keeps_held(self._near.get(key), entry, now):
+                kept.add(key)  # this instance knows of a newer one: Redis holds it or newer
+                continue
             raw = encode(entry)
-            if not self.hold(key, entry, len(raw)):
-                kept_here.add(key)
-            # Redis decides for itself: it may have lost what this instance still holds.
+            self._near.put(key, entry, len(raw))
             encoded.append((key, entry, keep_s, raw))
         if not encoded or not self.reachable():
-            return kept_here
+            return kept
 
         async def store() -> Any:
             pipe = self._redis.pipeline(transaction=False)
@@ -418,9 +419,8 @@ class RedisCache:
             answers = await self.bounded(store)
         except REDIS_ERRORS as exc:
             self.report_failure(exc)
-            return kept_here
+            return kept
         self.report_success()
-        kept: set[str] = set()
         for (key, _, _, _), answer in zip(encoded, answers, strict=True):
             if isinstance(answer, bytes):  # another writer's newer entry stayed: hold it
                 kept.add(key)
@@ -463,23 +463,18 @@ class RedisCache:
         """Where `key`'s entry lives in Redis (this cache's namespace)."""
         return self._prefix + key
 
-    def hold(self, key: str, entry: CachedValue, size: int) -> bool:
-        """Keep an entry this instance wrote, or got without reading Redis (another instance's
-        landing notice), in the near cache, as if it had been read; in order, as Redis keeps
-        them (False: a fresh one observed later stays)."""
-        if keeps_held(self._near.get(key), entry, self._wall_clock()):
-            return False
+    def hold(self, key: str, entry: CachedValue, size: int) -> None:
+        """Keep an entry this instance got without reading Redis (another instance's landing
+        notice) in the near cache, as if it had been read."""
         self._near.put(key, entry, size)
-        return True
 
-    def hold_encoded(self, key: str, raw: bytes) -> CachedValue | None:
+    def hold_encoded(self, key: str, raw: bytes) -> None:
         """`hold` for an entry as Redis stores it; one this version cannot read is left out."""
         try:
             entry = decode(raw)
         except (ValueError, KeyError, TypeError, AttributeError):
-            return None
-        self.hold(key, entry, len(raw))
-        return entry
+            return
+        self._near.put(key, entry, len(raw))
 
     def reachable(self) -> bool:
         """False while Redis is known to be down and not yet due for a retry: skip it."""

@@ -44,15 +44,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.background import cancel_and_wait
-from app.cache import (
-    HELD_IS_NEWER_LUA,
-    REDIS_ERRORS,
-    Cache,
-    CachedValue,
-    RedisCache,
-    decode,
-    encode,
-)
+from app.cache import HELD_IS_NEWER_LUA, REDIS_ERRORS, CachedValue, RedisCache, decode, encode
 from app.errors import ErrorCode, GatewayError
 from app.metrics import Metrics
 
@@ -118,16 +110,6 @@ return 1
 """
 )
 _WON, _FOUND = 2, 1
-
-
-def served_after(cache: Cache, entries: dict[str, CachedValue], kept: set[str]) -> Landed:
-    """What a flight serves once its entries were written: its own, or for a key whose newer
-    entry the cache kept (ordered writes) that one, as the cache itself now serves it."""
-    landed: Landed = {}
-    for key, entry in entries.items():
-        held = cache.peek(key) if key in kept else None
-        landed[key] = (held, "hit") if held is not None else (entry, "miss")
-    return landed
 
 
 def lease_key(value_key: str) -> str:
@@ -406,10 +388,9 @@ class SharedFlights:
             except Exception:
                 await self._land(keys, token, [])  # let the next claimer try at once
                 raise
-        newer = await self._land(keys, token, writes)
+        await self._land(keys, token, writes)
         for key in keys:
-            # A newer entry that stayed (ordered writes) is what the cache serves: so here.
-            landed[key] = (newer[key], "hit") if key in newer else (entries[key], "miss")
+            landed[key] = (entries[key], "miss")
             if first:
                 self._metrics.shared_flight("led")
             else:
@@ -433,11 +414,8 @@ class SharedFlights:
             leases = [lease_key(self._cache.redis_key(key)) for key in keys]
             await self._run(_EXTEND, [((lease,), (token, self._lease_ms)) for lease in leases])
 
-    async def _land(
-        self, keys: Sequence[str], token: str, writes: Writes
-    ) -> dict[str, CachedValue]:
-        """Store, release and announce; the entries stay in the near cache whatever Redis does.
-        The newer entries Redis kept instead of ours (ordered writes), by key."""
+    async def _land(self, keys: Sequence[str], token: str, writes: Writes) -> None:
+        """Store, release and announce; the entries stay in the near cache whatever Redis does."""
         stored: dict[str, tuple[bytes, float, int | None]] = {}
         for key, entry, keep_s in writes:
             raw = encode(entry)
@@ -455,13 +433,9 @@ class SharedFlights:
             args = (token, raw, keep_ms, self._channel, key, ordered, now)
             calls.append(((value_key, lease_key(value_key)), args))
         answers = await self._run(_LAND, calls)
-        newer: dict[str, CachedValue] = {}
         for key, answer in zip(keys, answers or (), strict=False):
-            # A newer entry stayed (ordered writes): hold it, and serve it.
-            kept = self._cache.hold_encoded(key, answer) if isinstance(answer, bytes) else None
-            if kept is not None:
-                newer[key] = kept
-        return newer
+            if isinstance(answer, bytes):  # a newer entry stayed (ordered writes): hold it
+                self._cache.hold_encoded(key, answer)
 
     async def _run(
         self, script: str, calls: Sequence[tuple[tuple[str, ...], tuple[Any, ...]]]
@@ -493,8 +467,9 @@ class SharedFlights:
 
     async def _alone(self, keys: list[str], fetch: FetchEntries, landed: Landed) -> None:
         entries, writes = await fetch(keys)
-        landed.update(served_after(self._cache, entries, await self._cache.put_many(writes)))
-        for _ in keys:
+        await self._cache.put_many(writes)
+        for key in keys:
+            landed[key] = (entries[key], "miss")
             self._metrics.shared_flight("unshared")
 
     def _counted(self, result: Literal["followed", "took_over", "timed_out"], since: float) -> None:

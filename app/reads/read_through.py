@@ -25,7 +25,7 @@ from app.errors import (
 )
 from app.metrics import DataKind, Metrics
 from app.models.provenance import CacheState
-from app.shared_flights import Landed, SharedFlights, Writes, served_after
+from app.shared_flights import Landed, SharedFlights, Writes
 
 # The value of one kind (a QuoteValue, a BarSeriesValue, ...): JSON-ready, exactly as parsed.
 V = TypeVar("V")
@@ -254,7 +254,8 @@ class ReadThrough:
         if self._shared is not None:
             return await self._shared.fly(list(items), call)
         entries, writes = await call(list(items))
-        return served_after(self.cache, entries, await self.cache.put_many(writes))
+        await self.cache.put_many(writes)
+        return {key: (entry, "miss") for key, entry in entries.items()}
 
     async def _fetch(
         self,
@@ -285,17 +286,14 @@ class ReadThrough:
                 if order_by is not None:
                     # A failure orders as the value it keeps beside it (none: before any value),
                     # so it never hides a value the stream pushed meanwhile.
-                    kept_ns = (
-                        0 if before is None or before.value is None else before.observed_ns or 0
-                    )
+                    kept_ns = 0 if before is None or before.value is None else before.observed_ns
                     entry = replace(entry, observed_ns=kept_ns)
                 if result.code not in ANSWERED_WITHOUT_ALPACA:
                     writes.append((key, entry, keep_s))
             else:
                 observed_ns = None
                 if order_by is not None:
-                    # Never below 0: Go's zero time (year 1) is a time, and Lua reads digits.
-                    observed_ns = max((max(0, epoch_ns(t)) for t in order_by(result)), default=None)
+                    observed_ns = max((epoch_ns(t) for t in order_by(result)), default=None)
                 entry = CachedValue(
                     result, fetched_at, fetched_at + fresh_ttl_s, observed_ns=observed_ns
                 )

@@ -30,11 +30,11 @@ from app.cache import (
 )
 from app.errors import ErrorCode, GatewayError
 from app.metrics import Metrics
-from app.reads.read_through import ReadThrough, Served
+from app.reads.read_through import Served
 from app.reads.stocks import latest_time
 from tests.support.namespaced_redis import namespace, raw_redis
 from tests.unit.test_read_through import quote
-from tests.unit.test_shared_flights import GatedAlpaca, Instance, fleet, in_flight
+from tests.unit.test_shared_flights import Instance, fleet, in_flight
 
 __all__ = ["fleet", "namespace", "raw_redis"]  # the fixtures, imported for these tests
 
@@ -192,11 +192,10 @@ async def test_a_rest_answer_landing_after_a_newer_streamed_quote_leaves_it_in_p
 
     answered = await streamed_during_a_flight(fetcher, streamer)
 
-    # The fetcher's own caller gets what the cache now serves, the newer streamed quote, as
-    # every other instance's waiter does: no client sees the price go back in time.
+    # The fetcher's own caller gets Alpaca's answer: real, and its provenance says so.
     assert isinstance(answered, Served)
-    assert (answered.value["bid_price"], answered.cache) == (231.25, "stream")
-    # Everyone after reads it too: in Redis, and in the fetcher's near cache.
+    assert (answered.value["bid_price"], answered.cache) == (172.62, "miss")
+    # Everyone after reads the newer streamed quote: in Redis, and in the fetcher's near cache.
     later = await read_latest(reader)
     assert (later.value["bid_price"], later.cache) == (231.25, "stream")
     again = await read_latest(fetcher)
@@ -214,46 +213,6 @@ async def test_a_failure_landing_after_a_streamed_quote_does_not_hide_it(
         fetcher, streamer, GatewayError(ErrorCode.UPSTREAM_UNAVAILABLE, "Alpaca answered 500")
     )
 
-    # A fresh real value is held: the caller gets it rather than the failure.
-    assert isinstance(failed, Served)
-    assert (failed.value["bid_price"], failed.cache) == (231.25, "stream")
+    assert isinstance(failed, GatewayError)
     later = await read_latest(reader)
     assert (later.value["bid_price"], later.cache) == (231.25, "stream")
-
-
-# --- without Redis: one process, its in-memory cache -------------------------------------------
-async def test_alone_the_fetchers_caller_also_gets_the_newer_value_the_stream_cached() -> None:
-    cache = MemoryCache()
-    reads = ReadThrough(cache, Metrics(), negative_ttl_s=1.0, stale_retention_s=60.0)
-    alpaca = GatedAlpaca()
-    alpaca.hold()
-    flight = asyncio.create_task(
-        reads.read("quote", {"AAPL": KEY}, alpaca.fetch, fresh_ttl_s=5.0, chunk_size=100,
-                   observed=latest_time, ordered=True)
-    )  # fmt: skip
-    await in_flight(alpaca)
-    streamed = CachedValue(quote("AAPL", 231.25), time.time(), LATER, streamed=True,
-                           observed_ns=T_NS + 1)  # fmt: skip
-    await cache.put_many([(KEY, streamed, 60.0)])
-    alpaca.gate.set()
-
-    answered = (await flight)["AAPL"]
-
-    assert isinstance(answered, Served)
-    assert (answered.value["bid_price"], answered.cache) == (231.25, "stream")
-    assert cache.peek(KEY) == streamed
-
-
-async def test_a_value_observed_at_gos_zero_time_orders_first_and_never_below_zero() -> None:
-    cache = MemoryCache()
-    reads = ReadThrough(cache, Metrics(), negative_ttl_s=1.0, stale_retention_s=60.0)
-
-    async def zero_time(chunk: list[str]) -> dict[str, Any]:
-        return {s: quote(s) | {"timestamp": "0001-01-01T00:00:00Z"} for s in chunk}
-
-    await reads.read("quote", {"AAPL": KEY}, zero_time, fresh_ttl_s=5.0, chunk_size=100,
-                     observed=latest_time, ordered=True)  # fmt: skip
-
-    held = cache.peek(KEY)
-    assert held is not None
-    assert held.observed_ns == 0  # Lua compares digits: a minus sign would sort as one
