@@ -286,14 +286,17 @@ class ReadThrough:
                 if order_by is not None:
                     # A failure orders as the value it keeps beside it (none: before any value),
                     # so it never hides a value the stream pushed meanwhile.
-                    kept_ns = 0 if before is None or before.value is None else before.observed_ns
+                    kept_ns = (
+                        0 if before is None or before.value is None else before.observed_ns or 0
+                    )
                     entry = replace(entry, observed_ns=kept_ns)
                 if result.code not in ANSWERED_WITHOUT_ALPACA:
                     writes.append((key, entry, keep_s))
             else:
                 observed_ns = None
                 if order_by is not None:
-                    observed_ns = max((epoch_ns(t) for t in order_by(result)), default=None)
+                    # Never below 0: Go's zero time (year 1) is a time, and Lua reads digits.
+                    observed_ns = max((max(0, epoch_ns(t)) for t in order_by(result)), default=None)
                 entry = CachedValue(
                     result, fetched_at, fetched_at + fresh_ttl_s, observed_ns=observed_ns
                 )

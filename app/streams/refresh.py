@@ -195,7 +195,7 @@ class LatestRefresh:
             except (GatewayError, WireError) as exc:
                 self._refused(kind, f"{symbol} on {feed}: {exc}")
                 continue
-            observed = epoch_ns(value["timestamp"])
+            observed = max(0, epoch_ns(value["timestamp"]))  # Lua compares digits (app/cache.py)
             if observed / 1e9 - received_at > self._skew_s:
                 self._refused(kind, f"{symbol} on {feed}: observed ahead of the gateway's clock")
                 continue

@@ -30,7 +30,7 @@ from app.cache import (
 )
 from app.errors import ErrorCode, GatewayError
 from app.metrics import Metrics
-from app.reads.read_through import Served
+from app.reads.read_through import ReadThrough, Served
 from app.reads.stocks import latest_time
 from tests.support.namespaced_redis import namespace, raw_redis
 from tests.unit.test_read_through import quote
@@ -216,3 +216,18 @@ async def test_a_failure_landing_after_a_streamed_quote_does_not_hide_it(
     assert isinstance(failed, GatewayError)
     later = await read_latest(reader)
     assert (later.value["bid_price"], later.cache) == (231.25, "stream")
+
+
+async def test_a_value_observed_at_gos_zero_time_orders_first_and_never_below_zero() -> None:
+    cache = MemoryCache()
+    reads = ReadThrough(cache, Metrics(), negative_ttl_s=1.0, stale_retention_s=60.0)
+
+    async def zero_time(chunk: list[str]) -> dict[str, Any]:
+        return {s: quote(s) | {"timestamp": "0001-01-01T00:00:00Z"} for s in chunk}
+
+    await reads.read("quote", {"AAPL": KEY}, zero_time, fresh_ttl_s=5.0, chunk_size=100,
+                     observed=latest_time, ordered=True)  # fmt: skip
+
+    held = cache.peek(KEY)
+    assert held is not None
+    assert held.observed_ns == 0  # Lua compares digits: a minus sign would sort as one

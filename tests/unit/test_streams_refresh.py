@@ -123,7 +123,8 @@ async def offer(refresh: LatestRefresh, *messages: dict[str, Any], feed: str = "
 
 @pytest.fixture
 def cache() -> MemoryCache:
-    return MemoryCache()
+    # Its clock is the refresh's (2024): what the stream writes is fresh when it is written.
+    return MemoryCache(wall_clock=lambda: T_NS / 1e9 + 0.5)
 
 
 def refresh_of(cache: MemoryCache, clock: float = T_NS / 1e9 + 0.5) -> LatestRefresh:
@@ -179,6 +180,18 @@ async def test_an_equally_new_streamed_quote_replaces_the_cached_one(cache: Memo
     assert held is not None
     assert held.streamed
     assert held.observed_ns == T_NS
+
+
+async def test_a_streamed_quote_never_replaces_a_newer_streamed_one(cache: MemoryCache) -> None:
+    refresh = refresh_of(cache)
+    newer = {**STREAM_QUOTE, "bp": 230.0, "t": msgpack.Timestamp.from_unix_nano(T_NS + 1)}
+    await offer(refresh, newer)
+
+    await offer(refresh, STREAM_QUOTE)  # a later frame carrying an older quote
+
+    held = cache.peek(cache_key("quote", "iex", "AAPL"))
+    assert held is not None
+    assert (held.value["bid_price"], held.observed_ns) == (230, T_NS + 1)
 
 
 async def test_a_newer_entry_past_its_freshness_gives_way(cache: MemoryCache) -> None:
