@@ -341,7 +341,7 @@ READERS = 10  # well-behaved MessagePack clients whose delivery latency is measu
 BATCHES = 80  # pushes per run, enough for a stalled client's buffers to fill (see below)
 WARMUP = 5  # first pushes of each run, not measured
 PER_BATCH = 400
-ROUNDS = 2
+ROUNDS = 3  # the best p99 of three: a loaded full run once lost two rounds in a row
 
 
 async def test_a_client_that_stops_reading_does_not_raise_the_others_delivery_latency(
@@ -352,7 +352,7 @@ async def test_a_client_that_stops_reading_does_not_raise_the_others_delivery_la
     # the test asks for it) to the frame's arrival at a reader, both on this machine's
     # monotonic clock, for every frame of every reader.
     settings = {"STREAM_CLIENT_BUFFER_FRAMES": "16", "LOG_LEVEL": "WARNING"}
-    # Two rounds, alternating, the better p99 of each kind kept: one hiccup of a busy machine
+    # ROUNDS rounds, alternating, the best p99 of each kind kept: one hiccup of a busy machine
     # (this test, the gateway and the emulator share two cores) is not the stalled client's.
     p99s: dict[str, list[float]] = {"calm": [], "stalled": []}
     told: list[list[Any]] = []
