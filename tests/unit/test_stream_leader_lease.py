@@ -22,6 +22,7 @@ from app.cache import RedisClient, fail_fast_redis
 from app.streams.leader import GAP, RELAY_QUEUE_FRAMES, WANTS, FeedLeadership
 from app.streams.subscriptions import Wanted
 from tests.conftest import free_port
+from tests.support.deaf_redis import DeafRedis
 
 LEASE_S = 0.9  # renewals every 0.3 s; after a Redis error, again after 0.2 s
 HOLD_S = LEASE_S / 2  # a follower's wait for the holder of a vanished lease
@@ -386,36 +387,6 @@ def test_a_full_relay_queue_loses_a_gap_only_for_what_the_followers_needed() -> 
     assert b.leadership._lost_since_ns is None  # the leader reads the wants at its next tick
     b.leadership._relay("d", b"frame")
     assert b.leadership._lost_since_ns is not None
-
-
-class PubSub:
-    def __init__(self, redis: DeafRedis) -> None:
-        self._redis = redis
-
-    async def __aenter__(self) -> PubSub:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    async def subscribe(self, channel: str) -> None:
-        self._redis.subscribes += 1
-        if self._redis.subscribes <= self._redis.failures:
-            raise RedisConnectionError("Redis went away")
-
-    async def get_message(self, **options: object) -> None:
-        await asyncio.Event().wait()
-
-
-@dataclass
-class DeafRedis:
-    """Redis as the relay's listener sees it: `failures` subscribes fail, then it listens."""
-
-    failures: int
-    subscribes: int = 0
-
-    def pubsub(self, **options: Any) -> PubSub:
-        return PubSub(self)
 
 
 @pytest.mark.parametrize("symbols", [("MSFT",), ()])

@@ -12,6 +12,7 @@ import msgpack
 
 from app.streams.leader import FeedLeadership
 from app.streams.wire import Element, split_frame
+from tests.support.deaf_redis import DeafRedis
 
 
 @dataclass
@@ -27,35 +28,8 @@ class Hub:
         self.connected += 1
 
 
-class PubSub:
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
-
-    async def __aenter__(self) -> PubSub:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    async def subscribe(self, channel: str) -> None:
-        self._redis.subscribes += 1
-        if self._redis.subscribes == 1:
-            raise TimeoutError  # a busy event loop read Redis's answer too late
-
-    async def get_message(self, **options: object) -> None:
-        await asyncio.Event().wait()  # nothing relayed: the test only watches the gap
-
-
-@dataclass
-class Redis:
-    subscribes: int = 0
-
-    def pubsub(self, **options: Any) -> PubSub:
-        return PubSub(self)
-
-
 async def test_a_follower_resubscribed_after_a_failure_announces_the_gap() -> None:
-    hub, redis = Hub(), Redis()
+    hub, redis = Hub(), DeafRedis(failures=1, error=TimeoutError)  # a busy loop read it late
     leadership = FeedLeadership(
         hub,  # type: ignore[arg-type]
         lambda feed, owner: SimpleNamespace(),  # type: ignore[arg-type,return-value]
@@ -94,7 +68,7 @@ def leader_and_follower() -> tuple[FeedLeadership, ErrorHub, FeedLeadership, Err
         FeedLeadership(
             hub,  # type: ignore[arg-type]
             lambda feed, owner: SimpleNamespace(),  # type: ignore[arg-type,return-value]
-            Redis(),  # type: ignore[arg-type]
+            DeafRedis(),  # type: ignore[arg-type]
             SimpleNamespace(),  # type: ignore[arg-type]
             namespace="gw",
             instance=name,
